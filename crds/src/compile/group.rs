@@ -1,0 +1,360 @@
+//! ModelGroup compilation: per-object checks, then the cross-object rules (model names claimed
+//! twice, unknown fallback targets, fallback cycles), iterated until nothing else falls out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::{
+    compiled::{CompiledDeployment, CompiledMock, CompiledModelGroup, Sensitive},
+    model_group::{Deployment, ModelGroup, ProviderKind},
+    report::{Reason, Rejection},
+};
+
+use super::{Compiled, ObjectRef, SecretIndex, compile_timeouts, duration_ms, precedence};
+
+const DEFAULT_MOCK_DIMENSIONS: u32 = 8;
+
+pub(crate) fn compile_all(
+    groups: &[ModelGroup],
+    secrets: &SecretIndex<'_>,
+) -> Compiled<CompiledModelGroup> {
+    let mut ordered: Vec<&ModelGroup> = groups.iter().collect();
+    ordered.sort_by_key(|g| precedence(*g));
+
+    let mut candidates: BTreeMap<String, CompiledModelGroup> = BTreeMap::new();
+    let mut rejected: BTreeMap<String, Rejection> = BTreeMap::new();
+    let mut claimed: HashMap<(String, String), String> = HashMap::new();
+    let mut refs = Vec::new();
+
+    for group in ordered {
+        let object = ObjectRef::of(group);
+        let id = object.id();
+        let outcome = compile_one(&object, group, secrets).and_then(|compiled| {
+            claim_models(&object, &compiled.models, &mut claimed)?;
+            Ok(compiled)
+        });
+        match outcome {
+            Ok(compiled) => {
+                candidates.insert(id, compiled);
+            }
+            Err(rejection) => {
+                rejected.insert(id, rejection);
+            }
+        }
+        refs.push(object);
+    }
+
+    reject_broken_fallbacks(&mut candidates, &mut rejected);
+
+    let outcomes = refs
+        .into_iter()
+        .map(|object| {
+            let outcome = match rejected.get(&object.id()) {
+                Some(r) => Err(r.clone()),
+                None => Ok(()),
+            };
+            (object, outcome)
+        })
+        .collect();
+    Compiled {
+        accepted: candidates,
+        outcomes,
+    }
+}
+
+fn compile_one(
+    object: &ObjectRef,
+    group: &ModelGroup,
+    secrets: &SecretIndex<'_>,
+) -> Result<CompiledModelGroup, Rejection> {
+    let spec = &group.spec;
+    if spec.models.is_empty() {
+        return Err(Rejection::new(
+            Reason::InvalidSpec,
+            "spec.models must name at least one model",
+        ));
+    }
+    if spec.deployments.is_empty() {
+        return Err(Rejection::new(
+            Reason::InvalidSpec,
+            "spec.deployments must list at least one deployment",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for d in &spec.deployments {
+        if !seen.insert(d.name.as_str()) {
+            return Err(Rejection::new(
+                Reason::DuplicateDeployment,
+                format!("deployment name \"{}\" is used more than once", d.name),
+            ));
+        }
+    }
+    if spec.fallbacks.iter().any(|f| *f == object.name) {
+        return Err(Rejection::new(
+            Reason::FallbackCycle,
+            format!("fallback cycle: {0} -> {0}", object.name),
+        ));
+    }
+    let deployments = spec
+        .deployments
+        .iter()
+        .map(|d| compile_deployment(object, d, secrets))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CompiledModelGroup {
+        namespace: object.namespace.clone(),
+        name: object.name.clone(),
+        models: dedup(&spec.models),
+        tags: dedup(&spec.tags),
+        strategy: spec.strategy,
+        fallbacks: spec
+            .fallbacks
+            .iter()
+            .map(|f| format!("{}/{f}", object.namespace))
+            .collect(),
+        deployments,
+    })
+}
+
+fn compile_deployment(
+    object: &ObjectRef,
+    d: &Deployment,
+    secrets: &SecretIndex<'_>,
+) -> Result<CompiledDeployment, Rejection> {
+    let field = format!("deployments[{}]", d.name);
+    if d.model.trim().is_empty() {
+        return Err(Rejection::new(
+            Reason::InvalidSpec,
+            format!("{field}.model must not be empty"),
+        ));
+    }
+    let base_url = d
+        .base_url
+        .as_deref()
+        .map(|u| validate_url(u, &field))
+        .transpose()?;
+    if base_url.is_none()
+        && matches!(
+            d.provider,
+            ProviderKind::OpenaiCompatible | ProviderKind::Azure
+        )
+    {
+        return Err(Rejection::new(
+            Reason::InvalidUrl,
+            format!(
+                "{field}.baseUrl is required for provider {}",
+                d.provider.as_str()
+            ),
+        ));
+    }
+    if let Some(p) = &d.pricing {
+        let prices = [
+            ("input", Some(p.input)),
+            ("output", Some(p.output)),
+            ("cachedInput", p.cached_input),
+        ];
+        for (name, value) in prices {
+            if let Some(v) = value
+                && (!v.is_finite() || v < 0.0)
+            {
+                return Err(Rejection::new(
+                    Reason::InvalidPricing,
+                    format!("{field}.pricing.{name} must be a non-negative number, got {v}"),
+                ));
+            }
+        }
+    }
+    let api_key = d
+        .credentials
+        .as_ref()
+        .map(|c| {
+            secrets.resolve(
+                &object.namespace,
+                &c.secret_key_ref,
+                &format!("{field}.credentials"),
+            )
+        })
+        .transpose()?
+        .map(|k| Sensitive::new(k.trim()));
+    let mock = match d.provider {
+        ProviderKind::Mock => {
+            let settings = d.mock.clone().unwrap_or_default();
+            Some(CompiledMock {
+                latency_ms: duration_ms(
+                    settings.latency.as_ref(),
+                    &format!("{field}.mock.latency"),
+                )?
+                .unwrap_or(0),
+                embedding_dimensions: settings
+                    .embedding_dimensions
+                    .unwrap_or(DEFAULT_MOCK_DIMENSIONS),
+            })
+        }
+        _ => None,
+    };
+    Ok(CompiledDeployment {
+        id: format!("{}/{}/{}", object.namespace, object.name, d.name),
+        name: d.name.clone(),
+        provider: d.provider,
+        model: d.model.clone(),
+        base_url,
+        api_key,
+        weight: d.weight.unwrap_or(1),
+        rpm: d.rpm,
+        tpm: d.tpm,
+        tags: dedup(&d.tags),
+        pricing: d.pricing.clone(),
+        timeouts: compile_timeouts(d.timeouts.as_ref(), &format!("{field}.timeouts"))?,
+        mock,
+    })
+}
+
+/// Upstream URLs come only from config, so they are checked here once: http(s), a host, no
+/// credentials, query or fragment. The trailing slash is dropped so paths join predictably.
+fn validate_url(raw: &str, field: &str) -> Result<String, Rejection> {
+    let bad = |why: &str| {
+        Rejection::new(
+            Reason::InvalidUrl,
+            format!("{field}.baseUrl {raw:?}: {why}"),
+        )
+    };
+    let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("only http and https are allowed"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("a host is required"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("credentials belong in a Secret, not in the URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("a query string or fragment is not allowed"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+fn claim_models(
+    object: &ObjectRef,
+    models: &[String],
+    claimed: &mut HashMap<(String, String), String>,
+) -> Result<(), Rejection> {
+    for model in models {
+        if let Some(owner) = claimed.get(&(object.namespace.clone(), model.clone())) {
+            return Err(Rejection::new(
+                Reason::DuplicateModel,
+                format!("model \"{model}\" is already served by ModelGroup \"{owner}\""),
+            ));
+        }
+    }
+    for model in models {
+        claimed.insert(
+            (object.namespace.clone(), model.clone()),
+            object.name.clone(),
+        );
+    }
+    Ok(())
+}
+
+/// Rejects groups whose fallbacks point at missing or rejected groups, and every group on a
+/// fallback cycle; repeats, because each rejection can break another group's fallback.
+fn reject_broken_fallbacks(
+    candidates: &mut BTreeMap<String, CompiledModelGroup>,
+    rejected: &mut BTreeMap<String, Rejection>,
+) {
+    loop {
+        let mut newly: Vec<(String, Rejection)> = Vec::new();
+        for (id, group) in candidates.iter() {
+            if let Some(target) = group
+                .fallbacks
+                .iter()
+                .find(|f| !candidates.contains_key(*f))
+            {
+                let name = target.rsplit('/').next().unwrap_or(target);
+                let message = match rejected.get(target) {
+                    Some(r) => format!(
+                        "fallback \"{name}\" is not usable: it was rejected ({})",
+                        r.reason.as_str()
+                    ),
+                    None => format!(
+                        "fallback \"{name}\" does not exist in namespace \"{}\"",
+                        group.namespace
+                    ),
+                };
+                newly.push((id.clone(), Rejection::new(Reason::UnknownFallback, message)));
+            }
+        }
+        if newly.is_empty() {
+            newly = find_cycles(candidates);
+        }
+        if newly.is_empty() {
+            return;
+        }
+        for (id, rejection) in newly {
+            candidates.remove(&id);
+            rejected.insert(id, rejection);
+        }
+    }
+}
+
+/// Every group that lies on a fallback cycle, with the cycle spelled out.
+fn find_cycles(groups: &BTreeMap<String, CompiledModelGroup>) -> Vec<(String, Rejection)> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit(
+        id: &str,
+        groups: &BTreeMap<String, CompiledModelGroup>,
+        marks: &mut HashMap<String, Mark>,
+        stack: &mut Vec<String>,
+        found: &mut BTreeMap<String, Rejection>,
+    ) {
+        match marks.get(id) {
+            Some(Mark::Done) => return,
+            Some(Mark::Visiting) => {
+                let start = stack.iter().position(|s| s == id).unwrap_or(0);
+                let cycle: Vec<&str> = stack[start..]
+                    .iter()
+                    .map(|s| s.rsplit('/').next().unwrap_or(s))
+                    .collect();
+                let path = format!(
+                    "{} -> {}",
+                    cycle.join(" -> "),
+                    cycle.first().copied().unwrap_or_default()
+                );
+                for member in &stack[start..] {
+                    found.entry(member.clone()).or_insert_with(|| {
+                        Rejection::new(Reason::FallbackCycle, format!("fallback cycle: {path}"))
+                    });
+                }
+                return;
+            }
+            None => {}
+        }
+        marks.insert(id.to_owned(), Mark::Visiting);
+        stack.push(id.to_owned());
+        if let Some(group) = groups.get(id) {
+            for next in &group.fallbacks {
+                visit(next, groups, marks, stack, found);
+            }
+        }
+        stack.pop();
+        marks.insert(id.to_owned(), Mark::Done);
+    }
+
+    let mut marks = HashMap::new();
+    let mut found = BTreeMap::new();
+    for id in groups.keys() {
+        visit(id, groups, &mut marks, &mut Vec::new(), &mut found);
+    }
+    found.into_iter().collect()
+}
+
+fn dedup(values: &[String]) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    values
+        .iter()
+        .filter(|v| seen.insert(v.as_str()))
+        .cloned()
+        .collect()
+}

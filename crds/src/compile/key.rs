@@ -1,0 +1,104 @@
+//! VirtualKey compilation: resolve the key material, keep only its hash.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    compiled::{CompiledKey, hash_key},
+    report::{Reason, Rejection},
+    virtual_key::{VirtualKey, generated_key_secret},
+};
+
+use super::{Compiled, ObjectRef, SecretIndex, precedence};
+
+/// Shorter keys are guessable; generated keys are far longer.
+pub const MIN_KEY_LENGTH: usize = 16;
+
+pub(crate) fn compile_all(
+    keys: &[VirtualKey],
+    secrets: &SecretIndex<'_>,
+    now: jiff::Timestamp,
+) -> Compiled<CompiledKey> {
+    let mut ordered: Vec<&VirtualKey> = keys.iter().collect();
+    ordered.sort_by_key(|k| precedence(*k));
+
+    let mut accepted = BTreeMap::new();
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    let mut outcomes = Vec::new();
+    for key in ordered {
+        let object = ObjectRef::of(key);
+        let outcome = compile_one(&object, key, secrets, now).and_then(|(hash, compiled)| {
+            if let Some(owner) = owners.get(&hash) {
+                return Err(Rejection::new(
+                    Reason::DuplicateKey,
+                    format!("the key material is the same as VirtualKey \"{owner}\"'s; every key must be unique"),
+                ));
+            }
+            owners.insert(hash.clone(), object.id());
+            accepted.insert(hash, compiled);
+            Ok(())
+        });
+        outcomes.push((object, outcome));
+    }
+    Compiled { accepted, outcomes }
+}
+
+fn compile_one(
+    object: &ObjectRef,
+    key: &VirtualKey,
+    secrets: &SecretIndex<'_>,
+    now: jiff::Timestamp,
+) -> Result<(String, CompiledKey), Rejection> {
+    let spec = &key.spec;
+    if spec.org.trim().is_empty() {
+        return Err(Rejection::new(
+            Reason::InvalidSpec,
+            "spec.org must not be empty",
+        ));
+    }
+    let expires_at = spec.expires_at.as_ref().map(|t| t.0);
+    if let Some(at) = expires_at
+        && at <= now
+    {
+        return Err(Rejection::new(
+            Reason::KeyExpired,
+            format!("the key expired at {at}"),
+        ));
+    }
+    if let Some(budget) = &spec.budget
+        && (!budget.limit.is_finite() || budget.limit <= 0.0)
+    {
+        return Err(Rejection::new(
+            Reason::InvalidSpec,
+            "spec.budget.limit must be greater than 0",
+        ));
+    }
+    let selector = spec
+        .key_secret_ref
+        .clone()
+        .unwrap_or_else(|| generated_key_secret(&object.name));
+    let material = secrets.resolve(&object.namespace, &selector, "spec.keySecretRef")?;
+    let material = material.trim();
+    if material.len() < MIN_KEY_LENGTH {
+        return Err(Rejection::new(
+            Reason::WeakKey,
+            format!(
+                "the key in Secret \"{}\" is shorter than {MIN_KEY_LENGTH} characters",
+                selector.name
+            ),
+        ));
+    }
+    let compiled = CompiledKey {
+        namespace: object.namespace.clone(),
+        name: object.name.clone(),
+        org: spec.org.clone(),
+        team: spec.team.clone(),
+        allowed_models: spec.allowed_models.clone(),
+        default_tags: spec.default_tags.clone(),
+        budget: spec.budget.clone(),
+        rpm: spec.rpm,
+        tpm: spec.tpm,
+        expires_at: expires_at.map(|t| t.as_second()),
+        metadata: spec.metadata.clone(),
+    };
+    Ok((hash_key(material), compiled))
+}

@@ -1,0 +1,122 @@
+//! RoutingPolicy compilation: durations to milliseconds, and one policy per selector
+//! (namespace default, org, team): a second claim on the same selector is a conflict.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    compiled::{CompiledBreaker, CompiledCache, CompiledPolicy, CompiledRetries},
+    report::{Reason, Rejection},
+    routing_policy::RoutingPolicy,
+};
+
+use super::{Compiled, ObjectRef, compile_timeouts, duration_ms, precedence};
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Selector {
+    NamespaceDefault,
+    Org(String),
+    Team(String),
+}
+
+impl Selector {
+    fn describe(&self) -> String {
+        match self {
+            Self::NamespaceDefault => "the namespace default".to_owned(),
+            Self::Org(o) => format!("org \"{o}\""),
+            Self::Team(t) => format!("team \"{t}\""),
+        }
+    }
+}
+
+pub(crate) fn compile_all(policies: &[RoutingPolicy]) -> Compiled<CompiledPolicy> {
+    let mut ordered: Vec<&RoutingPolicy> = policies.iter().collect();
+    ordered.sort_by_key(|p| precedence(*p));
+
+    let mut accepted = BTreeMap::new();
+    let mut claimed: BTreeMap<(String, Selector), String> = BTreeMap::new();
+    let mut outcomes = Vec::new();
+    for policy in ordered {
+        let object = ObjectRef::of(policy);
+        let outcome = compile_one(&object, policy).and_then(|compiled| {
+            let selectors = selectors(&compiled);
+            if let Some((selector, owner)) = selectors.iter().find_map(|s| {
+                claimed
+                    .get(&(object.namespace.clone(), s.clone()))
+                    .map(|o| (s, o))
+            }) {
+                return Err(Rejection::new(
+                    Reason::PolicyConflict,
+                    format!(
+                        "{} is already selected by RoutingPolicy \"{owner}\"",
+                        selector.describe()
+                    ),
+                ));
+            }
+            for s in selectors {
+                claimed.insert((object.namespace.clone(), s), object.name.clone());
+            }
+            accepted.insert(object.id(), compiled);
+            Ok(())
+        });
+        outcomes.push((object, outcome));
+    }
+    Compiled { accepted, outcomes }
+}
+
+fn selectors(policy: &CompiledPolicy) -> Vec<Selector> {
+    if policy.orgs.is_empty() && policy.teams.is_empty() {
+        return vec![Selector::NamespaceDefault];
+    }
+    let orgs = policy.orgs.iter().cloned().map(Selector::Org);
+    let teams = policy.teams.iter().cloned().map(Selector::Team);
+    orgs.chain(teams).collect()
+}
+
+fn compile_one(object: &ObjectRef, policy: &RoutingPolicy) -> Result<CompiledPolicy, Rejection> {
+    let spec = &policy.spec;
+    let retries = spec.retries.clone().unwrap_or_default();
+    let breaker = spec.circuit_breaker.clone().unwrap_or_default();
+    let cache = spec.cache.clone().unwrap_or_default();
+    let limits = spec.limits.clone().unwrap_or_default();
+    if let Some(budget) = &limits.budget
+        && (!budget.limit.is_finite() || budget.limit <= 0.0)
+    {
+        return Err(Rejection::new(
+            Reason::InvalidSpec,
+            "spec.limits.budget.limit must be greater than 0",
+        ));
+    }
+    Ok(CompiledPolicy {
+        namespace: object.namespace.clone(),
+        name: object.name.clone(),
+        orgs: spec.orgs.clone(),
+        teams: spec.teams.clone(),
+        strategy: spec.strategy,
+        retries: CompiledRetries {
+            attempts: retries.attempts,
+            backoff_base_ms: duration_ms(
+                retries.backoff_base.as_ref(),
+                "spec.retries.backoffBase",
+            )?,
+            backoff_max_ms: duration_ms(retries.backoff_max.as_ref(), "spec.retries.backoffMax")?,
+            max_attempts: retries.max_attempts,
+        },
+        timeouts: compile_timeouts(spec.timeouts.as_ref(), "spec.timeouts")?,
+        circuit_breaker: CompiledBreaker {
+            consecutive_failures: breaker.consecutive_failures,
+            cooldown_ms: duration_ms(breaker.cooldown.as_ref(), "spec.circuitBreaker.cooldown")?,
+            max_cooldown_ms: duration_ms(
+                breaker.max_cooldown.as_ref(),
+                "spec.circuitBreaker.maxCooldown",
+            )?,
+        },
+        cache: CompiledCache {
+            enabled: cache.enabled.unwrap_or(true),
+            ttl_ms: duration_ms(cache.ttl.as_ref(), "spec.cache.ttl")?,
+        },
+        default_tags: spec.default_tags.clone(),
+        budget: limits.budget,
+        rpm: limits.rpm,
+        tpm: limits.tpm,
+    })
+}

@@ -1,0 +1,432 @@
+use super::*;
+use crate::{loader::parse_manifests, report::Reason};
+
+const NOW: &str = "2026-06-01T00:00:00Z";
+
+fn now() -> jiff::Timestamp {
+    NOW.parse().unwrap()
+}
+
+fn resources(yaml: &str) -> Resources {
+    let (resources, reports) = parse_manifests(yaml, &|_| None).unwrap();
+    assert!(reports.is_empty(), "fixture must parse: {reports:?}");
+    resources
+}
+
+fn compile_yaml(yaml: &str) -> (CompiledConfig, Vec<ObjectReport>) {
+    compile(&resources(yaml), now())
+}
+
+fn outcome<'a>(
+    reports: &'a [ObjectReport],
+    kind: ObjectKind,
+    name: &str,
+) -> &'a Result<(), Rejection> {
+    &reports
+        .iter()
+        .find(|r| r.kind == kind && r.name == name)
+        .unwrap_or_else(|| panic!("no report for {kind:?} {name}"))
+        .outcome
+}
+
+fn rejection(reports: &[ObjectReport], kind: ObjectKind, name: &str) -> Rejection {
+    outcome(reports, kind, name)
+        .clone()
+        .expect_err("expected a rejection")
+}
+
+const SECRETS: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: keys}
+stringData:
+  alice: sk-mg-alice-0123456789
+  bob: sk-mg-bob-0123456789
+  short: sk-short
+  upstream: upstream-canary-secret
+"#;
+
+fn group(name: &str, models: &str, extra: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: modelgate.io/v1alpha1
+kind: ModelGroup
+metadata: {{name: {name}}}
+spec:
+  models: {models}
+  deployments:
+    - name: d1
+      provider: mock
+      model: m
+{extra}"#
+    )
+}
+
+fn key(name: &str, extra: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: modelgate.io/v1alpha1
+kind: VirtualKey
+metadata: {{name: {name}}}
+spec:
+  org: acme
+{extra}"#
+    )
+}
+
+#[test]
+fn compiles_a_valid_set_with_hashed_keys_only() {
+    let yaml = format!(
+        "{SECRETS}{}{}{}",
+        group("chat", "[gpt-4o-mini, chat]", "  fallbacks: [backup]"),
+        group("backup", "[backup]", ""),
+        key("alice", "  keySecretRef: {name: keys, key: alice}"),
+    );
+    let (config, reports) = compile_yaml(&yaml);
+    assert!(reports.iter().all(ObjectReport::is_accepted), "{reports:?}");
+    assert_eq!(config.model_groups.len(), 2);
+    assert_eq!(
+        config.model_groups["default/chat"].fallbacks,
+        vec!["default/backup"]
+    );
+    assert_eq!(
+        config.model_groups["default/chat"].deployments[0].id,
+        "default/chat/d1"
+    );
+    let hash = crate::hash_key("sk-mg-alice-0123456789");
+    assert_eq!(config.keys[&hash].name, "alice");
+    let json = String::from_utf8(config.to_json()).unwrap();
+    assert!(
+        !json.contains("sk-mg-alice"),
+        "key material must never reach the compiled config"
+    );
+    assert_eq!(config.checksum, config.compute_checksum());
+}
+
+#[test]
+fn equal_input_in_any_order_gives_an_equal_checksum() {
+    let a = group("a", "[a]", "");
+    let b = group("b", "[b]", "");
+    let (one, _) = compile_yaml(&format!("{SECRETS}{a}{b}"));
+    let (two, _) = compile_yaml(&format!("{SECRETS}{b}{a}"));
+    assert_eq!(one.checksum, two.checksum);
+    assert_eq!(one.to_json(), two.to_json());
+    let (three, _) = compile_yaml(&format!("{SECRETS}{a}{}", group("b", "[b, b2]", "")));
+    assert_ne!(one.checksum, three.checksum);
+}
+
+#[test]
+fn unknown_fallback_target_is_rejected_and_others_still_compile() {
+    let yaml = format!(
+        "{}{}",
+        group("chat", "[chat]", "  fallbacks: [nope]"),
+        group("ok", "[ok]", "")
+    );
+    let (config, reports) = compile_yaml(&yaml);
+    let r = rejection(&reports, ObjectKind::ModelGroup, "chat");
+    assert_eq!(r.reason, Reason::UnknownFallback);
+    assert!(
+        r.message.contains("\"nope\" does not exist"),
+        "{}",
+        r.message
+    );
+    assert!(config.model_groups.contains_key("default/ok"));
+    assert!(!config.model_groups.contains_key("default/chat"));
+}
+
+#[test]
+fn fallback_cycles_are_rejected_with_the_cycle_spelled_out() {
+    let yaml = format!(
+        "{}{}{}",
+        group("a", "[a]", "  fallbacks: [b]"),
+        group("b", "[b]", "  fallbacks: [a]"),
+        group("c", "[c]", "  fallbacks: [a]"),
+    );
+    let (config, reports) = compile_yaml(&yaml);
+    for name in ["a", "b"] {
+        let r = rejection(&reports, ObjectKind::ModelGroup, name);
+        assert_eq!(r.reason, Reason::FallbackCycle);
+        assert!(r.message.contains("a -> b -> a"), "{}", r.message);
+    }
+    // c is not on the cycle, but its fallback is now unusable.
+    let c = rejection(&reports, ObjectKind::ModelGroup, "c");
+    assert_eq!(c.reason, Reason::UnknownFallback);
+    assert!(
+        c.message.contains("rejected (FallbackCycle)"),
+        "{}",
+        c.message
+    );
+    assert!(config.model_groups.is_empty());
+}
+
+#[test]
+fn a_group_cannot_fall_back_to_itself() {
+    let (_, reports) = compile_yaml(&group("a", "[a]", "  fallbacks: [a]"));
+    assert_eq!(
+        rejection(&reports, ObjectKind::ModelGroup, "a").reason,
+        Reason::FallbackCycle
+    );
+}
+
+#[test]
+fn a_model_name_claimed_by_two_groups_keeps_the_first() {
+    let yaml = format!(
+        "{}{}",
+        group("first", "[shared, one]", ""),
+        group("second", "[two, shared]", "")
+    );
+    let (config, reports) = compile_yaml(&yaml);
+    assert!(outcome(&reports, ObjectKind::ModelGroup, "first").is_ok());
+    let r = rejection(&reports, ObjectKind::ModelGroup, "second");
+    assert_eq!(r.reason, Reason::DuplicateModel);
+    assert!(
+        r.message
+            .contains("\"shared\" is already served by ModelGroup \"first\""),
+        "{}",
+        r.message
+    );
+    assert_eq!(config.model_groups.len(), 1);
+}
+
+#[test]
+fn the_same_model_name_in_two_namespaces_is_fine() {
+    let yaml = format!(
+        "{}{}",
+        group("a", "[shared]", ""),
+        group("b", "[shared]", "").replace("{name: b}", "{name: b, namespace: other}")
+    );
+    let (config, reports) = compile_yaml(&yaml);
+    assert!(reports.iter().all(ObjectReport::is_accepted), "{reports:?}");
+    assert_eq!(config.model_groups.len(), 2);
+}
+
+#[test]
+fn duplicate_deployment_names_are_rejected() {
+    let extra = "    - name: d1\n      provider: mock\n      model: m\n";
+    let (_, reports) = compile_yaml(&group("a", "[a]", extra));
+    let r = rejection(&reports, ObjectKind::ModelGroup, "a");
+    assert_eq!(r.reason, Reason::DuplicateDeployment);
+    assert!(r.message.contains("\"d1\""));
+}
+
+fn upstream_group(base_url: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: modelgate.io/v1alpha1
+kind: ModelGroup
+metadata: {{name: g}}
+spec:
+  models: [g]
+  deployments:
+    - name: up
+      provider: openai-compatible
+      model: m
+      baseUrl: "{base_url}"
+"#
+    )
+}
+
+#[test]
+fn bad_urls_are_rejected() {
+    for url in [
+        "ftp://example.com/v1",
+        "http://user:pw@example.com/v1",
+        "not a url",
+        "https://example.com/v1?x=1",
+        "file:///etc/passwd",
+    ] {
+        let (_, reports) = compile_yaml(&upstream_group(url));
+        assert_eq!(
+            rejection(&reports, ObjectKind::ModelGroup, "g").reason,
+            Reason::InvalidUrl,
+            "{url}"
+        );
+    }
+    let (config, reports) = compile_yaml(&upstream_group("http://127.0.0.1:8080/v1/"));
+    assert!(reports[0].is_accepted());
+    assert_eq!(
+        config.model_groups["default/g"].deployments[0]
+            .base_url
+            .as_deref(),
+        Some("http://127.0.0.1:8080/v1")
+    );
+}
+
+#[test]
+fn openai_compatible_needs_a_base_url() {
+    let yaml = upstream_group("x").replace("      baseUrl: \"x\"\n", "");
+    let (_, reports) = compile_yaml(&yaml);
+    let r = rejection(&reports, ObjectKind::ModelGroup, "g");
+    assert_eq!(r.reason, Reason::InvalidUrl);
+    assert!(r.message.contains("baseUrl is required"));
+}
+
+#[test]
+fn negative_prices_are_rejected() {
+    let (_, reports) = compile_yaml(&group(
+        "a",
+        "[a]",
+        "      pricing: {input: 1.5, output: -2}",
+    ));
+    let r = rejection(&reports, ObjectKind::ModelGroup, "a");
+    assert_eq!(r.reason, Reason::InvalidPricing);
+    assert!(r.message.contains("pricing.output"), "{}", r.message);
+}
+
+#[test]
+fn unresolved_secret_refs_are_rejected_without_echoing_values() {
+    let yaml = format!(
+        "{SECRETS}{}{}{}",
+        upstream_group("http://127.0.0.1:1/v1").replace(
+            "      baseUrl",
+            "      credentials: {secretKeyRef: {name: missing, key: k}}\n      baseUrl"
+        ),
+        key("nokey", "  keySecretRef: {name: keys, key: absent}"),
+        key("generated", ""),
+    );
+    let (_, reports) = compile_yaml(&yaml);
+    let g = rejection(&reports, ObjectKind::ModelGroup, "g");
+    assert_eq!(g.reason, Reason::SecretNotFound);
+    assert!(
+        g.message.contains("Secret \"missing\" not found"),
+        "{}",
+        g.message
+    );
+    let k = rejection(&reports, ObjectKind::VirtualKey, "nokey");
+    assert_eq!(k.reason, Reason::SecretNotFound);
+    assert!(k.message.contains("has no key \"absent\""), "{}", k.message);
+    // Without keySecretRef the key is looked up in the operator-generated Secret.
+    let generated = rejection(&reports, ObjectKind::VirtualKey, "generated");
+    assert!(
+        generated.message.contains("Secret \"generated-key\""),
+        "{}",
+        generated.message
+    );
+}
+
+#[test]
+fn provider_credentials_resolve_and_never_print() {
+    let yaml = format!(
+        "{SECRETS}{}",
+        upstream_group("http://127.0.0.1:1/v1").replace(
+            "      baseUrl",
+            "      credentials: {secretKeyRef: {name: keys, key: upstream}}\n      baseUrl"
+        )
+    );
+    let (config, reports) = compile_yaml(&yaml);
+    assert!(reports[0].is_accepted(), "{reports:?}");
+    let d = &config.model_groups["default/g"].deployments[0];
+    assert_eq!(
+        d.api_key.as_ref().map(|k| k.expose()),
+        Some("upstream-canary-secret")
+    );
+    assert!(!format!("{config:?}").contains("upstream-canary-secret"));
+}
+
+#[test]
+fn expired_keys_are_rejected() {
+    let yaml = format!(
+        "{SECRETS}{}{}",
+        key(
+            "old",
+            "  keySecretRef: {name: keys, key: alice}\n  expiresAt: \"2026-05-31T23:59:59Z\""
+        ),
+        key(
+            "fresh",
+            "  keySecretRef: {name: keys, key: bob}\n  expiresAt: \"2026-06-02T00:00:00Z\""
+        ),
+    );
+    let (config, reports) = compile_yaml(&yaml);
+    assert_eq!(
+        rejection(&reports, ObjectKind::VirtualKey, "old").reason,
+        Reason::KeyExpired
+    );
+    assert!(outcome(&reports, ObjectKind::VirtualKey, "fresh").is_ok());
+    let fresh = &config.keys[&crate::hash_key("sk-mg-bob-0123456789")];
+    assert_eq!(
+        fresh.expires_at,
+        Some(
+            "2026-06-02T00:00:00Z"
+                .parse::<jiff::Timestamp>()
+                .unwrap()
+                .as_second()
+        )
+    );
+}
+
+#[test]
+fn weak_and_duplicate_keys_are_rejected() {
+    let yaml = format!(
+        "{SECRETS}{}{}{}",
+        key("a", "  keySecretRef: {name: keys, key: alice}"),
+        key("b", "  keySecretRef: {name: keys, key: alice}"),
+        key("short", "  keySecretRef: {name: keys, key: short}"),
+    );
+    let (config, reports) = compile_yaml(&yaml);
+    assert!(outcome(&reports, ObjectKind::VirtualKey, "a").is_ok());
+    assert_eq!(
+        rejection(&reports, ObjectKind::VirtualKey, "b").reason,
+        Reason::DuplicateKey
+    );
+    assert_eq!(
+        rejection(&reports, ObjectKind::VirtualKey, "short").reason,
+        Reason::WeakKey
+    );
+    assert_eq!(config.keys.len(), 1);
+}
+
+fn policy(name: &str, spec: &str) -> String {
+    format!(
+        "\n---\napiVersion: modelgate.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: {name}}}\nspec:\n{spec}\n"
+    )
+}
+
+#[test]
+fn policies_compile_durations_and_refuse_overlapping_selectors() {
+    let yaml = format!(
+        "{}{}{}{}",
+        policy(
+            "default",
+            "  strategy: least-busy\n  retries: {attempts: 2, backoffBase: 100ms, backoffMax: 2s}\n  cache: {ttl: 1h}"
+        ),
+        policy("second-default", "  strategy: cost-based"),
+        policy("acme", "  orgs: [acme]\n  teams: [ml]"),
+        policy("ml-again", "  teams: [ml]"),
+    );
+    let (config, reports) = compile_yaml(&yaml);
+    let default = &config.policies["default/default"];
+    assert_eq!(default.retries.backoff_base_ms, Some(100));
+    assert_eq!(default.retries.backoff_max_ms, Some(2000));
+    assert_eq!(default.cache.ttl_ms, Some(3_600_000));
+    assert!(default.cache.enabled, "the cache is on by default");
+    let r = rejection(&reports, ObjectKind::RoutingPolicy, "second-default");
+    assert_eq!(r.reason, Reason::PolicyConflict);
+    assert!(
+        r.message
+            .contains("the namespace default is already selected by RoutingPolicy \"default\"")
+    );
+    let r = rejection(&reports, ObjectKind::RoutingPolicy, "ml-again");
+    assert!(r.message.contains("team \"ml\""), "{}", r.message);
+}
+
+#[test]
+fn invalid_durations_are_rejected_with_the_field_named() {
+    let (_, reports) = compile_yaml(&policy("p", "  timeouts: {total: 10 minutes}"));
+    let r = rejection(&reports, ObjectKind::RoutingPolicy, "p");
+    assert_eq!(r.reason, Reason::InvalidSpec);
+    assert!(r.message.contains("spec.timeouts.total"), "{}", r.message);
+}
+
+#[test]
+fn mock_settings_get_defaults() {
+    let (config, _) = compile_yaml(&group("m", "[m]", "      mock: {latency: 25ms}"));
+    let mock = config.model_groups["default/m"].deployments[0]
+        .mock
+        .clone()
+        .unwrap();
+    assert_eq!(mock.latency_ms, 25);
+    assert_eq!(mock.embedding_dimensions, 8);
+}

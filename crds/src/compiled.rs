@@ -1,0 +1,272 @@
+//! The compiled config: the Kubernetes-free contract between the operator (or the standalone
+//! loader) and the data plane. Plain serde, sorted maps, versioned and checksummed, so equal input
+//! gives byte-equal output and an equal checksum.
+
+use std::{collections::BTreeMap, fmt};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::common::{Budget, Pricing, Strategy};
+use crate::model_group::ProviderKind;
+
+/// Version of the compiled config format. The data plane refuses any other.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Everything the data plane needs, for every namespace in the input.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompiledConfig {
+    /// Always [`SCHEMA_VERSION`] when written by this crate.
+    pub schema_version: u32,
+    /// SHA-256 (hex) of the config serialized with an empty checksum.
+    #[serde(default)]
+    pub checksum: String,
+    /// Model groups by id (`namespace/name`).
+    pub model_groups: BTreeMap<String, CompiledModelGroup>,
+    /// Routing policies by id (`namespace/name`).
+    pub policies: BTreeMap<String, CompiledPolicy>,
+    /// Virtual keys by the SHA-256 (hex) of the key material.
+    pub keys: BTreeMap<String, CompiledKey>,
+}
+
+/// One model group, with fallbacks resolved to group ids.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompiledModelGroup {
+    pub namespace: String,
+    pub name: String,
+    pub models: Vec<String>,
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    /// Ids (`namespace/name`) of the fallback groups, in order.
+    pub fallbacks: Vec<String>,
+    pub deployments: Vec<CompiledDeployment>,
+}
+
+/// One deployment with its credential resolved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompiledDeployment {
+    /// Stable id (`namespace/group/deployment`) keying runtime state that survives config swaps.
+    pub id: String,
+    pub name: String,
+    pub provider: ProviderKind,
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Sensitive>,
+    pub weight: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
+    pub timeouts: CompiledTimeouts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mock: Option<CompiledMock>,
+}
+
+/// Timeouts in milliseconds; absent means "inherit" (deployment) or "built-in default" (policy).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompiledTimeouts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<u64>,
+}
+
+/// Settings of the built-in mock provider.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompiledMock {
+    pub latency_ms: u64,
+    pub embedding_dimensions: u32,
+}
+
+/// One routing policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompiledPolicy {
+    pub namespace: String,
+    pub name: String,
+    pub orgs: Vec<String>,
+    pub teams: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    pub retries: CompiledRetries,
+    pub timeouts: CompiledTimeouts,
+    pub circuit_breaker: CompiledBreaker,
+    pub cache: CompiledCache,
+    pub default_tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+}
+
+/// Retry settings, unset fields left to the data plane's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompiledRetries {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_base_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_max_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+}
+
+/// Circuit breaker settings, unset fields left to the data plane's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompiledBreaker {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cooldown_ms: Option<u64>,
+}
+
+/// Response cache settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompiledCache {
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+impl Default for CompiledCache {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl_ms: None,
+        }
+    }
+}
+
+/// One virtual key; the key material itself is only present as the map key's hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompiledKey {
+    pub namespace: String,
+    pub name: String,
+    pub org: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    pub allowed_models: Vec<String>,
+    pub default_tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    /// Unix seconds after which the key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A secret value (a provider credential). It serializes as itself, because the compiled config
+/// is stored in a Secret and read by the data plane, but it never prints.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sensitive(String);
+
+impl Sensitive {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sensitive(..)")
+    }
+}
+
+/// SHA-256 of a virtual key, lowercase hex: the only form in which keys leave their Secret.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Errors reading a compiled config.
+#[derive(Debug, thiserror::Error)]
+pub enum CompiledConfigError {
+    #[error("compiled config is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("compiled config has schemaVersion {found}, this data plane reads {SCHEMA_VERSION}")]
+    SchemaVersion { found: u32 },
+    #[error("compiled config checksum mismatch: file says {stated}, content hashes to {actual}")]
+    Checksum { stated: String, actual: String },
+}
+
+impl CompiledConfig {
+    /// A config with no objects.
+    pub fn empty() -> Self {
+        let mut config = Self {
+            schema_version: SCHEMA_VERSION,
+            ..Self::default()
+        };
+        config.seal();
+        config
+    }
+
+    /// SHA-256 of the canonical JSON with the checksum field blanked.
+    pub fn compute_checksum(&self) -> String {
+        let mut unsealed = self.clone();
+        unsealed.checksum.clear();
+        // Serializing plain structs and BTreeMaps cannot fail.
+        let bytes = serde_json::to_vec(&unsealed).unwrap_or_default();
+        hex::encode(Sha256::digest(&bytes))
+    }
+
+    /// Writes the checksum of the current content.
+    pub fn seal(&mut self) {
+        self.checksum = self.compute_checksum();
+    }
+
+    /// Canonical JSON, as published by the operator.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// Parses and checks version and checksum.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, CompiledConfigError> {
+        let config: Self = serde_json::from_slice(bytes)?;
+        if config.schema_version != SCHEMA_VERSION {
+            return Err(CompiledConfigError::SchemaVersion {
+                found: config.schema_version,
+            });
+        }
+        let actual = config.compute_checksum();
+        if actual != config.checksum {
+            return Err(CompiledConfigError::Checksum {
+                stated: config.checksum,
+                actual,
+            });
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,183 @@
+//! `ModelGroup`: the model names clients send, and the provider deployments that serve them.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Credentials, Pricing, Strategy, Timeouts};
+
+/// A set of interchangeable provider deployments behind one or more public model names.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "modelgate.io",
+    version = "v1alpha1",
+    kind = "ModelGroup",
+    namespaced,
+    status = "ModelGroupStatus",
+    shortname = "mg",
+    category = "modelgate",
+    printcolumn = r#"{"name":"Models","type":"string","jsonPath":".spec.models"}"#,
+    printcolumn = r#"{"name":"Strategy","type":"string","jsonPath":".spec.strategy"}"#,
+    printcolumn = r#"{"name":"Deployments","type":"integer","jsonPath":".status.deployments"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("!has(self.spec.fallbacks) || !self.spec.fallbacks.exists(f, f == self.metadata.name)").message("a ModelGroup cannot fall back to itself")
+)]
+#[x_kube(validation = Rule::new("self.deployments.all(d, self.deployments.exists_one(e, e.name == d.name))").message("deployment names must be unique within a ModelGroup"))]
+#[serde(rename_all = "camelCase")]
+pub struct ModelGroupSpec {
+    /// Model names clients send in the `model` field (aliases included), e.g. `gpt-4o-mini`.
+    /// A name may belong to one ModelGroup per namespace.
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 128)))]
+    pub models: Vec<String>,
+    /// Capabilities every deployment of the group has: vision, code, long-context,
+    /// function-calling, multilingual, embeddings, images, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 63)))]
+    pub tags: Vec<String>,
+    /// The provider deployments that can serve the group's models.
+    #[schemars(length(min = 1, max = 64))]
+    pub deployments: Vec<Deployment>,
+    /// Other ModelGroups (same namespace) tried in order when every deployment of this one failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), inner(length(min = 1, max = 253)))]
+    pub fallbacks: Vec<String>,
+    /// Pins the routing strategy for this group, overriding the caller's RoutingPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+}
+
+/// One upstream model at one provider.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("!(self.provider in ['openai-compatible', 'azure']) || has(self.baseUrl)").message("baseUrl is required for openai-compatible and azure deployments"))]
+#[x_kube(validation = Rule::new("self.provider != 'mock' || !has(self.credentials)").message("mock deployments take no credentials"))]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    /// Name of the deployment, unique within the group; it appears in headers, logs and metrics.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Which provider API the deployment speaks.
+    pub provider: ProviderKind,
+    /// The upstream model id sent to the provider, e.g. `gpt-4o-mini-2024-07-18`.
+    #[schemars(length(min = 1, max = 256))]
+    pub model: String,
+    /// Base URL of the provider API, e.g. `https://api.openai.com/v1`. Only http and https.
+    /// Required for openai-compatible and azure; the other providers default to their public API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("baseUrl must be an http or https URL"))]
+    #[schemars(length(max = 2048))]
+    pub base_url: Option<String>,
+    /// The provider credential, as a reference to a Secret key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+    /// Relative share of traffic under simple-shuffle (default 1; 0 takes it out of rotation
+    /// while keeping it as a fallback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub weight: Option<u32>,
+    /// Requests per minute the provider allows this deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub rpm: Option<u64>,
+    /// Tokens per minute the provider allows this deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub tpm: Option<u64>,
+    /// Capabilities this deployment has beyond the group's tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 63)))]
+    pub tags: Vec<String>,
+    /// Prices used for cost accounting and cost-based routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
+    /// Per-deployment timeouts; they override the RoutingPolicy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    /// Settings of the built-in mock provider (provider: mock only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mock: Option<MockSettings>,
+}
+
+/// The provider APIs a deployment can speak.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// OpenAI's own API.
+    Openai,
+    /// Any server speaking the OpenAI API (vLLM, Ollama, LM Studio, ...); needs baseUrl.
+    OpenaiCompatible,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Google Gemini API.
+    Gemini,
+    /// Google Vertex AI.
+    Vertex,
+    /// AWS Bedrock Converse API.
+    Bedrock,
+    /// Azure OpenAI; needs baseUrl.
+    Azure,
+    /// Cohere v2 API.
+    Cohere,
+    /// Mistral API.
+    Mistral,
+    /// DeepSeek API.
+    Deepseek,
+    /// Built-in deterministic provider, no network: for demos and tests.
+    Mock,
+}
+
+impl ProviderKind {
+    /// The name used in manifests, headers and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::OpenaiCompatible => "openai-compatible",
+            Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
+            Self::Vertex => "vertex",
+            Self::Bedrock => "bedrock",
+            Self::Azure => "azure",
+            Self::Cohere => "cohere",
+            Self::Mistral => "mistral",
+            Self::Deepseek => "deepseek",
+            Self::Mock => "mock",
+        }
+    }
+}
+
+/// Behaviour of the built-in mock provider.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MockSettings {
+    /// Delay before the mock answers (and between streamed chunks), e.g. `20ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<crate::common::DurationString>,
+    /// Length of the embedding vectors it returns when the request gives no `dimensions` (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8192))]
+    pub embedding_dimensions: Option<u32>,
+}
+
+/// What the operator last observed about a ModelGroup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelGroupStatus {
+    /// Accepted, ResolvedRefs and Ready, with reasons a person can act on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The metadata.generation these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Number of deployments in the published config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployments: Option<i32>,
+    /// Checksum of the published config that includes this object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_checksum: Option<String>,
+}
