@@ -50,12 +50,6 @@ pub enum Strategy {
     CostBased,
 }
 
-impl Default for Strategy {
-    fn default() -> Self {
-        Self::SimpleShuffle
-    }
-}
-
 impl Strategy {
     /// The name used in manifests, headers and logs.
     pub fn as_str(self) -> &'static str {

@@ -88,7 +88,7 @@ fn compile_one(
             ));
         }
     }
-    if spec.fallbacks.iter().any(|f| *f == object.name) {
+    if spec.fallbacks.contains(&object.name) {
         return Err(Rejection::new(
             Reason::FallbackCycle,
             format!("fallback cycle: {0} -> {0}", object.name),

@@ -1,0 +1,347 @@
+//! Chat completions, embeddings and image generation share one path: authenticate, read and
+//! parse the body, resolve the model, plan, execute, answer, and log the decision.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::{
+    AppState, EXTENSION_FIELD, JsonRequest, ResponseBody, error_response, full,
+    response::REQUEST_ID,
+    stream::{StreamEnd, observe},
+};
+use crate::{
+    auth,
+    config::{Deployment, KeyEntry},
+    error::ApiError,
+    provider::{AttemptTimeouts, Call, Endpoint, UpstreamBody},
+    resilience::{self, Failed},
+    route,
+    telemetry::{DecisionRecord, UsageRecord},
+};
+
+const DEFAULT_FIRST_BYTE: Duration = Duration::from_secs(300);
+const DEFAULT_IDLE: Duration = Duration::from_secs(120);
+const MAX_METADATA_ENTRIES: usize = 16;
+const MAX_METADATA_BYTES: usize = 256;
+
+/// modelgate's body extension (`"modelgate": {...}`), stripped before forwarding.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extension {
+    /// `false` keeps the call to the requested group's own deployments.
+    #[serde(default)]
+    fallbacks: Option<bool>,
+    /// Free-form labels copied into the decision log.
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// An error answer plus the headers that explain it.
+struct Rejected {
+    error: ApiError,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl From<ApiError> for Rejected {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            headers: Vec::new(),
+        }
+    }
+}
+
+enum Answer {
+    /// Complete: the decision is logged now.
+    Complete(Response<ResponseBody>),
+    /// Streaming: the stream logs the decision when it ends.
+    Streaming(Response<ResponseBody>),
+}
+
+pub async fn handle(
+    state: &AppState,
+    endpoint: Endpoint,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let mut record = DecisionRecord {
+        request_id: format!("req_{:032x}", fastrand::u128(..)),
+        timestamp: jiff::Timestamp::now().to_string(),
+        endpoint: endpoint.as_str(),
+        strategy: "none",
+        ..DecisionRecord::default()
+    };
+    let answer = run(state, endpoint, request, &mut record, started).await;
+    let response = match answer {
+        Ok(Answer::Streaming(response)) => return response,
+        Ok(Answer::Complete(response)) => {
+            record.status = response.status().as_u16();
+            state
+                .metrics
+                .request(endpoint.as_str(), "ok", started.elapsed().as_secs_f64());
+            response
+        }
+        Err(rejected) => {
+            record.status = rejected.error.status.as_u16();
+            record.error_code = Some(rejected.error.code);
+            state.metrics.request(
+                endpoint.as_str(),
+                rejected.error.code,
+                started.elapsed().as_secs_f64(),
+            );
+            let mut response = error_response(&rejected.error, Some(&record.request_id));
+            response.headers_mut().extend(rejected.headers);
+            response
+        }
+    };
+    record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    state.decisions.record(record);
+    response
+}
+
+async fn run(
+    state: &AppState,
+    endpoint: Endpoint,
+    request: Request<Incoming>,
+    record: &mut DecisionRecord,
+    started: Instant,
+) -> Result<Answer, Rejected> {
+    let snapshot = state.config.current().ok_or_else(ApiError::not_ready)?;
+    record.config_checksum = snapshot.checksum().to_owned();
+    let key = auth::authenticate(
+        &snapshot,
+        request.headers(),
+        jiff::Timestamp::now().as_second(),
+    )?;
+    record.key_id = Some(format!("{}/{}", key.spec.namespace, key.spec.name));
+    record.org = Some(key.spec.org.clone());
+    record.team = key.spec.team.clone();
+
+    let body = read_body(request, state.max_body_bytes).await?;
+    let parsed = JsonRequest::parse(body)?;
+    let model: String = parsed
+        .field("model")?
+        .ok_or_else(|| ApiError::invalid_request("`model` is required.").with_param("model"))?;
+    record.model = Some(model.clone());
+    let extension: Extension = parsed
+        .field(EXTENSION_FIELD)
+        .map_err(|e| {
+            ApiError::invalid_request(format!("modelgate extension: {}", e.message))
+                .with_param(EXTENSION_FIELD)
+        })?
+        .unwrap_or_default();
+    record.metadata = checked_metadata(extension.metadata)?;
+    let stream =
+        endpoint == Endpoint::ChatCompletions && parsed.field::<bool>("stream")?.unwrap_or(false);
+    record.stream = stream;
+
+    let group_id = snapshot
+        .resolve_model(&key.spec.namespace, &model)
+        .ok_or_else(|| ApiError::model_not_found(&model))?;
+    let group = snapshot.group(group_id);
+    if !key.may_use(&model, &group.spec.name) {
+        return Err(ApiError::model_not_allowed(&model).into());
+    }
+    record.group = Some(group.spec.name.clone());
+
+    let plan = route::plan(
+        &snapshot,
+        group_id,
+        extension.fallbacks.unwrap_or(true),
+        fastrand::u64(..),
+    );
+    record.strategy = plan.strategy.as_str();
+    record.seed = plan.seed;
+    record.plan = plan
+        .attempts
+        .iter()
+        .map(|a| {
+            snapshot.group(a.group).deployments[a.deployment]
+                .spec
+                .id
+                .clone()
+        })
+        .collect();
+    if plan.attempts.is_empty() {
+        return Err(ApiError::no_deployments().into());
+    }
+
+    let make_call = |deployment| call_for(endpoint, &parsed, stream, deployment, state, key);
+    let served = match resilience::execute(&snapshot, &plan, &state.metrics, make_call).await {
+        Ok(served) => served,
+        Err(Failed::Client { error, attempts }) => {
+            let status = error.status.unwrap_or(StatusCode::BAD_REQUEST);
+            let code = client_error_code(error.provider_code.as_deref());
+            let count = attempts.len();
+            record.attempts = attempts;
+            return Err(Rejected {
+                error: ApiError::upstream_client_error(status, code, error.message),
+                headers: vec![attempts_header(count)],
+            });
+        }
+        Err(Failed::Exhausted { attempts }) => {
+            let chain = resilience::chain_header(&attempts);
+            let count = attempts.len();
+            record.attempts = attempts;
+            let mut headers = vec![attempts_header(count)];
+            if let Ok(value) = HeaderValue::from_str(&chain) {
+                headers.push((HeaderName::from_static("x-modelgate-fallback-chain"), value));
+            }
+            return Err(Rejected {
+                error: ApiError::all_deployments_failed(count),
+                headers,
+            });
+        }
+    };
+
+    let served_group = snapshot.group(served.by.group);
+    let deployment = &served_group.deployments[served.by.deployment].spec;
+    let mut response = Response::new(full(Bytes::new()));
+    let headers = response.headers_mut();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    set(REQUEST_ID, &record.request_id);
+    set("x-modelgate-routed-model", &served_group.spec.name);
+    set("x-modelgate-provider", deployment.provider.as_str());
+    set("x-modelgate-deployment", &deployment.name);
+    set("x-modelgate-attempts", &served.attempts.len().to_string());
+    record.attempts = served.attempts;
+
+    match served.body {
+        UpstreamBody::Complete(bytes) => {
+            if endpoint != Endpoint::ImageGenerations {
+                record.usage = usage_of(&bytes);
+            }
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            *response.body_mut() = full(bytes);
+            Ok(Answer::Complete(response))
+        }
+        UpstreamBody::Stream(upstream) => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            record.status = StatusCode::OK.as_u16();
+            let end = StreamEnd::new(
+                std::mem::take(record),
+                started,
+                state.decisions.clone(),
+                state.metrics.clone(),
+            );
+            *response.body_mut() = observe(upstream, end);
+            Ok(Answer::Streaming(response))
+        }
+    }
+}
+
+/// The body, refusing more than `limit` bytes (by Content-Length before reading, and while
+/// reading for chunked bodies).
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::body_too_large(limit));
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::body_too_large(limit))
+        }
+        Err(e) => Err(ApiError::invalid_request(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+fn checked_metadata(
+    metadata: Option<BTreeMap<String, String>>,
+) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+    if let Some(m) = &metadata
+        && (m.len() > MAX_METADATA_ENTRIES
+            || m.iter()
+                .any(|(k, v)| k.len() + v.len() > MAX_METADATA_BYTES))
+    {
+        return Err(ApiError::invalid_request(format!(
+            "modelgate.metadata takes at most {MAX_METADATA_ENTRIES} entries of at most {MAX_METADATA_BYTES} bytes each"
+        ))
+        .with_param(EXTENSION_FIELD));
+    }
+    Ok(metadata)
+}
+
+fn call_for<'a>(
+    endpoint: Endpoint,
+    request: &'a JsonRequest,
+    stream: bool,
+    deployment: &'a Deployment,
+    state: &'a AppState,
+    key: &KeyEntry,
+) -> Call<'a> {
+    Call {
+        endpoint,
+        request,
+        stream,
+        deployment: &deployment.spec,
+        http: &state.http,
+        timeouts: timeouts_for(key, deployment),
+    }
+}
+
+/// The deployment's own timeouts, else its caller's policy's, else the built-in defaults.
+fn timeouts_for(key: &KeyEntry, deployment: &Deployment) -> AttemptTimeouts {
+    let own = &deployment.spec.timeouts;
+    let policy = key.policy.as_ref().map(|p| &p.spec.timeouts);
+    let pick = |own: Option<u64>, from_policy: Option<u64>, default: Duration| {
+        own.or(from_policy).map_or(default, Duration::from_millis)
+    };
+    AttemptTimeouts {
+        first_byte: pick(
+            own.first_byte_ms,
+            policy.and_then(|p| p.first_byte_ms),
+            DEFAULT_FIRST_BYTE,
+        ),
+        idle: pick(own.idle_ms, policy.and_then(|p| p.idle_ms), DEFAULT_IDLE),
+    }
+}
+
+fn attempts_header(count: usize) -> (HeaderName, HeaderValue) {
+    (
+        HeaderName::from_static("x-modelgate-attempts"),
+        HeaderValue::from(count),
+    )
+}
+
+/// Stable codes for the provider errors a client may want to branch on.
+fn client_error_code(provider_code: Option<&str>) -> &'static str {
+    match provider_code {
+        Some("context_length_exceeded") => "context_length_exceeded",
+        Some("content_filter" | "content_policy_violation") => "content_policy_violation",
+        _ => "invalid_request",
+    }
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    #[serde(default)]
+    usage: Option<UsageRecord>,
+}
+
+fn usage_of(body: &[u8]) -> Option<UsageRecord> {
+    serde_json::from_slice::<WithUsage>(body).ok()?.usage
+}

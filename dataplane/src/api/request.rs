@@ -1,0 +1,201 @@
+//! The request body, parsed only as far as the gateway needs. One pass validates the JSON and
+//! records where each top-level member's value lies in the original bytes; forwarding copies
+//! those bytes verbatim (no re-serialization), replacing only `model` and dropping `modelgate`.
+
+use std::{fmt, ops::Range};
+
+use bytes::Bytes;
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, DeserializeOwned, MapAccess, Visitor},
+};
+use serde_json::value::RawValue;
+
+use crate::error::ApiError;
+
+/// modelgate's own request extension, read and stripped before forwarding.
+pub const EXTENSION_FIELD: &str = "modelgate";
+
+/// A JSON object body with the position of each top-level member.
+pub struct JsonRequest {
+    body: Bytes,
+    members: Vec<Member>,
+}
+
+struct Member {
+    key: Box<str>,
+    value: Range<usize>,
+}
+
+impl JsonRequest {
+    /// Validates that `body` is one JSON object.
+    pub fn parse(body: Bytes) -> Result<Self, ApiError> {
+        let members = {
+            let mut de = serde_json::Deserializer::from_slice(&body);
+            let spans = de
+                .deserialize_map(SpanVisitor {
+                    base: body.as_ptr() as usize,
+                })
+                .map_err(ApiError::invalid_json)?;
+            de.end().map_err(ApiError::invalid_json)?;
+            spans
+        };
+        Ok(Self { body, members })
+    }
+
+    /// The raw JSON text of a top-level member.
+    pub fn raw(&self, key: &str) -> Option<&[u8]> {
+        self.members
+            .iter()
+            .rev()
+            .find(|m| &*m.key == key)
+            .map(|m| &self.body[m.value.clone()])
+    }
+
+    /// Deserializes one top-level member; absent and `null` are `None`.
+    pub fn field<T: DeserializeOwned>(&self, key: &'static str) -> Result<Option<T>, ApiError> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(raw) => serde_json::from_slice::<Option<T>>(raw)
+                .map_err(|e| ApiError::invalid_request(format!("`{key}`: {e}")).with_param(key)),
+        }
+    }
+
+    /// The body to send upstream: every member but `model` and the extension copied byte for
+    /// byte, and `model` set to the deployment's upstream id.
+    pub fn forward_with_model(&self, model: &str) -> Bytes {
+        let mut out = Vec::with_capacity(self.body.len() + model.len() + 16);
+        out.push(b'{');
+        for member in &self.members {
+            if &*member.key == "model" || &*member.key == EXTENSION_FIELD {
+                continue;
+            }
+            push_json_string(&mut out, &member.key);
+            out.push(b':');
+            out.extend_from_slice(&self.body[member.value.clone()]);
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"model\":");
+        push_json_string(&mut out, model);
+        out.push(b'}');
+        Bytes::from(out)
+    }
+
+    /// The whole body as received.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+}
+
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    // Serializing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+struct SpanVisitor {
+    base: usize,
+}
+
+impl<'de> Visitor<'de> for SpanVisitor {
+    type Value = Vec<Member>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::with_capacity(16);
+        while let Some(key) = map.next_key::<KeyString>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            let text = raw.get();
+            // The raw value borrows from the body, so its position is its offset in the body.
+            let start = (text.as_ptr() as usize)
+                .checked_sub(self.base)
+                .ok_or_else(|| de::Error::custom("value outside the body"))?;
+            members.push(Member {
+                key: key.0,
+                value: start..start + text.len(),
+            });
+        }
+        Ok(members)
+    }
+}
+
+/// An object key, borrowed when unescaped (the common case) and owned otherwise.
+struct KeyString(Box<str>);
+
+impl<'de> Deserialize<'de> for KeyString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = KeyString;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyString, E> {
+                Ok(KeyString(v.into()))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> JsonRequest {
+        JsonRequest::parse(Bytes::from(s.to_owned())).unwrap()
+    }
+
+    #[test]
+    fn forwards_members_byte_for_byte_with_model_replaced_and_extension_dropped() {
+        let body = r#"{ "model" : "alias", "messages":[{"role":"user","content":"h\u00e9 \"q\""}],
+            "modelgate": {"metadata": {"a": "b"}}, "temperature": 0.70, "x": {"nested": [1, 2.50]} }"#;
+        let forwarded = parse(body).forward_with_model("upstream-id");
+        let text = std::str::from_utf8(&forwarded).unwrap();
+        assert_eq!(
+            text,
+            r#"{"messages":[{"role":"user","content":"h\u00e9 \"q\""}],"temperature":0.70,"x":{"nested": [1, 2.50]},"model":"upstream-id"}"#
+        );
+        let value: serde_json::Value = serde_json::from_slice(&forwarded).unwrap();
+        assert!(value.get("modelgate").is_none());
+    }
+
+    #[test]
+    fn reads_fields_and_treats_null_as_absent() {
+        let req = parse(r#"{"model":"m","stream":true,"n":null}"#);
+        assert_eq!(req.field::<String>("model").unwrap().as_deref(), Some("m"));
+        assert_eq!(req.field::<bool>("stream").unwrap(), Some(true));
+        assert_eq!(req.field::<u32>("n").unwrap(), None);
+        assert_eq!(req.field::<u32>("absent").unwrap(), None);
+        let err = req.field::<u32>("model").unwrap_err();
+        assert_eq!(err.code, "invalid_request");
+        assert_eq!(err.param, Some("model"));
+    }
+
+    #[test]
+    fn escaped_keys_are_unescaped_and_reescaped() {
+        let forwarded = parse(r#"{"a\"b":1,"model":"m"}"#).forward_with_model("u");
+        assert_eq!(
+            std::str::from_utf8(&forwarded).unwrap(),
+            r#"{"a\"b":1,"model":"u"}"#
+        );
+    }
+
+    #[test]
+    fn rejects_anything_but_one_object() {
+        for body in ["", "[]", "\"s\"", "{\"a\":1} {}", "{\"a\":", "nul"] {
+            let err = JsonRequest::parse(Bytes::from(body))
+                .err()
+                .unwrap_or_else(|| panic!("{body:?} accepted"));
+            assert_eq!(err.code, "invalid_json", "{body:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_model_is_still_added_upstream() {
+        let forwarded = parse(r#"{}"#).forward_with_model("u");
+        assert_eq!(&forwarded[..], br#"{"model":"u"}"#);
+    }
+}

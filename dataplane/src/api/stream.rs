@@ -1,0 +1,185 @@
+//! Streaming answers: the upstream SSE bytes pass through untouched while an observer reads the
+//! usage and the time to the first chunk. An upstream failure after the stream started ends it
+//! with an OpenAI error event (never a clean-looking truncation). The decision is logged when the
+//! stream ends, however it ends (completion, failure, or the client going away).
+
+use std::{convert::Infallible, sync::Arc};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, stream::BoxStream};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::ResponseBody;
+use crate::{
+    error::ApiError,
+    provider::CallError,
+    telemetry::{DecisionLog, DecisionRecord, Metrics, UsageRecord},
+};
+
+/// A partial SSE line longer than this stops the usage scan (the bytes still pass through).
+const MAX_LINE: usize = 1024 * 1024;
+
+/// Everything needed to log the decision when the stream ends.
+pub struct StreamEnd {
+    record: DecisionRecord,
+    started: Instant,
+    decisions: DecisionLog,
+    metrics: Arc<Metrics>,
+    scanner: UsageScanner,
+    outcome: Option<&'static str>,
+}
+
+impl StreamEnd {
+    pub fn new(
+        record: DecisionRecord,
+        started: Instant,
+        decisions: DecisionLog,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            record,
+            started,
+            decisions,
+            metrics,
+            scanner: UsageScanner::default(),
+            outcome: None,
+        }
+    }
+
+    fn chunk(&mut self, bytes: &[u8]) {
+        if self.record.ttft_ms.is_none() {
+            self.record.ttft_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
+        }
+        self.scanner.feed(bytes);
+    }
+}
+
+impl Drop for StreamEnd {
+    fn drop(&mut self) {
+        // Dropped before the upstream finished and without an upstream error: the client left.
+        let code = self.outcome.unwrap_or("client_disconnected");
+        if code != "ok" {
+            self.record.error_code = Some(code);
+        }
+        self.record.usage = self.scanner.usage;
+        self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.metrics.request(
+            self.record.endpoint,
+            code,
+            self.started.elapsed().as_secs_f64(),
+        );
+        self.decisions.record(std::mem::take(&mut self.record));
+    }
+}
+
+/// The client-facing body of a streamed answer.
+pub fn observe(
+    upstream: BoxStream<'static, Result<Bytes, CallError>>,
+    end: StreamEnd,
+) -> ResponseBody {
+    let frames = futures_util::stream::unfold(Some((upstream, end)), |state| async move {
+        let (mut upstream, mut end) = state?;
+        match upstream.next().await {
+            Some(Ok(bytes)) => {
+                end.chunk(&bytes);
+                Some((
+                    Ok::<_, Infallible>(Frame::data(bytes)),
+                    Some((upstream, end)),
+                ))
+            }
+            Some(Err(error)) => {
+                tracing::warn!(request_id = %end.record.request_id, error = %error.message, "upstream stream failed after the first byte");
+                end.outcome = Some(ApiError::stream_interrupted().code);
+                Some((
+                    Ok(Frame::data(ApiError::stream_interrupted().sse_event())),
+                    None,
+                ))
+            }
+            None => {
+                end.outcome = Some("ok");
+                None
+            }
+        }
+    });
+    StreamBody::new(frames).boxed_unsync()
+}
+
+/// Finds the `usage` object in OpenAI SSE `data:` lines, across chunk boundaries.
+#[derive(Default)]
+struct UsageScanner {
+    partial: Vec<u8>,
+    usage: Option<UsageRecord>,
+    overflowed: bool,
+}
+
+#[derive(Deserialize)]
+struct UsageEvent {
+    #[serde(default)]
+    usage: Option<UsageRecord>,
+}
+
+impl UsageScanner {
+    fn feed(&mut self, bytes: &[u8]) {
+        if self.overflowed {
+            return;
+        }
+        let mut rest = bytes;
+        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&rest[..newline]);
+            self.line();
+            self.partial.clear();
+            rest = &rest[newline + 1..];
+        }
+        if self.partial.len() + rest.len() > MAX_LINE {
+            self.overflowed = true;
+            self.partial = Vec::new();
+            return;
+        }
+        self.partial.extend_from_slice(rest);
+    }
+
+    fn line(&mut self) {
+        let line = self.partial.strip_suffix(b"\r").unwrap_or(&self.partial);
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return;
+        };
+        // Only chunks that mention usage are parsed; content chunks are skipped cheaply.
+        if memchr_usage(data)
+            && let Ok(event) = serde_json::from_slice::<UsageEvent>(data)
+            && let Some(usage) = event.usage
+        {
+            self.usage = Some(usage);
+        }
+    }
+}
+
+fn memchr_usage(data: &[u8]) -> bool {
+    data.windows(7).any(|w| w == b"\"usage\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_usage_split_across_chunks() {
+        let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,\"total_tokens\":8}}\r\n\r\ndata: [DONE]\n\n";
+        for split in 0..stream.len() {
+            let mut scanner = UsageScanner::default();
+            scanner.feed(&stream[..split]);
+            scanner.feed(&stream[split..]);
+            assert_eq!(
+                scanner.usage,
+                Some(UsageRecord {
+                    prompt_tokens: 3,
+                    completion_tokens: 5,
+                    total_tokens: 8
+                }),
+                "split at {split}"
+            );
+        }
+    }
+}

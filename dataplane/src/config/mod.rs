@@ -1,0 +1,9 @@
+//! The runtime view of the config: an immutable, indexed [`Snapshot`] built (fallibly) from a
+//! [`CompiledConfig`], held in one [`ConfigHandle`] that is swapped (infallibly) on reload.
+
+mod handle;
+mod snapshot;
+pub mod watch;
+
+pub use handle::ConfigHandle;
+pub use snapshot::{Deployment, Group, GroupId, KeyEntry, Policy, Snapshot, SnapshotError};

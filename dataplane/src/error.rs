@@ -1,0 +1,245 @@
+//! Client-facing errors: the only place an error becomes an HTTP response. Every error is the
+//! OpenAI error body with a stable `code`; messages never carry keys or upstream secrets.
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Serialize;
+
+/// An error answered to the client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// OpenAI `type`: invalid_request_error, authentication_error, permission_error, ...
+    pub kind: &'static str,
+    /// Stable machine-readable code; also the bounded metric label.
+    pub code: &'static str,
+    pub message: String,
+    pub param: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: &'a str,
+}
+
+impl ApiError {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    pub fn missing_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid_api_key",
+            "Missing API key: send it as `Authorization: Bearer <key>`.",
+        )
+    }
+
+    pub fn unknown_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid_api_key",
+            "Incorrect API key provided.",
+        )
+    }
+
+    pub fn expired_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "key_expired",
+            "This API key has expired.",
+        )
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!(
+                "The model `{}` does not exist or you do not have access to it.",
+                printable(model)
+            ),
+        )
+        .with_param("model")
+    }
+
+    pub fn model_not_allowed(model: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "model_not_allowed",
+            format!(
+                "This API key is not allowed to use the model `{}`.",
+                printable(model)
+            ),
+        )
+        .with_param("model")
+    }
+
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            message,
+        )
+    }
+
+    pub fn invalid_json(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_json",
+            format!("The request body is not valid JSON: {detail}"),
+        )
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            format!("The request body is larger than {limit} bytes."),
+        )
+    }
+
+    pub fn not_found_route() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "unknown_route",
+            "Unknown API route.",
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            "This route does not accept that HTTP method.",
+        )
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "unsupported_media_type",
+            "Send the request body as application/json.",
+        )
+    }
+
+    pub fn not_ready() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "config_not_loaded",
+            "The gateway has not loaded a valid configuration yet.",
+        )
+    }
+
+    pub fn all_deployments_failed(attempts: usize) -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            "all_deployments_failed",
+            format!(
+                "Every deployment in the routing plan failed ({attempts} attempts); see x-modelgate-fallback-chain."
+            ),
+        )
+    }
+
+    pub fn no_deployments() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "no_deployments_available",
+            "No deployment of this model can be served by this gateway.",
+        )
+    }
+
+    /// A client error the provider reported (bad request, context too long, ...), passed back.
+    pub fn upstream_client_error(status: StatusCode, code: &'static str, message: String) -> Self {
+        Self::new(status, "invalid_request_error", code, message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal_error",
+            "Internal gateway error.",
+        )
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Bytes {
+        let envelope = Envelope {
+            error: Body {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param,
+                code: self.code,
+            },
+        };
+        Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+    }
+
+    /// The `data:` payload of an error event inside an already started stream.
+    pub fn sse_event(&self) -> Bytes {
+        let mut event = Vec::with_capacity(self.message.len() + 96);
+        event.extend_from_slice(b"data: ");
+        event.extend_from_slice(&self.body());
+        event.extend_from_slice(b"\n\n");
+        Bytes::from(event)
+    }
+
+    pub fn stream_interrupted() -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            "upstream_stream_error",
+            "The upstream stream failed after the response started.",
+        )
+    }
+}
+
+/// Client input echoed into a message is cut short and stripped of control characters, so an
+/// error body can never carry a large or terminal-hostile payload back.
+fn printable(input: &str) -> String {
+    input
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(128)
+        .collect()
+}

@@ -1,0 +1,121 @@
+//! `modelgate-dataplane`: runs the gateway from a config file until SIGINT/SIGTERM.
+
+use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use modelgate_dataplane::{Gateway, GatewayOptions, telemetry::DecisionTarget};
+use tracing_subscriber::EnvFilter;
+
+/// The modelgate data plane: an OpenAI-compatible LLM gateway.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Config file: a compiled config (JSON) or a multi-document YAML of ModelGroup,
+    /// RoutingPolicy, VirtualKey and Secret manifests. Reloaded when it changes.
+    #[arg(long, env = "MODELGATE_CONFIG")]
+    config: PathBuf,
+    /// Address of the OpenAI-compatible API.
+    #[arg(long, env = "MODELGATE_LISTEN", default_value = "127.0.0.1:4000")]
+    listen: SocketAddr,
+    /// Address of /healthz, /readyz and /metrics; keep it off the public network.
+    #[arg(long, env = "MODELGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
+    admin_listen: SocketAddr,
+    /// Write one JSON line per request: `-` for stdout, or a file path (appended).
+    #[arg(long, env = "MODELGATE_DECISION_LOG")]
+    decision_log: Option<String>,
+    /// Largest accepted request body.
+    #[arg(long, env = "MODELGATE_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Log format on stderr.
+    #[arg(long, env = "MODELGATE_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(&args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let decision_log = args.decision_log.map(|target| match target.as_str() {
+        "-" => DecisionTarget::Stdout,
+        path => DecisionTarget::File(PathBuf::from(path)),
+    });
+    let options = GatewayOptions {
+        config_path: args.config,
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        decision_log,
+        max_body_bytes: args.max_body_bytes,
+    };
+    let gateway = match Gateway::start(options).await {
+        Ok(g) => g,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Tools and tests read these two lines to find the ports (port 0 picks a free one).
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "modelgate-dataplane api listening on http://{}",
+        gateway.api_addr()
+    );
+    let _ = writeln!(
+        stdout,
+        "modelgate-dataplane admin listening on http://{}",
+        gateway.admin_addr()
+    );
+    let _ = stdout.flush();
+    drop(stdout);
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    gateway.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_tracing(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,141 @@
+//! Errors from a provider call, as data: the executor reads `kind`, `status` and `retry_after`
+//! and never matches message strings.
+
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallErrorKind {
+    /// The connection could not be opened (refused, DNS, TLS handshake).
+    Connect,
+    /// No response head, or no next chunk, within the time allowed.
+    Timeout,
+    /// The provider answered with a non-success status.
+    Status,
+    /// The answer broke mid-way or was not what the protocol promises.
+    Protocol,
+}
+
+impl CallErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Status => "status",
+            Self::Protocol => "protocol",
+        }
+    }
+}
+
+/// A failed call. `message` is safe to log and to show a client: it never holds credentials.
+#[derive(Clone, Debug)]
+pub struct CallError {
+    pub kind: CallErrorKind,
+    pub status: Option<StatusCode>,
+    pub retry_after: Option<Duration>,
+    /// The provider's own error code, when it gave one (e.g. `context_length_exceeded`).
+    pub provider_code: Option<String>,
+    pub message: String,
+}
+
+impl CallError {
+    pub fn new(kind: CallErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            status: None,
+            retry_after: None,
+            provider_code: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(
+        status: StatusCode,
+        headers: &HeaderMap,
+        provider_code: Option<String>,
+        message: String,
+    ) -> Self {
+        Self {
+            kind: CallErrorKind::Status,
+            status: Some(status),
+            retry_after: retry_after(headers),
+            provider_code,
+            message,
+        }
+    }
+
+    /// The caller's own mistake (bad request, context too long, content policy): returned to the
+    /// client as is, never retried and never counted against the deployment.
+    pub fn is_client_error(&self) -> bool {
+        match self.status {
+            Some(s) if self.kind == CallErrorKind::Status => {
+                s.is_client_error()
+                    && !matches!(
+                        s,
+                        // Our credential or the deployment's config is wrong, or the provider is
+                        // shedding load: the next deployment may well succeed.
+                        StatusCode::UNAUTHORIZED
+                            | StatusCode::FORBIDDEN
+                            | StatusCode::NOT_FOUND
+                            | StatusCode::REQUEST_TIMEOUT
+                            | StatusCode::CONFLICT
+                            | StatusCode::TOO_MANY_REQUESTS
+                    )
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `retry-after-ms`, then `retry-after` in seconds (HTTP dates are ignored: a clock-skewed date is
+/// worse than none).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Duration::try_from_secs_f64(ms / 1000.0).ok();
+    }
+    header("retry-after")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_error(code: u16) -> CallError {
+        CallError::status(
+            StatusCode::from_u16(code).unwrap(),
+            &HeaderMap::new(),
+            None,
+            String::new(),
+        )
+    }
+
+    #[test]
+    fn only_the_callers_own_mistakes_are_client_errors() {
+        for code in [400, 413, 422] {
+            assert!(status_error(code).is_client_error(), "{code}");
+        }
+        for code in [401, 403, 404, 408, 409, 429, 500, 502, 503, 529] {
+            assert!(!status_error(code).is_client_error(), "{code}");
+        }
+        assert!(!CallError::new(CallErrorKind::Connect, "refused").is_client_error());
+    }
+
+    #[test]
+    fn reads_retry_after_in_seconds_and_milliseconds() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", "2".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert("retry-after-ms", "250".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(250)));
+        let mut date = HeaderMap::new();
+        date.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&date), None);
+    }
+}

@@ -1,0 +1,102 @@
+//! Provider adapters behind one trait and one registry: the only module that names a provider.
+//! An adapter turns the client's OpenAI-shaped request into its provider's call and the answer
+//! back into OpenAI's shape.
+
+mod error;
+mod http;
+mod mock;
+mod openai;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{future::BoxFuture, stream::BoxStream};
+use modelgate_crds::{ProviderKind, compiled::CompiledDeployment};
+
+use crate::api::JsonRequest;
+
+pub use error::{CallError, CallErrorKind};
+pub use http::{HttpClient, build_http_client};
+
+/// The OpenAI API operations the gateway serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Embeddings,
+    ImageGenerations,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat_completions",
+            Self::Embeddings => "embeddings",
+            Self::ImageGenerations => "images_generations",
+        }
+    }
+
+    /// Path below an OpenAI-style base URL.
+    pub fn openai_path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/chat/completions",
+            Self::Embeddings => "/embeddings",
+            Self::ImageGenerations => "/images/generations",
+        }
+    }
+}
+
+/// Time limits of one attempt.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptTimeouts {
+    /// Until the response head (non-streaming: the whole answer's head) arrives.
+    pub first_byte: Duration,
+    /// Longest gap between two body chunks.
+    pub idle: Duration,
+}
+
+/// One call to one deployment.
+pub struct Call<'a> {
+    pub endpoint: Endpoint,
+    pub request: &'a JsonRequest,
+    pub stream: bool,
+    pub deployment: &'a CompiledDeployment,
+    pub http: &'a HttpClient,
+    pub timeouts: AttemptTimeouts,
+}
+
+/// A successful provider answer, already in OpenAI's wire format.
+pub enum UpstreamBody {
+    /// A complete JSON body.
+    Complete(Bytes),
+    /// An OpenAI-style SSE byte stream (`data: {...}\n\n` ... `data: [DONE]\n\n`).
+    Stream(BoxStream<'static, Result<Bytes, CallError>>),
+}
+
+/// A provider API.
+pub trait Provider: Send + Sync {
+    fn kind(&self) -> ProviderKind;
+
+    /// Performs the call. A non-2xx answer is an `Err` carrying status and Retry-After.
+    fn call<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<UpstreamBody, CallError>>;
+}
+
+static OPENAI: openai::OpenAi = openai::OpenAi::new(ProviderKind::Openai);
+static OPENAI_COMPATIBLE: openai::OpenAi = openai::OpenAi::new(ProviderKind::OpenaiCompatible);
+static MOCK: mock::Mock = mock::Mock;
+
+/// The adapter for `kind`, or `None` when this data plane has none yet.
+pub fn registry(kind: ProviderKind) -> Option<&'static dyn Provider> {
+    match kind {
+        ProviderKind::Openai => Some(&OPENAI),
+        ProviderKind::OpenaiCompatible => Some(&OPENAI_COMPATIBLE),
+        ProviderKind::Mock => Some(&MOCK),
+        ProviderKind::Anthropic
+        | ProviderKind::Gemini
+        | ProviderKind::Vertex
+        | ProviderKind::Bedrock
+        | ProviderKind::Azure
+        | ProviderKind::Cohere
+        | ProviderKind::Mistral
+        | ProviderKind::Deepseek => None,
+    }
+}

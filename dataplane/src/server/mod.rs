@@ -1,0 +1,205 @@
+//! Listeners and connections: HTTP/1.1 and h2c on the API listener, plain HTTP/1.1 on the admin
+//! listener, header-read timeouts, and a graceful drain on shutdown.
+
+mod admin;
+
+use std::{
+    convert::Infallible, future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration,
+};
+
+use http::{Request, Response};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::{
+    api::{self, AppState, ResponseBody},
+    config::{ConfigHandle, watch::ConfigLoader},
+    provider::build_http_client,
+    telemetry::{DecisionLog, DecisionTarget, Metrics},
+};
+
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight requests get to finish after shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to run a gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    pub config_path: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub decision_log: Option<DecisionTarget>,
+    pub max_body_bytes: usize,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    api_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    config: ConfigHandle,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the decision log: {0}")]
+    DecisionLog(std::io::Error),
+}
+
+impl Gateway {
+    /// Loads the config (a bad one leaves the gateway unready, not dead), binds both listeners
+    /// and starts serving.
+    pub async fn start(options: GatewayOptions) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let config = ConfigHandle::default();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+
+        let loader = Arc::new(ConfigLoader::new(
+            options.config_path.clone(),
+            config.clone(),
+            metrics.clone(),
+        ));
+        if let Err(error) = loader.reload().await {
+            metrics.config_reload(false);
+            tracing::error!(%error, "initial config rejected; not ready until a valid config appears");
+        } else {
+            metrics.config_reload(true);
+        }
+        let decisions = match options.decision_log {
+            Some(target) => DecisionLog::start(target, metrics.clone())
+                .await
+                .map_err(StartError::DecisionLog)?,
+            None => DecisionLog::disabled(metrics.clone()),
+        };
+        let state = Arc::new(AppState {
+            config: config.clone(),
+            http: build_http_client(),
+            metrics: metrics.clone(),
+            decisions,
+            max_body_bytes: options.max_body_bytes,
+        });
+
+        let api_listener = bind(options.listen).await?;
+        let admin_listener = bind(options.admin_listen).await?;
+        let api_addr = local_addr(&api_listener, options.listen)?;
+        let admin_addr = local_addr(&admin_listener, options.admin_listen)?;
+
+        let api_state = state.clone();
+        let api = serve(api_listener, shutdown_rx.clone(), move |req| {
+            api::handle(api_state.clone(), req)
+        });
+        let admin_config = config.clone();
+        let admin = serve(admin_listener, shutdown_rx.clone(), move |req| {
+            std::future::ready(admin::handle(&admin_config, &metrics, &req))
+        });
+        let tasks = vec![
+            tokio::spawn(api),
+            tokio::spawn(admin),
+            tokio::spawn(loader.watch(shutdown_rx)),
+        ];
+        tracing::info!(%api_addr, %admin_addr, "modelgate data plane started");
+        Ok(Self {
+            api_addr,
+            admin_addr,
+            config,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The current config, for readiness checks in tests and tools.
+    pub fn config(&self) -> &ConfigHandle {
+        &self.config
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Accepts connections until shutdown, then drains them.
+async fn serve<F, Fut>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(conn) => conn,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let handler = handler.clone();
+                let service = service_fn(move |req| {
+                    let response = handler(req);
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout: closing connections with requests still in flight");
+    }
+}

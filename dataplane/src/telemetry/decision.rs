@@ -1,0 +1,154 @@
+//! The decision log: one JSON line per request explaining how it was routed and what happened.
+//! Records go through a bounded channel to a writer task; when the writer falls behind, records
+//! are dropped and counted rather than slowing requests down.
+
+use std::{path::PathBuf, sync::Arc};
+
+use serde::Serialize;
+use tokio::{
+    io::{AsyncWrite, AsyncWriteExt, BufWriter},
+    sync::mpsc,
+};
+
+use super::Metrics;
+
+const QUEUE: usize = 8192;
+
+/// One request, end to end.
+#[derive(Debug, Default, Serialize)]
+pub struct DecisionRecord {
+    pub request_id: String,
+    /// RFC 3339 time the request arrived.
+    pub timestamp: String,
+    pub endpoint: &'static str,
+    /// `namespace/name` of the virtual key (never the key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// The model name the client asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The ModelGroup that served it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub strategy: &'static str,
+    /// The seed of the shuffle, so the plan can be re-derived.
+    pub seed: u64,
+    /// Deployment ids in the order they would be tried.
+    pub plan: Vec<String>,
+    pub attempts: Vec<AttemptRecord>,
+    pub stream: bool,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+    pub latency_ms: f64,
+    pub config_checksum: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// One call to one deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub deployment: String,
+    pub provider: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub latency_ms: f64,
+    /// `ok`, or the error class (connect, timeout, status, protocol).
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Token counts as the provider reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct UsageRecord {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+/// Where the log goes.
+#[derive(Debug, Clone)]
+pub enum DecisionTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+/// Handle for submitting records; cheap to clone.
+#[derive(Clone)]
+pub struct DecisionLog {
+    tx: Option<mpsc::Sender<DecisionRecord>>,
+    metrics: Arc<Metrics>,
+}
+
+impl DecisionLog {
+    /// A log that writes nothing.
+    pub fn disabled(metrics: Arc<Metrics>) -> Self {
+        Self { tx: None, metrics }
+    }
+
+    /// Starts the writer task.
+    pub async fn start(target: DecisionTarget, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        match target {
+            DecisionTarget::Stdout => {
+                tokio::spawn(write_all(rx, tokio::io::stdout()));
+            }
+            DecisionTarget::File(path) => {
+                let file = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .await?;
+                tokio::spawn(write_all(rx, file));
+            }
+        }
+        Ok(Self {
+            tx: Some(tx),
+            metrics,
+        })
+    }
+
+    /// Queues a record without waiting.
+    pub fn record(&self, record: DecisionRecord) {
+        if let Some(tx) = &self.tx
+            && tx.try_send(record).is_err()
+        {
+            self.metrics.decision_dropped();
+        }
+    }
+}
+
+async fn write_all<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<DecisionRecord>, out: W) {
+    let mut out = BufWriter::new(out);
+    let mut line = Vec::with_capacity(1024);
+    while let Some(record) = rx.recv().await {
+        let mut next = Some(record);
+        // Drain what is queued, then flush once: one write syscall per burst.
+        while let Some(record) = next {
+            line.clear();
+            if serde_json::to_writer(&mut line, &record).is_ok() {
+                line.push(b'\n');
+                if let Err(error) = out.write_all(&line).await {
+                    tracing::error!(%error, "decision log write failed");
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Err(error) = out.flush().await {
+            tracing::error!(%error, "decision log flush failed");
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Prometheus metrics with bounded labels: endpoints, providers, error codes and outcomes are all
+//! `&'static str` from fixed sets, never client input.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    provider: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<EndpointLabels, Histogram>,
+    attempts: Family<AttemptLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
+    rejected_objects: Gauge,
+    decisions_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("modelgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "API requests by endpoint and result code",
+            requests.clone(),
+        );
+        let duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ])
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response end",
+            duration.clone(),
+        );
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "upstream_attempts",
+            "Calls to providers by outcome",
+            attempts.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("config_reloads", "Config loads by result", reloads.clone());
+        let rejected_objects = Gauge::default();
+        registry.register(
+            "config_rejected_objects",
+            "Objects left out of the current config",
+            rejected_objects.clone(),
+        );
+        let decisions_dropped = Counter::default();
+        registry.register(
+            "decision_log_dropped",
+            "Decision records dropped because the writer fell behind",
+            decisions_dropped.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            attempts,
+            reloads,
+            rejected_objects,
+            decisions_dropped,
+        }
+    }
+
+    pub fn request(&self, endpoint: &'static str, code: &'static str, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels { endpoint, code })
+            .inc();
+        self.duration
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(seconds);
+    }
+
+    pub fn attempt(&self, provider: &'static str, outcome: &'static str) {
+        self.attempts
+            .get_or_create(&AttemptLabels { provider, outcome })
+            .inc();
+    }
+
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn set_rejected_objects(&self, count: usize) {
+        self.rejected_objects
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn decision_dropped(&self) {
+        self.decisions_dropped.inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,7 @@
+//! Observation only: metrics and the decision log. Nothing here decides or blocks a request.
+
+mod decision;
+mod metrics;
+
+pub use decision::{AttemptRecord, DecisionLog, DecisionRecord, DecisionTarget, UsageRecord};
+pub use metrics::Metrics;
