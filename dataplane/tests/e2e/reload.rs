@@ -1,0 +1,203 @@
+//! Hot reload: file rewrites and kubelet-style symlink swaps are picked up, a bad file keeps the
+//! last good config, readiness waits for the first good config, and swaps under load fail no
+//! in-flight request.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use fake_provider::FakeProvider;
+use http::StatusCode;
+
+use crate::support::*;
+
+fn two_groups(fake: &FakeProvider, second_model: &str) -> String {
+    config_with(&format!(
+        "{}{}",
+        group(
+            "chat",
+            &["chat"],
+            &[upstream("a", &fake.base_url(), 1)],
+            &[]
+        ),
+        group("other", &[second_model], &[mock("m")], &[])
+    ))
+}
+
+#[tokio::test]
+async fn a_rewritten_file_is_served_without_a_restart() {
+    let fake = FakeProvider::start().await.unwrap();
+    let gw = TestGateway::start(&two_groups(&fake, "before")).await;
+    assert_eq!(
+        gw.post("/v1/chat/completions", chat("after")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let next = two_groups(&fake, "after");
+    gw.write_config(&next);
+    gw.wait_for_config(&next).await;
+    assert_eq!(
+        gw.post("/v1/chat/completions", chat("after")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        gw.post("/v1/chat/completions", chat("before")).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// The kubelet's layout: `config.yaml -> ..data/config.yaml`, `..data -> ..<timestamp>`, and an
+/// update renames a new `..data` symlink over the old one.
+#[tokio::test]
+async fn a_kubelet_style_symlink_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let fake = FakeProvider::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("..2026_11_23_1")).unwrap();
+    std::fs::write(
+        root.join("..2026_11_23_1/config.yaml"),
+        two_groups(&fake, "before"),
+    )
+    .unwrap();
+    symlink("..2026_11_23_1", root.join("..data")).unwrap();
+    symlink("..data/config.yaml", root.join("config.yaml")).unwrap();
+    let config_path = root.join("config.yaml");
+    let gw = TestGateway::start_at(dir, config_path).await;
+    assert_eq!(
+        gw.post("/v1/chat/completions", chat("before")).await.status,
+        StatusCode::OK
+    );
+
+    let root = gw.dir.path();
+    let next = two_groups(&fake, "after");
+    std::fs::create_dir(root.join("..2026_11_23_2")).unwrap();
+    std::fs::write(root.join("..2026_11_23_2/config.yaml"), &next).unwrap();
+    symlink("..2026_11_23_2", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    std::fs::remove_dir_all(root.join("..2026_11_23_1")).unwrap();
+
+    gw.wait_for_config(&next).await;
+    assert_eq!(
+        gw.post("/v1/chat/completions", chat("after")).await.status,
+        StatusCode::OK
+    );
+}
+
+async fn reload_failures(gw: &TestGateway) -> u64 {
+    let metrics = gw.get(gw.admin_url("/metrics"), None).await.text();
+    metrics
+        .lines()
+        .find(|l| l.starts_with("modelgate_config_reloads_total{result=\"failure\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_bad_file_keeps_the_last_good_config() {
+    let fake = FakeProvider::start().await.unwrap();
+    let good = two_groups(&fake, "before");
+    let gw = TestGateway::start(&good).await;
+    let served = gw.gateway.config().checksum();
+
+    gw.write_config("apiVersion: v1\nkind: Secret\nmetadata: {name: [broken\n");
+    eventually("the bad file to be counted", || async {
+        reload_failures(&gw).await >= 1
+    })
+    .await;
+    assert_eq!(
+        gw.gateway.config().checksum(),
+        served,
+        "still the last good config"
+    );
+    assert_eq!(
+        gw.post("/v1/chat/completions", chat("before")).await.status,
+        StatusCode::OK
+    );
+
+    let fixed = two_groups(&fake, "after");
+    gw.write_config(&fixed);
+    gw.wait_for_config(&fixed).await;
+    assert_eq!(
+        gw.post("/v1/chat/completions", chat("after")).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn readiness_waits_for_the_first_good_config() {
+    let fake = FakeProvider::start().await.unwrap();
+    let gw = TestGateway::start("kind: [not a config\n").await;
+    let readyz = gw.get(gw.admin_url("/readyz"), None).await;
+    assert_eq!(readyz.status, StatusCode::SERVICE_UNAVAILABLE);
+    let early = gw.post("/v1/chat/completions", chat("before")).await;
+    assert_eq!(
+        (early.status, early.error_code().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "config_not_loaded")
+    );
+
+    let good = two_groups(&fake, "before");
+    gw.write_config(&good);
+    gw.wait_for_config(&good).await;
+    let readyz = gw.get(gw.admin_url("/readyz"), None).await;
+    assert_eq!(readyz.status, StatusCode::OK);
+    assert_eq!(readyz.json()["checksum"], checksum_of(&good));
+}
+
+/// 50 config swaps while clients keep requests in flight: every request succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_swaps_under_load_fail_no_request() {
+    // Upstream latency keeps requests in flight across each swap.
+    let fake = FakeProvider::start_with("127.0.0.1:0".parse().unwrap(), Duration::from_millis(5))
+        .await
+        .unwrap();
+    let gw = Arc::new(TestGateway::start(&two_groups(&fake, "v0")).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (gw, stop, ok) = (gw.clone(), stop.clone(), ok.clone());
+        clients.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let answer = gw.post("/v1/chat/completions", chat("chat")).await;
+                if answer.status == StatusCode::OK {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failures.push((answer.status, answer.text()));
+                }
+            }
+            failures
+        }));
+    }
+    for swap in 1..=50 {
+        let before = ok.load(Ordering::Relaxed);
+        let next = two_groups(&fake, &format!("v{swap}"));
+        gw.write_config(&next);
+        gw.wait_for_config(&next).await;
+        // Traffic keeps flowing between swaps, so every swap lands on requests in flight.
+        eventually("requests between swaps", || {
+            std::future::ready(ok.load(Ordering::Relaxed) > before)
+        })
+        .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for client in clients {
+        failures.extend(client.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) >= 50,
+        "load ran across the swaps"
+    );
+}

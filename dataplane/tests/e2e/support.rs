@@ -1,0 +1,268 @@
+//! Shared test plumbing: a gateway on a temp config file, a fake provider, an HTTP client, and
+//! a condition wait (no fixed sleeps).
+
+use std::{future::Future, path::PathBuf, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use modelgate_dataplane::{Gateway, GatewayOptions, telemetry::DecisionTarget};
+use serde_json::Value;
+
+pub const KEY: &str = "sk-mg-e2e-test-key-0001";
+
+/// A gateway serving a config file in its own temp dir.
+pub struct TestGateway {
+    pub gateway: Gateway,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub decision_log: PathBuf,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// An answer: status, headers and body.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+impl TestGateway {
+    /// Starts a gateway on `config` (YAML manifests).
+    pub async fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        Self::start_at(dir, config_path).await
+    }
+
+    /// Starts a gateway on an existing file in `dir`.
+    pub async fn start_at(dir: tempfile::TempDir, config_path: PathBuf) -> Self {
+        let decision_log = dir.path().join("decisions.jsonl");
+        let gateway = Gateway::start(GatewayOptions {
+            config_path: config_path.clone(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            decision_log: Some(DecisionTarget::File(decision_log.clone())),
+            max_body_bytes: 1024 * 1024,
+        })
+        .await
+        .unwrap();
+        Self {
+            gateway,
+            dir,
+            config_path,
+            decision_log,
+            client: client(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway.api_addr())
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway.admin_addr())
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        url: String,
+        key: Option<&str>,
+        body: Bytes,
+    ) -> Answer {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url)
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let response = self
+            .client
+            .request(request.body(Full::new(body)).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    }
+
+    /// POST a JSON body with the test key.
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.post_as(path, Some(KEY), body).await
+    }
+
+    pub async fn post_as(&self, path: &str, key: Option<&str>, body: Value) -> Answer {
+        self.send(
+            Method::POST,
+            self.url(path),
+            key,
+            Bytes::from(body.to_string()),
+        )
+        .await
+    }
+
+    pub async fn get(&self, url: String, key: Option<&str>) -> Answer {
+        self.send(Method::GET, url, key, Bytes::new()).await
+    }
+
+    /// Replaces the config file atomically (write, then rename over it).
+    pub fn write_config(&self, config: &str) {
+        let tmp = self.dir.path().join(".config.yaml.tmp");
+        std::fs::write(&tmp, config).unwrap();
+        std::fs::rename(&tmp, &self.config_path).unwrap();
+    }
+
+    /// Waits until the gateway serves the config whose checksum `config` compiles to.
+    pub async fn wait_for_config(&self, config: &str) {
+        let want = checksum_of(config);
+        eventually("the new config to be served", || async {
+            self.gateway.config().checksum().as_deref() == Some(want.as_str())
+        })
+        .await;
+    }
+
+    /// The decision records written so far (complete lines only).
+    pub fn decisions(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.decision_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits for the decision record of `request_id`.
+    pub async fn decision(&self, request_id: &str) -> Value {
+        let mut found = None;
+        eventually("the decision record", || {
+            found = self
+                .decisions()
+                .into_iter()
+                .find(|d| d["request_id"] == request_id);
+            std::future::ready(found.is_some())
+        })
+        .await;
+        found.unwrap()
+    }
+}
+
+/// The checksum the gateway will report for a YAML config.
+pub fn checksum_of(config: &str) -> String {
+    let (compiled, _) =
+        modelgate_crds::load_config(config.as_bytes(), &|_| None, jiff::Timestamp::now()).unwrap();
+    compiled.checksum
+}
+
+/// Polls `condition` until it holds; fails after 10 s.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A config with the test key and the given ModelGroups (YAML documents, `---` separated).
+pub fn config_with(groups: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: keys}}
+stringData:
+  test: {KEY}
+  upstream: sk-upstream-canary-0001
+---
+apiVersion: modelgate.io/v1alpha1
+kind: VirtualKey
+metadata: {{name: e2e}}
+spec:
+  org: acme
+  team: ml
+  keySecretRef: {{name: keys, key: test}}
+---
+{groups}"#
+    )
+}
+
+/// One ModelGroup document.
+pub fn group(name: &str, models: &[&str], deployments: &[String], fallbacks: &[&str]) -> String {
+    let models = models.join(", ");
+    let fallbacks = if fallbacks.is_empty() {
+        String::new()
+    } else {
+        format!("  fallbacks: [{}]\n", fallbacks.join(", "))
+    };
+    format!(
+        "apiVersion: modelgate.io/v1alpha1\nkind: ModelGroup\nmetadata: {{name: {name}}}\nspec:\n  models: [{models}]\n{fallbacks}  deployments:\n{}\n---\n",
+        deployments.concat()
+    )
+}
+
+/// An openai-compatible deployment pointing at `base_url`, with the upstream credential.
+pub fn upstream(name: &str, base_url: &str, weight: u32) -> String {
+    format!(
+        "    - name: {name}\n      provider: openai-compatible\n      model: upstream-{name}\n      baseUrl: {base_url}\n      weight: {weight}\n      credentials: {{secretKeyRef: {{name: keys, key: upstream}}}}\n"
+    )
+}
+
+/// A mock deployment.
+pub fn mock(name: &str) -> String {
+    format!("    - name: {name}\n      provider: mock\n      model: mock-{name}\n")
+}
+
+/// A base URL nobody listens on (a port that was free a moment ago).
+pub fn dead_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+pub fn chat(model: &str) -> Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hello"}]})
+}
