@@ -80,18 +80,8 @@ async fn a_key_stops_working_when_it_expires() {
 #[tokio::test]
 async fn unknown_and_forbidden_models_and_malformed_bodies() {
     let fake = FakeProvider::start().await.unwrap();
-    let groups = format!(
-        "{}{}",
-        group(
-            "chat",
-            &["chat"],
-            &[upstream("a", &fake.base_url(), 1)],
-            &[]
-        ),
-        group("secret", &["secret-model"], &[mock("m")], &[])
-    );
-    let config =
-        config_with(&groups).replace("  team: ml\n", "  team: ml\n  allowedModels: [chat]\n");
+    let config = chat_and_mock(&fake, "secret-model")
+        .replace("  team: ml\n", "  team: ml\n  allowedModels: [chat]\n");
     let gw = TestGateway::start(&config).await;
 
     let unknown = gw.post("/v1/chat/completions", chat("gpt-9")).await;

@@ -15,28 +15,15 @@ use http::StatusCode;
 
 use crate::support::*;
 
-fn two_groups(fake: &FakeProvider, second_model: &str) -> String {
-    config_with(&format!(
-        "{}{}",
-        group(
-            "chat",
-            &["chat"],
-            &[upstream("a", &fake.base_url(), 1)],
-            &[]
-        ),
-        group("other", &[second_model], &[mock("m")], &[])
-    ))
-}
-
 #[tokio::test]
 async fn a_rewritten_file_is_served_without_a_restart() {
     let fake = FakeProvider::start().await.unwrap();
-    let gw = TestGateway::start(&two_groups(&fake, "before")).await;
+    let gw = TestGateway::start(&chat_and_mock(&fake, "before")).await;
     assert_eq!(
         gw.post("/v1/chat/completions", chat("after")).await.status,
         StatusCode::NOT_FOUND
     );
-    let next = two_groups(&fake, "after");
+    let next = chat_and_mock(&fake, "after");
     gw.write_config(&next);
     gw.wait_for_config(&next).await;
     assert_eq!(
@@ -60,7 +47,7 @@ async fn a_kubelet_style_symlink_swap_is_picked_up() {
     std::fs::create_dir(root.join("..2026_11_23_1")).unwrap();
     std::fs::write(
         root.join("..2026_11_23_1/config.yaml"),
-        two_groups(&fake, "before"),
+        chat_and_mock(&fake, "before"),
     )
     .unwrap();
     symlink("..2026_11_23_1", root.join("..data")).unwrap();
@@ -73,7 +60,7 @@ async fn a_kubelet_style_symlink_swap_is_picked_up() {
     );
 
     let root = gw.dir.path();
-    let next = two_groups(&fake, "after");
+    let next = chat_and_mock(&fake, "after");
     std::fs::create_dir(root.join("..2026_11_23_2")).unwrap();
     std::fs::write(root.join("..2026_11_23_2/config.yaml"), &next).unwrap();
     symlink("..2026_11_23_2", root.join("..data_tmp")).unwrap();
@@ -100,7 +87,7 @@ async fn reload_failures(gw: &TestGateway) -> u64 {
 #[tokio::test]
 async fn a_bad_file_keeps_the_last_good_config() {
     let fake = FakeProvider::start().await.unwrap();
-    let good = two_groups(&fake, "before");
+    let good = chat_and_mock(&fake, "before");
     let gw = TestGateway::start(&good).await;
     let served = gw.gateway.config().checksum();
 
@@ -119,7 +106,7 @@ async fn a_bad_file_keeps_the_last_good_config() {
         StatusCode::OK
     );
 
-    let fixed = two_groups(&fake, "after");
+    let fixed = chat_and_mock(&fake, "after");
     gw.write_config(&fixed);
     gw.wait_for_config(&fixed).await;
     assert_eq!(
@@ -140,7 +127,7 @@ async fn readiness_waits_for_the_first_good_config() {
         (StatusCode::SERVICE_UNAVAILABLE, "config_not_loaded")
     );
 
-    let good = two_groups(&fake, "before");
+    let good = chat_and_mock(&fake, "before");
     gw.write_config(&good);
     gw.wait_for_config(&good).await;
     let readyz = gw.get(gw.admin_url("/readyz"), None).await;
@@ -155,7 +142,7 @@ async fn fifty_swaps_under_load_fail_no_request() {
     let fake = FakeProvider::start_with("127.0.0.1:0".parse().unwrap(), Duration::from_millis(5))
         .await
         .unwrap();
-    let gw = Arc::new(TestGateway::start(&two_groups(&fake, "v0")).await);
+    let gw = Arc::new(TestGateway::start(&chat_and_mock(&fake, "v0")).await);
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
@@ -176,7 +163,7 @@ async fn fifty_swaps_under_load_fail_no_request() {
     }
     for swap in 1..=50 {
         let before = ok.load(Ordering::Relaxed);
-        let next = two_groups(&fake, &format!("v{swap}"));
+        let next = chat_and_mock(&fake, &format!("v{swap}"));
         gw.write_config(&next);
         gw.wait_for_config(&next).await;
         // Traffic keeps flowing between swaps, so every swap lands on requests in flight.

@@ -4,6 +4,7 @@
 use std::{future::Future, path::PathBuf, time::Duration};
 
 use bytes::Bytes;
+use fake_provider::FakeProvider;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
@@ -265,4 +266,18 @@ pub fn dead_url() -> String {
 
 pub fn chat(model: &str) -> Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hello"}]})
+}
+
+/// A config with the group `chat` on the fake and a mock-backed group serving `mock_model`.
+pub fn chat_and_mock(fake: &FakeProvider, mock_model: &str) -> String {
+    config_with(&format!(
+        "{}{}",
+        group(
+            "chat",
+            &["chat"],
+            &[upstream("a", &fake.base_url(), 1)],
+            &[]
+        ),
+        group("other", &[mock_model], &[mock("m")], &[])
+    ))
 }

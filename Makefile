@@ -1,0 +1,54 @@
+# modelgate: `make help` lists every target.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+LISTEN ?= 127.0.0.1:4000
+ADMIN_LISTEN ?= 127.0.0.1:9464
+CONFIG ?= examples/quickstart.yaml
+
+.PHONY: help run build test test-fast test-rust test-sdk check fmt lint generate bench
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+run: ## Build and run the gateway on the quickstart config (mock provider, demo key)
+	$(CARGO) build --release -p modelgate-dataplane
+	@echo
+	@echo "modelgate is starting on http://$(LISTEN) (admin on http://$(ADMIN_LISTEN)). Try:"
+	@echo
+	@echo "  curl -s http://$(LISTEN)/v1/chat/completions -H 'Authorization: Bearer sk-mg-quickstart' -H 'Content-Type: application/json' -d '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}]}' -D -"
+	@echo
+	exec ./target/release/modelgate-dataplane --config $(CONFIG) --listen $(LISTEN) --admin-listen $(ADMIN_LISTEN) --decision-log -
+
+build: ## Build every crate (debug)
+	$(CARGO) build --workspace --all-targets
+
+test: check test-rust test-sdk ## Run every test (what CI runs)
+
+test-fast: ## Rust tests only, for quick iteration
+	$(CARGO) test --workspace
+
+test-rust:
+	$(CARGO) test --workspace
+
+test-sdk: ## The OpenAI Python SDK conformance suite against the built binaries
+	$(CARGO) build -p modelgate-dataplane -p fake-provider
+	tests/sdk/run.sh
+
+check: ## Generated files fresh, formatting, clippy -D warnings
+	$(CARGO) run -q -p modelgate-crds --bin crdgen -- --check charts/modelgate/crds
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+lint: ## clippy with warnings as errors
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+generate: ## Regenerate the CRD manifests in charts/modelgate/crds
+	$(CARGO) run -q -p modelgate-crds --bin crdgen -- charts/modelgate/crds
+
+bench: ## Load benchmark: fake upstream direct vs nginx vs the gateway (not a test)
+	$(CARGO) build --release -p modelgate-dataplane -p fake-provider
+	bench/run.sh
