@@ -63,7 +63,7 @@ STARTUP_TIMEOUT=$(positive_int "${BENCH_STARTUP_TIMEOUT:-30}" BENCH_STARTUP_TIME
 
 GATEWAY_BIN=${MODELGATE_BIN:-target/release/modelgate-dataplane}
 FAKE_BIN=${FAKE_PROVIDER_BIN:-target/release/fake-provider}
-VKEY=sk-mg-bench
+VKEY=sk-mg-bench-load-0001
 BODY='{"model": "bench", "messages": [{"role": "user", "content": "hello"}]}'
 
 command -v python3 >/dev/null || die "python3 is required (bench/report.py and small helpers)"
