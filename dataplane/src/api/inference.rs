@@ -22,7 +22,7 @@ use crate::{
     provider::{AttemptTimeouts, Call, Endpoint, UpstreamBody},
     resilience::{self, Failed},
     route,
-    telemetry::{DecisionRecord, UsageRecord},
+    telemetry::DecisionRecord,
 };
 
 const DEFAULT_FIRST_BYTE: Duration = Duration::from_secs(300);
@@ -217,15 +217,13 @@ async fn run(
     record.attempts = served.attempts;
 
     match served.body {
-        UpstreamBody::Complete(bytes) => {
-            if endpoint != Endpoint::ImageGenerations {
-                record.usage = usage_of(&bytes);
-            }
+        UpstreamBody::Complete { body, usage } => {
+            record.usage = usage;
             headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            *response.body_mut() = full(bytes);
+            *response.body_mut() = full(body);
             Ok(Answer::Complete(response))
         }
         UpstreamBody::Stream(upstream) => {
@@ -334,14 +332,4 @@ fn client_error_code(provider_code: Option<&str>) -> &'static str {
         Some("content_filter" | "content_policy_violation") => "content_policy_violation",
         _ => "invalid_request",
     }
-}
-
-#[derive(Deserialize)]
-struct WithUsage {
-    #[serde(default)]
-    usage: Option<UsageRecord>,
-}
-
-fn usage_of(body: &[u8]) -> Option<UsageRecord> {
-    serde_json::from_slice::<WithUsage>(body).ok()?.usage
 }

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use super::ResponseBody;
 use crate::{
     error::ApiError,
-    provider::CallError,
-    telemetry::{DecisionLog, DecisionRecord, Metrics, UsageRecord},
+    provider::{CallError, Usage},
+    telemetry::{DecisionLog, DecisionRecord, Metrics},
 };
 
 /// A partial SSE line longer than this stops the usage scan (the bytes still pass through).
@@ -111,14 +111,14 @@ pub fn observe(
 #[derive(Default)]
 struct UsageScanner {
     partial: Vec<u8>,
-    usage: Option<UsageRecord>,
+    usage: Option<Usage>,
     overflowed: bool,
 }
 
 #[derive(Deserialize)]
 struct UsageEvent {
     #[serde(default)]
-    usage: Option<UsageRecord>,
+    usage: Option<Usage>,
 }
 
 impl UsageScanner {
@@ -173,7 +173,7 @@ mod tests {
             scanner.feed(&stream[split..]);
             assert_eq!(
                 scanner.usage,
-                Some(UsageRecord {
+                Some(Usage {
                     prompt_tokens: 3,
                     completion_tokens: 5,
                     total_tokens: 8

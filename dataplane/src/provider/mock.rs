@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Call, CallError, CallErrorKind, Endpoint, Provider, UpstreamBody};
+use super::{Call, CallError, CallErrorKind, Endpoint, Provider, UpstreamBody, Usage};
 
 const DEFAULT_DIMENSIONS: u32 = 8;
 /// A transparent 1x1 PNG.
@@ -44,16 +44,24 @@ impl Provider for Mock {
                             reply.stream(model, request.include_usage()),
                         ))
                     } else {
-                        Ok(UpstreamBody::Complete(Bytes::from(
-                            reply.completion(model).to_string(),
-                        )))
+                        Ok(UpstreamBody::Complete {
+                            body: Bytes::from(reply.completion(model).to_string()),
+                            usage: Some(reply.usage()),
+                        })
                     }
                 }
                 Endpoint::Embeddings => {
                     let dimensions = settings.embedding_dimensions.max(1);
-                    Ok(UpstreamBody::Complete(embeddings(&body, model, dimensions)))
+                    let (body, usage) = embeddings(&body, model, dimensions);
+                    Ok(UpstreamBody::Complete {
+                        body,
+                        usage: Some(usage),
+                    })
                 }
-                Endpoint::ImageGenerations => Ok(UpstreamBody::Complete(images(&body))),
+                Endpoint::ImageGenerations => Ok(UpstreamBody::Complete {
+                    body: images(&body),
+                    usage: None,
+                }),
             }
         })
     }
@@ -142,7 +150,7 @@ impl Reply {
         }
     }
 
-    fn usage(&self) -> Value {
+    fn usage(&self) -> Usage {
         let (prompt, completion) = match self {
             Self::Text {
                 text,
@@ -153,7 +161,11 @@ impl Reply {
             ),
             Self::ToolCall { prompt_tokens, .. } => (*prompt_tokens, 1),
         };
-        json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+        }
     }
 
     fn tool_call(name: &str) -> Value {
@@ -177,7 +189,7 @@ impl Reply {
             "created": now(),
             "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
-            "usage": self.usage(),
+            "usage": json!(self.usage()),
         })
     }
 
@@ -212,7 +224,7 @@ impl Reply {
         if include_usage {
             chunks.push(json!({
                 "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [], "usage": self.usage(),
+                "choices": [], "usage": json!(self.usage()),
             }));
         }
         let mut events: Vec<Result<Bytes, CallError>> = chunks
@@ -237,7 +249,7 @@ fn text_of(content: Option<&Value>) -> String {
     }
 }
 
-fn embeddings(body: &Value, model: &str, default_dimensions: u32) -> Bytes {
+fn embeddings(body: &Value, model: &str, default_dimensions: u32) -> (Bytes, Usage) {
     let inputs: Vec<String> = match body.get("input") {
         Some(Value::Array(items)) if items.iter().all(Value::is_number) => {
             vec![Value::Array(items.clone()).to_string()]
@@ -276,11 +288,16 @@ fn embeddings(body: &Value, model: &str, default_dimensions: u32) -> Bytes {
             json!({"object": "embedding", "index": index, "embedding": embedding})
         })
         .collect();
+    let usage = Usage {
+        prompt_tokens: tokens,
+        completion_tokens: 0,
+        total_tokens: tokens,
+    };
     let response = json!({
         "object": "list", "data": data, "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     });
-    Bytes::from(response.to_string())
+    (Bytes::from(response.to_string()), usage)
 }
 
 /// A deterministic unit vector seeded by the text's hash.

@@ -64,10 +64,21 @@ pub struct Call<'a> {
     pub timeouts: AttemptTimeouts,
 }
 
+/// Token counts as the provider reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
 /// A successful provider answer, already in OpenAI's wire format.
 pub enum UpstreamBody {
-    /// A complete JSON body.
-    Complete(Bytes),
+    /// A complete JSON body (known to be valid JSON) and the usage it reports.
+    Complete { body: Bytes, usage: Option<Usage> },
     /// An OpenAI-style SSE byte stream (`data: {...}\n\n` ... `data: [DONE]\n\n`).
     Stream(BoxStream<'static, Result<Bytes, CallError>>),
 }

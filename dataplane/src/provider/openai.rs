@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use modelgate_crds::ProviderKind;
 use serde::Deserialize;
 
-use super::{Call, CallError, CallErrorKind, Provider, UpstreamBody};
+use super::{Call, CallError, CallErrorKind, Provider, UpstreamBody, Usage};
 
 const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// Largest non-streaming answer accepted (images as base64 can be large).
@@ -116,9 +116,19 @@ impl Provider for OpenAi {
                     call.timeouts.idle,
                 )));
             }
-            let bytes =
+            let body =
                 read_body(response.into_body(), MAX_RESPONSE_BYTES, call.timeouts.idle).await?;
-            Ok(UpstreamBody::Complete(bytes))
+            // One parse both validates the body (a broken answer is a failed attempt, never
+            // something to hand a client) and reads the usage.
+            let usage = serde_json::from_slice::<WithUsage>(&body)
+                .map_err(|e| {
+                    CallError::new(
+                        CallErrorKind::Protocol,
+                        format!("the response is not valid JSON: {e}"),
+                    )
+                })?
+                .usage;
+            Ok(UpstreamBody::Complete { body, usage })
         })
     }
 }
@@ -204,6 +214,12 @@ fn body_stream(
         }
     })
     .boxed()
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    #[serde(default)]
+    usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]

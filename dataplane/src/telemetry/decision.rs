@@ -11,6 +11,7 @@ use tokio::{
 };
 
 use super::Metrics;
+use crate::provider::Usage;
 
 const QUEUE: usize = 8192;
 
@@ -45,7 +46,7 @@ pub struct DecisionRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<UsageRecord>,
+    pub usage: Option<Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttft_ms: Option<f64>,
     pub latency_ms: f64,
@@ -66,17 +67,6 @@ pub struct AttemptRecord {
     pub outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// Token counts as the provider reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct UsageRecord {
-    #[serde(default)]
-    pub prompt_tokens: u64,
-    #[serde(default)]
-    pub completion_tokens: u64,
-    #[serde(default)]
-    pub total_tokens: u64,
 }
 
 /// Where the log goes.

@@ -3,5 +3,5 @@
 mod decision;
 mod metrics;
 
-pub use decision::{AttemptRecord, DecisionLog, DecisionRecord, DecisionTarget, UsageRecord};
+pub use decision::{AttemptRecord, DecisionLog, DecisionRecord, DecisionTarget};
 pub use metrics::Metrics;

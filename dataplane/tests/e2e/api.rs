@@ -368,6 +368,38 @@ async fn falls_back_on_connect_errors_and_5xx_and_reports_the_chain_when_all_fai
 }
 
 #[tokio::test]
+async fn a_malformed_answer_is_a_failed_attempt_not_a_response() {
+    let fake = FakeProvider::start().await.unwrap();
+    let deployments = [
+        upstream("first", &fake.base_url(), 1),
+        upstream("second", &fake.base_url(), 0),
+    ];
+    let gw = TestGateway::start(&config_with(&group("chat", &["chat"], &deployments, &[]))).await;
+    fake.push(Script::MalformedJson);
+    let answer = gw.post("/v1/chat/completions", chat("chat")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        (
+            answer.header("x-modelgate-deployment"),
+            answer.header("x-modelgate-attempts")
+        ),
+        ("second", "2")
+    );
+    assert!(
+        answer.json()["choices"].is_array(),
+        "the client gets a well-formed answer"
+    );
+    let decision = gw.decision(answer.header("x-modelgate-request-id")).await;
+    let outcomes: Vec<&str> = decision["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, vec!["protocol", "ok"]);
+}
+
+#[tokio::test]
 async fn the_callers_own_errors_come_back_without_retry() {
     let (fake, gw) = one_upstream().await;
     fake.push(Script::Status {
