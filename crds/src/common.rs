@@ -34,11 +34,23 @@ pub struct Credentials {
 
 /// How the deployments of a model group are ordered for one request.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// Weighted random over healthy deployments (`weight`, default 1).
+    #[default]
     SimpleShuffle,
     /// Fewest in-flight requests first.
     LeastBusy,

@@ -21,6 +21,7 @@ use crate::{
     virtual_key::VirtualKey,
 };
 
+pub use policy::{DEFAULT_AUTO_NAME, DEFAULT_EXPLORATION_PERCENT, DEFAULT_TOLERANCE_PERCENT};
 pub use secrets::SecretIndex;
 
 /// Everything the compiler reads: the three CRDs and the Secrets they reference.
@@ -45,7 +46,7 @@ pub fn compile(resources: &Resources, now: jiff::Timestamp) -> (CompiledConfig, 
     }
     config.model_groups = groups.accepted;
 
-    let policies = policy::compile_all(&resources.routing_policies);
+    let policies = policy::compile_all(&resources.routing_policies, &config.model_groups);
     for (object, outcome) in policies.outcomes {
         reports.push(report(ObjectKind::RoutingPolicy, object, outcome));
     }

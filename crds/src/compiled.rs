@@ -43,6 +43,10 @@ pub struct CompiledModelGroup {
     /// Ids (`namespace/name`) of the fallback groups, in order.
     pub fallbacks: Vec<String>,
     pub deployments: Vec<CompiledDeployment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_max_tokens: Option<u32>,
 }
 
 /// One deployment with its credential resolved.
@@ -114,6 +118,34 @@ pub struct CompiledPolicy {
     pub rpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<CompiledAuto>,
+    /// Splits by public model name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub splits: BTreeMap<String, CompiledSplit>,
+    pub allow_strategy_override: bool,
+    pub allow_tag_override: bool,
+    pub latency_tolerance_percent: u32,
+    pub exploration_percent: u32,
+}
+
+/// The `auto` virtual model of a policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompiledAuto {
+    pub name: String,
+    /// Group ids (`namespace/name`).
+    pub groups: Vec<String>,
+    pub mode: crate::routing_policy::AutoMode,
+}
+
+/// A traffic split of one public model name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompiledSplit {
+    /// (group id, weight) per arm.
+    pub arms: Vec<(String, u32)>,
+    pub sticky: bool,
 }
 
 /// Retry settings, unset fields left to the data plane's defaults.

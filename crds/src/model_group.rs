@@ -46,6 +46,14 @@ pub struct ModelGroupSpec {
     /// Pins the routing strategy for this group, overriding the caller's RoutingPolicy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
+    /// Quality rank used by `auto` in quality-first mode: higher is better.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub quality: Option<u32>,
+    /// Output tokens assumed for cost estimates when a request sets no `max_tokens` (default 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub default_max_tokens: Option<u32>,
 }
 
 /// One upstream model at one provider.

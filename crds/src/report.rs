@@ -37,6 +37,7 @@ pub enum Reason {
     WeakKey,
     DuplicateKey,
     PolicyConflict,
+    UnknownGroup,
 }
 
 impl Reason {
@@ -54,12 +55,16 @@ impl Reason {
             Self::WeakKey => "WeakKey",
             Self::DuplicateKey => "DuplicateKey",
             Self::PolicyConflict => "PolicyConflict",
+            Self::UnknownGroup => "UnknownGroup",
         }
     }
 
     /// Whether the failure is a reference that did not resolve (condition `ResolvedRefs=False`).
     pub fn is_unresolved_reference(self) -> bool {
-        matches!(self, Self::SecretNotFound | Self::UnknownFallback)
+        matches!(
+            self,
+            Self::SecretNotFound | Self::UnknownFallback | Self::UnknownGroup
+        )
     }
 }
 

@@ -56,6 +56,101 @@ pub struct RoutingPolicySpec {
     /// Budget and rate limits shared by everyone the policy selects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// A virtual model (default name `auto`) that picks one of several groups per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<AutoModel>,
+    /// Public model names split across groups by weight, for rollouts and A/B tests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub splits: Vec<TrafficSplit>,
+    /// Which per-request overrides callers may send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<Overrides>,
+    /// Tuning of the latency-based strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_based: Option<LatencyBased>,
+}
+
+/// A virtual model that routes each request to the best of several groups.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoModel {
+    /// The model name clients send (default `auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub name: Option<String>,
+    /// Candidate ModelGroups (same namespace).
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 253)))]
+    pub groups: Vec<String>,
+    /// How the group is picked: cheapest, fastest or quality-first.
+    pub mode: AutoMode,
+}
+
+/// How `auto` ranks its groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AutoMode {
+    /// Lowest expected cost of the request.
+    Cheapest,
+    /// Lowest recent latency.
+    Fastest,
+    /// Highest `quality` rank, then lowest cost.
+    QualityFirst,
+}
+
+/// One public model name split across groups.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("self.arms.exists(a, a.weight > 0)").message("at least one arm needs a weight above 0"))]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSplit {
+    /// The model name clients send.
+    #[schemars(length(min = 1, max = 128))]
+    pub model: String,
+    /// The groups that share the traffic.
+    #[schemars(length(min = 1, max = 16))]
+    pub arms: Vec<SplitArm>,
+    /// Keep each virtual key on the same arm.
+    #[serde(default)]
+    pub sticky: bool,
+}
+
+/// One arm of a split.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SplitArm {
+    /// A ModelGroup (same namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub group: String,
+    /// Relative share of traffic.
+    #[schemars(range(min = 0, max = 10000))]
+    pub weight: u32,
+}
+
+/// Per-request overrides a policy allows.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Overrides {
+    /// Callers may pick the strategy with `x-modelgate-strategy` (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<bool>,
+    /// Callers may name capability tags (`modelgate.tags`, `x-modelgate-tags`) (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<bool>,
+}
+
+/// Tuning of the latency-based strategy.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyBased {
+    /// Deployments within this percentage of the fastest are shuffled together (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub tolerance_percent: Option<u32>,
+    /// Share of requests (percent) sent to a random deployment so recovered ones are measured
+    /// again (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub exploration_percent: Option<u32>,
 }
 
 /// Retry settings.

@@ -193,6 +193,42 @@ impl ApiError {
         Self::new(status, "invalid_request_error", code, message)
     }
 
+    pub fn override_not_allowed(param: &'static str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "override_not_allowed",
+            format!("The caller's RoutingPolicy does not allow overriding `{param}` per request."),
+        )
+        .with_param(param)
+    }
+
+    pub fn invalid_strategy(value: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_strategy",
+            format!(
+                "Unknown strategy `{}`; use simple-shuffle, least-busy, usage-based, latency-based or cost-based.",
+                printable(value)
+            ),
+        )
+        .with_param("x-modelgate-strategy")
+    }
+
+    pub fn no_deployment_matches_tags(tags: &[String]) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "no_deployment_matches_tags",
+            format!(
+                "No deployment of this model has all of the capabilities [{}].",
+                tags.join(", ")
+            ),
+        )
+        .with_param("modelgate.tags")
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

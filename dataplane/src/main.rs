@@ -2,18 +2,23 @@
 
 use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use clap::Parser;
-use modelgate_dataplane::{Gateway, GatewayOptions, telemetry::DecisionTarget};
+use clap::{CommandFactory, Parser, Subcommand};
+use modelgate_dataplane::{
+    Gateway, GatewayOptions, route::explain::replay, telemetry::DecisionTarget,
+};
 use tracing_subscriber::EnvFilter;
 
 /// The modelgate data plane: an OpenAI-compatible LLM gateway.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Config file: a compiled config (JSON) or a multi-document YAML of ModelGroup,
     /// RoutingPolicy, VirtualKey and Secret manifests. Reloaded when it changes.
+    /// Required unless a subcommand is given.
     #[arg(long, env = "MODELGATE_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Address of the OpenAI-compatible API.
     #[arg(long, env = "MODELGATE_LISTEN", default_value = "127.0.0.1:4000")]
     listen: SocketAddr,
@@ -31,8 +36,29 @@ struct Args {
     log_format: String,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Re-derive every plan in a decision log (a file, or stdin) from its recorded signals and
+    /// seed, and report the records whose plan comes out different.
+    Explain {
+        /// Decision log to read; stdin when absent.
+        file: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Explain { file }) = &args.command {
+        return explain(file.as_deref());
+    }
+    let Some(config) = args.config.clone() else {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--config <CONFIG> is required to serve",
+            )
+            .exit()
+    };
     init_tracing(&args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -44,16 +70,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(args))
+    runtime.block_on(run(args, config))
 }
 
-async fn run(args: Args) -> ExitCode {
+async fn run(args: Args, config: PathBuf) -> ExitCode {
     let decision_log = args.decision_log.map(|target| match target.as_str() {
         "-" => DecisionTarget::Stdout,
         path => DecisionTarget::File(PathBuf::from(path)),
     });
     let options = GatewayOptions {
-        config_path: args.config,
+        config_path: config,
         listen: args.listen,
         admin_listen: args.admin_listen,
         decision_log,
@@ -85,6 +111,36 @@ async fn run(args: Args) -> ExitCode {
     tracing::info!("shutting down: draining in-flight requests");
     gateway.shutdown().await;
     ExitCode::SUCCESS
+}
+
+fn explain(file: Option<&std::path::Path>) -> ExitCode {
+    let replay = match file {
+        Some(path) => std::fs::File::open(path).and_then(|f| replay(std::io::BufReader::new(f))),
+        None => replay(std::io::stdin().lock()),
+    };
+    let replay = match replay {
+        Ok(r) => r,
+        Err(error) => {
+            eprintln!("explain: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for (line, request_id, detail) in &replay.mismatches {
+        let _ = writeln!(out, "mismatch at line {line} ({request_id}): {detail}");
+    }
+    let _ = writeln!(
+        out,
+        "replayed {} of {} decision records: {} mismatch(es)",
+        replay.replayed,
+        replay.records,
+        replay.mismatches.len()
+    );
+    if replay.mismatches.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn shutdown_signal() {

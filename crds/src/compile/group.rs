@@ -105,6 +105,8 @@ fn compile_one(
         models: dedup(&spec.models),
         tags: dedup(&spec.tags),
         strategy: spec.strategy,
+        quality: spec.quality,
+        default_max_tokens: spec.default_max_tokens,
         fallbacks: spec
             .fallbacks
             .iter()

@@ -4,12 +4,22 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    compiled::{CompiledBreaker, CompiledCache, CompiledPolicy, CompiledRetries},
+    compiled::{
+        CompiledAuto, CompiledBreaker, CompiledCache, CompiledModelGroup, CompiledPolicy,
+        CompiledRetries, CompiledSplit,
+    },
     report::{Reason, Rejection},
     routing_policy::RoutingPolicy,
 };
 
 use super::{Compiled, ObjectRef, compile_timeouts, duration_ms, precedence};
+
+/// The model name of `auto` when the policy does not name it.
+pub const DEFAULT_AUTO_NAME: &str = "auto";
+/// Latency-based: deployments within this percentage of the fastest are shuffled together.
+pub const DEFAULT_TOLERANCE_PERCENT: u32 = 10;
+/// Latency-based: share of requests sent to a random deployment.
+pub const DEFAULT_EXPLORATION_PERCENT: u32 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Selector {
@@ -28,7 +38,10 @@ impl Selector {
     }
 }
 
-pub(crate) fn compile_all(policies: &[RoutingPolicy]) -> Compiled<CompiledPolicy> {
+pub(crate) fn compile_all(
+    policies: &[RoutingPolicy],
+    groups: &BTreeMap<String, CompiledModelGroup>,
+) -> Compiled<CompiledPolicy> {
     let mut ordered: Vec<&RoutingPolicy> = policies.iter().collect();
     ordered.sort_by_key(|p| precedence(*p));
 
@@ -37,7 +50,7 @@ pub(crate) fn compile_all(policies: &[RoutingPolicy]) -> Compiled<CompiledPolicy
     let mut outcomes = Vec::new();
     for policy in ordered {
         let object = ObjectRef::of(policy);
-        let outcome = compile_one(&object, policy).and_then(|compiled| {
+        let outcome = compile_one(&object, policy, groups).and_then(|compiled| {
             let selectors = selectors(&compiled);
             if let Some((selector, owner)) = selectors.iter().find_map(|s| {
                 claimed
@@ -72,7 +85,11 @@ fn selectors(policy: &CompiledPolicy) -> Vec<Selector> {
     orgs.chain(teams).collect()
 }
 
-fn compile_one(object: &ObjectRef, policy: &RoutingPolicy) -> Result<CompiledPolicy, Rejection> {
+fn compile_one(
+    object: &ObjectRef,
+    policy: &RoutingPolicy,
+    groups: &BTreeMap<String, CompiledModelGroup>,
+) -> Result<CompiledPolicy, Rejection> {
     let spec = &policy.spec;
     let retries = spec.retries.clone().unwrap_or_default();
     let breaker = spec.circuit_breaker.clone().unwrap_or_default();
@@ -86,6 +103,73 @@ fn compile_one(object: &ObjectRef, policy: &RoutingPolicy) -> Result<CompiledPol
             "spec.limits.budget.limit must be greater than 0",
         ));
     }
+    let group_id = |name: &str, field: &str| {
+        let id = format!("{}/{name}", object.namespace);
+        if groups.contains_key(&id) {
+            Ok(id)
+        } else {
+            Err(Rejection::new(
+                Reason::UnknownGroup,
+                format!("{field}: ModelGroup \"{name}\" does not exist or was rejected"),
+            ))
+        }
+    };
+    let auto = spec
+        .auto
+        .as_ref()
+        .map(|auto| {
+            let groups = auto
+                .groups
+                .iter()
+                .map(|g| group_id(g, "spec.auto.groups"))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, Rejection>(CompiledAuto {
+                name: auto
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_AUTO_NAME.to_owned()),
+                groups,
+                mode: auto.mode,
+            })
+        })
+        .transpose()?;
+    let mut splits = BTreeMap::new();
+    for split in &spec.splits {
+        let arms = split
+            .arms
+            .iter()
+            .map(|arm| Ok((group_id(&arm.group, "spec.splits.arms")?, arm.weight)))
+            .collect::<Result<Vec<_>, Rejection>>()?;
+        if arms.iter().all(|(_, w)| *w == 0) {
+            return Err(Rejection::new(
+                Reason::InvalidSpec,
+                format!(
+                    "spec.splits[{}]: at least one arm needs a weight above 0",
+                    split.model
+                ),
+            ));
+        }
+        let compiled = CompiledSplit {
+            arms,
+            sticky: split.sticky,
+        };
+        if splits.insert(split.model.clone(), compiled).is_some() {
+            return Err(Rejection::new(
+                Reason::InvalidSpec,
+                format!("spec.splits: model \"{}\" is split twice", split.model),
+            ));
+        }
+    }
+    if let Some(auto) = &auto
+        && splits.contains_key(&auto.name)
+    {
+        return Err(Rejection::new(
+            Reason::InvalidSpec,
+            format!("\"{}\" is both the auto model and a split", auto.name),
+        ));
+    }
+    let overrides = spec.overrides.clone().unwrap_or_default();
+    let latency = spec.latency_based.clone().unwrap_or_default();
     Ok(CompiledPolicy {
         namespace: object.namespace.clone(),
         name: object.name.clone(),
@@ -118,5 +202,15 @@ fn compile_one(object: &ObjectRef, policy: &RoutingPolicy) -> Result<CompiledPol
         budget: limits.budget,
         rpm: limits.rpm,
         tpm: limits.tpm,
+        auto,
+        splits,
+        allow_strategy_override: overrides.strategy.unwrap_or(false),
+        allow_tag_override: overrides.tags.unwrap_or(true),
+        latency_tolerance_percent: latency
+            .tolerance_percent
+            .unwrap_or(DEFAULT_TOLERANCE_PERCENT),
+        exploration_percent: latency
+            .exploration_percent
+            .unwrap_or(DEFAULT_EXPLORATION_PERCENT),
     })
 }

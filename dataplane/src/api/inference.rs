@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use modelgate_crds::common::Strategy;
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -21,7 +22,7 @@ use crate::{
     error::ApiError,
     provider::{AttemptTimeouts, Call, Endpoint, UpstreamBody},
     resilience::{self, Failed},
-    route,
+    route::{self, RouteInput, tags::RequestTags},
     telemetry::DecisionRecord,
 };
 
@@ -30,10 +31,16 @@ const DEFAULT_IDLE: Duration = Duration::from_secs(120);
 const MAX_METADATA_ENTRIES: usize = 16;
 const MAX_METADATA_BYTES: usize = 256;
 
+const TAGS_HEADER: &str = "x-modelgate-tags";
+const STRATEGY_HEADER: &str = "x-modelgate-strategy";
+
 /// modelgate's body extension (`"modelgate": {...}`), stripped before forwarding.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Extension {
+    /// Capability tags the request needs (replacing the key's defaults).
+    #[serde(default)]
+    tags: Option<Vec<String>>,
     /// `false` keeps the call to the requested group's own deployments.
     #[serde(default)]
     fallbacks: Option<bool>,
@@ -122,6 +129,10 @@ async fn run(
     record.key_id = Some(format!("{}/{}", key.spec.namespace, key.spec.name));
     record.org = Some(key.spec.org.clone());
     record.team = key.spec.team.clone();
+    let tag_header = header_text(request.headers(), TAGS_HEADER)?;
+    let strategy_override = header_text(request.headers(), STRATEGY_HEADER)?
+        .map(|s| parse_strategy(&s))
+        .transpose()?;
 
     let body = read_body(request, state.max_body_bytes).await?;
     let parsed = JsonRequest::parse(body)?;
@@ -141,23 +152,34 @@ async fn run(
         endpoint == Endpoint::ChatCompletions && parsed.field::<bool>("stream")?.unwrap_or(false);
     record.stream = stream;
 
-    let group_id = snapshot
-        .resolve_model(&key.spec.namespace, &model)
-        .ok_or_else(|| ApiError::model_not_found(&model))?;
-    let group = snapshot.group(group_id);
-    if !key.may_use(&model, &group.spec.name) {
-        return Err(ApiError::model_not_allowed(&model).into());
-    }
-    record.group = Some(group.spec.name.clone());
-
-    let plan = route::plan(
-        &snapshot,
-        group_id,
-        extension.fallbacks.unwrap_or(true),
-        fastrand::u64(..),
-    );
-    record.strategy = plan.strategy.as_str();
-    record.seed = plan.seed;
+    let tags = RequestTags::from_request(&parsed, extension.tags, tag_header.as_deref())?;
+    let policy_tags = key
+        .policy
+        .as_ref()
+        .map_or(&[][..], |p| &p.spec.default_tags[..]);
+    let required = tags.required(&key.spec.default_tags, policy_tags);
+    let input = RouteInput {
+        model: &model,
+        tags: &required,
+        explicit_tags: tags.explicit.is_some(),
+        strategy_override,
+        fallbacks: extension.fallbacks.unwrap_or(true),
+        stream,
+        prompt_tokens: estimate_prompt_tokens(endpoint, &parsed),
+        max_tokens: parsed
+            .field::<u64>("max_completion_tokens")?
+            .or(parsed.field::<u64>("max_tokens")?),
+        seed: fastrand::u64(..),
+    };
+    let routed = route::route(&snapshot, key, &input)?;
+    let plan = routed.plan;
+    record.group = Some(snapshot.group(routed.group).spec.name.clone());
+    record.strategy = routed
+        .record
+        .groups
+        .first()
+        .map_or("none", |g| g.strategy.as_str());
+    record.routing = Some(routed.record);
     record.plan = plan
         .attempts
         .iter()
@@ -168,9 +190,6 @@ async fn run(
                 .clone()
         })
         .collect();
-    if plan.attempts.is_empty() {
-        return Err(ApiError::no_deployments().into());
-    }
 
     let make_call = |deployment| call_for(endpoint, &parsed, stream, deployment, state, key);
     let served = match resilience::execute(&snapshot, &plan, &state.metrics, make_call).await {
@@ -219,6 +238,13 @@ async fn run(
     match served.body {
         UpstreamBody::Complete { body, usage } => {
             record.usage = usage;
+            let signals = served.in_flight.signals();
+            let latency_ms = served.started.elapsed().as_secs_f64() * 1000.0;
+            let output_tokens = usage.map_or(0, |u| u.completion_tokens).max(1);
+            signals.record_per_token(latency_ms / output_tokens as f64);
+            if let Some(usage) = usage {
+                signals.add_tokens(usage.total_tokens);
+            }
             headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -238,6 +264,8 @@ async fn run(
                 started,
                 state.decisions.clone(),
                 state.metrics.clone(),
+                served.in_flight,
+                served.started,
             );
             *response.body_mut() = observe(upstream, end);
             Ok(Answer::Streaming(response))
@@ -265,6 +293,33 @@ async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
             "could not read the request body: {e}"
         ))),
     }
+}
+
+/// A header's value as text; a header that is not visible ASCII is a 400.
+fn header_text(headers: &http::HeaderMap, name: &'static str) -> Result<Option<String>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::invalid_request(format!("`{name}` must be ASCII text")))
+        })
+        .transpose()
+}
+
+fn parse_strategy(value: &str) -> Result<Strategy, ApiError> {
+    serde_json::from_value(serde_json::Value::String(value.trim().to_owned()))
+        .map_err(|_| ApiError::invalid_strategy(value))
+}
+
+/// About four bytes of JSON per token: good enough to rank deployments by expected cost.
+fn estimate_prompt_tokens(endpoint: Endpoint, request: &JsonRequest) -> u64 {
+    let field = match endpoint {
+        Endpoint::ChatCompletions => "messages",
+        Endpoint::Embeddings => "input",
+        Endpoint::ImageGenerations => "prompt",
+    };
+    request.raw(field).map_or(0, |raw| raw.len() as u64 / 4)
 }
 
 fn checked_metadata(

@@ -16,6 +16,7 @@ use super::ResponseBody;
 use crate::{
     error::ApiError,
     provider::{CallError, Usage},
+    route::signals::InFlight,
     telemetry::{DecisionLog, DecisionRecord, Metrics},
 };
 
@@ -30,6 +31,10 @@ pub struct StreamEnd {
     metrics: Arc<Metrics>,
     scanner: UsageScanner,
     outcome: Option<&'static str>,
+    /// The serving deployment's in-flight count, released when the stream ends.
+    in_flight: InFlight,
+    /// When the serving attempt started, for its time to first token.
+    attempt_started: Instant,
 }
 
 impl StreamEnd {
@@ -38,6 +43,8 @@ impl StreamEnd {
         started: Instant,
         decisions: DecisionLog,
         metrics: Arc<Metrics>,
+        in_flight: InFlight,
+        attempt_started: Instant,
     ) -> Self {
         Self {
             record,
@@ -46,12 +53,16 @@ impl StreamEnd {
             metrics,
             scanner: UsageScanner::default(),
             outcome: None,
+            in_flight,
+            attempt_started,
         }
     }
 
     fn chunk(&mut self, bytes: &[u8]) {
         if self.record.ttft_ms.is_none() {
             self.record.ttft_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
+            let attempt_ttft = self.attempt_started.elapsed().as_secs_f64() * 1000.0;
+            self.in_flight.signals().record_ttft(attempt_ttft);
         }
         self.scanner.feed(bytes);
     }
@@ -65,6 +76,9 @@ impl Drop for StreamEnd {
             self.record.error_code = Some(code);
         }
         self.record.usage = self.scanner.usage;
+        if let Some(usage) = self.scanner.usage {
+            self.in_flight.signals().add_tokens(usage.total_tokens);
+        }
         self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         self.metrics.request(
             self.record.endpoint,

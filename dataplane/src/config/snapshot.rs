@@ -2,7 +2,10 @@
 //! model) -> group, caller -> policy). Holds no mutable state: runtime state lives in registries
 //! keyed by the stable ids found here, so a swap never resets it.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use subtle::ConstantTimeEq;
 
@@ -11,15 +14,30 @@ use modelgate_crds::{
     compiled::{CompiledDeployment, CompiledKey, CompiledModelGroup, CompiledPolicy},
 };
 
-use crate::provider::{self, Provider};
+use crate::{
+    provider::{self, Provider},
+    route::signals::{DeploymentSignals, SignalRegistry},
+};
 
 /// Index of a group inside a snapshot.
 pub type GroupId = usize;
 
-/// A deployment together with the adapter that speaks its provider's API.
+/// A deployment together with the adapter that speaks its provider's API and its live signals.
 pub struct Deployment {
     pub spec: CompiledDeployment,
     pub provider: &'static dyn Provider,
+    pub signals: Arc<DeploymentSignals>,
+    /// The group's tags and the deployment's own, sorted.
+    pub capabilities: Vec<String>,
+}
+
+impl Deployment {
+    /// Whether the deployment carries every tag in `required` (sorted).
+    pub fn has_capabilities(&self, required: &[String]) -> bool {
+        required
+            .iter()
+            .all(|t| self.capabilities.binary_search(t).is_ok())
+    }
 }
 
 /// A model group with its fallbacks resolved to indexes.
@@ -47,6 +65,10 @@ impl KeyEntry {
 
 pub struct Policy {
     pub spec: CompiledPolicy,
+    /// `auto`'s groups, resolved.
+    pub auto_groups: Vec<GroupId>,
+    /// Splits by public model name: arms as (group, weight).
+    pub splits: HashMap<String, (Vec<(GroupId, u32)>, bool)>,
 }
 
 /// A config that cannot be served; the previous snapshot stays in place.
@@ -69,7 +91,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds the indexes. Deployments whose provider this data plane has no adapter for are
     /// left out (and listed in [`Snapshot::unsupported`]) rather than failing the whole config.
-    pub fn build(config: CompiledConfig) -> Result<Self, SnapshotError> {
+    pub fn build(config: CompiledConfig, signals: &SignalRegistry) -> Result<Self, SnapshotError> {
         let mut unsupported = Vec::new();
         let group_index: HashMap<&str, GroupId> = config
             .model_groups
@@ -90,10 +112,18 @@ impl Snapshot {
                 .deployments
                 .iter()
                 .filter_map(|d| match provider::registry(d.provider) {
-                    Some(provider) => Some(Deployment {
-                        spec: d.clone(),
-                        provider,
-                    }),
+                    Some(provider) => {
+                        let mut capabilities: Vec<String> =
+                            spec.tags.iter().chain(&d.tags).cloned().collect();
+                        capabilities.sort_unstable();
+                        capabilities.dedup();
+                        Some(Deployment {
+                            spec: d.clone(),
+                            provider,
+                            signals: signals.get(&d.id),
+                            capabilities,
+                        })
+                    }
                     None => {
                         unsupported.push(format!("{} ({})", d.id, d.provider.as_str()));
                         None
@@ -113,10 +143,35 @@ impl Snapshot {
             });
         }
 
+        let resolve = |id: &String| group_index.get(id.as_str()).copied();
         let policies: Vec<Arc<Policy>> = config
             .policies
             .values()
-            .map(|spec| Arc::new(Policy { spec: spec.clone() }))
+            .map(|spec| {
+                let auto_groups = spec
+                    .auto
+                    .iter()
+                    .flat_map(|a| &a.groups)
+                    .filter_map(resolve)
+                    .collect();
+                let splits = spec
+                    .splits
+                    .iter()
+                    .map(|(model, split)| {
+                        let arms = split
+                            .arms
+                            .iter()
+                            .filter_map(|(g, w)| Some((resolve(g)?, *w)))
+                            .collect();
+                        (model.clone(), (arms, split.sticky))
+                    })
+                    .collect();
+                Arc::new(Policy {
+                    spec: spec.clone(),
+                    auto_groups,
+                    splits,
+                })
+            })
             .collect();
         let mut keys: HashMap<u64, Vec<KeyEntry>> = HashMap::with_capacity(config.keys.len());
         for (hash_hex, spec) in &config.keys {
@@ -128,6 +183,11 @@ impl Snapshot {
                 policy,
             });
         }
+        let live: HashSet<&str> = groups
+            .iter()
+            .flat_map(|g| g.deployments.iter().map(|d| d.spec.id.as_str()))
+            .collect();
+        signals.retain(&live);
         Ok(Self {
             checksum: config.checksum,
             groups,

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
 use super::{ConfigHandle, Snapshot};
-use crate::telemetry::Metrics;
+use crate::{route::signals::SignalRegistry, telemetry::Metrics};
 
 /// How often the file is re-read even without a change event.
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
@@ -40,15 +40,22 @@ pub struct ConfigLoader {
     path: PathBuf,
     handle: ConfigHandle,
     metrics: Arc<Metrics>,
+    signals: Arc<SignalRegistry>,
     last_digest: tokio::sync::Mutex<Option<[u8; 32]>>,
 }
 
 impl ConfigLoader {
-    pub fn new(path: PathBuf, handle: ConfigHandle, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        path: PathBuf,
+        handle: ConfigHandle,
+        metrics: Arc<Metrics>,
+        signals: Arc<SignalRegistry>,
+    ) -> Self {
         Self {
             path,
             handle,
             metrics,
+            signals,
             last_digest: tokio::sync::Mutex::new(None),
         }
     }
@@ -83,7 +90,7 @@ impl ConfigLoader {
         }
         self.metrics
             .set_rejected_objects(reports.iter().filter(|r| !r.is_accepted()).count());
-        let snapshot = Snapshot::build(config)?;
+        let snapshot = Snapshot::build(config, &self.signals)?;
         for deployment in snapshot.unsupported() {
             tracing::warn!(%deployment, "deployment left out: this data plane has no adapter for its provider yet");
         }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use crate::{
     config::{Deployment, Snapshot},
     provider::{Call, CallError, UpstreamBody},
-    route::{Plan, PlannedAttempt},
+    route::{Plan, PlannedAttempt, signals::InFlight},
     telemetry::{AttemptRecord, Metrics},
 };
 
@@ -18,6 +18,10 @@ pub struct Served {
     pub body: UpstreamBody,
     pub by: PlannedAttempt,
     pub attempts: Vec<AttemptRecord>,
+    /// Counts the call as in flight until dropped (for a stream: when the stream ends).
+    pub in_flight: InFlight,
+    /// When the successful attempt started.
+    pub started: Instant,
 }
 
 /// Nothing in the plan answered.
@@ -45,6 +49,7 @@ where
     for &planned in &plan.attempts {
         let deployment = &snapshot.group(planned.group).deployments[planned.deployment];
         let provider = deployment.spec.provider.as_str();
+        let in_flight = deployment.signals.begin();
         let started = Instant::now();
         let result = deployment.provider.call(make_call(deployment)).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -63,6 +68,8 @@ where
                     body,
                     by: planned,
                     attempts,
+                    in_flight,
+                    started,
                 });
             }
             Err(error) => {

@@ -19,6 +19,7 @@ use crate::{
     api::{self, AppState, ResponseBody},
     config::{ConfigHandle, watch::ConfigLoader},
     provider::build_http_client,
+    route::signals::SignalRegistry,
     telemetry::{DecisionLog, DecisionTarget, Metrics},
 };
 
@@ -69,6 +70,7 @@ impl Gateway {
             options.config_path.clone(),
             config.clone(),
             metrics.clone(),
+            Arc::new(SignalRegistry::default()),
         ));
         if let Err(error) = loader.reload().await {
             metrics.config_reload(false);

@@ -35,11 +35,13 @@ pub struct DecisionRecord {
     /// The ModelGroup that served it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The strategy that ordered the first group of the plan.
     pub strategy: &'static str,
-    /// The seed of the shuffle, so the plan can be re-derived.
-    pub seed: u64,
     /// Deployment ids in the order they would be tried.
     pub plan: Vec<String>,
+    /// Everything the plan was derived from; `modelgate-dataplane explain` replays it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<crate::route::RoutingRecord>,
     pub attempts: Vec<AttemptRecord>,
     pub stream: bool,
     pub status: u16,

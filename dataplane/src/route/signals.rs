@@ -1,0 +1,225 @@
+//! Live routing signals per deployment: in-flight requests, the current minute's requests and
+//! tokens, and latency averages. They live in a registry keyed by the deployment's stable id,
+//! outside the config snapshot, so a config swap never resets them.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use tokio::time::Instant;
+
+/// Weight of a new sample in the latency averages.
+const EWMA_ALPHA: f64 = 0.2;
+
+/// Everything routing reads about one deployment, at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SignalValues {
+    pub in_flight: u64,
+    pub rpm_used: u64,
+    pub tpm_used: u64,
+    /// Average time to first token of streamed answers, ms.
+    pub ttft_ms: Option<f64>,
+    /// Average latency per output token of complete answers, ms.
+    pub per_token_ms: Option<f64>,
+}
+
+#[derive(Default)]
+struct Window {
+    minute: u64,
+    requests: u64,
+    tokens: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Latency {
+    ttft_ms: Option<f64>,
+    per_token_ms: Option<f64>,
+}
+
+/// The live signals of one deployment.
+pub struct DeploymentSignals {
+    clock: Clock,
+    in_flight: AtomicU64,
+    window: Mutex<Window>,
+    latency: Mutex<Latency>,
+}
+
+/// Decrements the in-flight count when the call ends, however it ends.
+pub struct InFlight(Arc<DeploymentSignals>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl InFlight {
+    pub fn signals(&self) -> &Arc<DeploymentSignals> {
+        &self.0
+    }
+}
+
+impl DeploymentSignals {
+    fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            in_flight: AtomicU64::new(0),
+            window: Mutex::new(Window::default()),
+            latency: Mutex::new(Latency::default()),
+        }
+    }
+
+    /// Counts a call to this deployment: one in flight (until the guard drops) and one request
+    /// in the current minute.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.with_window(|w| w.requests += 1);
+        InFlight(self.clone())
+    }
+
+    /// Adds tokens to the current minute.
+    pub fn add_tokens(&self, tokens: u64) {
+        self.with_window(|w| w.tokens += tokens);
+    }
+
+    pub fn record_ttft(&self, ms: f64) {
+        let mut latency = lock(&self.latency);
+        latency.ttft_ms = Some(ewma(latency.ttft_ms, ms));
+    }
+
+    pub fn record_per_token(&self, ms: f64) {
+        let mut latency = lock(&self.latency);
+        latency.per_token_ms = Some(ewma(latency.per_token_ms, ms));
+    }
+
+    pub fn values(&self) -> SignalValues {
+        let minute = self.clock.minute();
+        let (rpm_used, tpm_used) = {
+            let w = lock(&self.window);
+            if w.minute == minute {
+                (w.requests, w.tokens)
+            } else {
+                (0, 0)
+            }
+        };
+        let latency = *lock(&self.latency);
+        SignalValues {
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            rpm_used,
+            tpm_used,
+            ttft_ms: latency.ttft_ms,
+            per_token_ms: latency.per_token_ms,
+        }
+    }
+
+    fn with_window(&self, update: impl FnOnce(&mut Window)) {
+        let minute = self.clock.minute();
+        let mut w = lock(&self.window);
+        if w.minute != minute {
+            *w = Window {
+                minute,
+                ..Window::default()
+            };
+        }
+        update(&mut w);
+    }
+}
+
+fn ewma(previous: Option<f64>, sample: f64) -> f64 {
+    previous.map_or(sample, |p| p + EWMA_ALPHA * (sample - p))
+}
+
+/// Signals by deployment id, shared by every snapshot.
+pub struct SignalRegistry {
+    clock: Clock,
+    by_id: Mutex<HashMap<String, Arc<DeploymentSignals>>>,
+}
+
+impl Default for SignalRegistry {
+    fn default() -> Self {
+        Self {
+            clock: Clock(Instant::now()),
+            by_id: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl SignalRegistry {
+    /// The signals of `id`, created on first use.
+    pub fn get(&self, id: &str) -> Arc<DeploymentSignals> {
+        lock(&self.by_id)
+            .entry(id.to_owned())
+            .or_insert_with(|| Arc::new(DeploymentSignals::new(self.clock)))
+            .clone()
+    }
+
+    /// Forgets deployments no longer in the config (snapshots still serving keep their Arcs).
+    pub fn retain(&self, live: &HashSet<&str>) {
+        lock(&self.by_id).retain(|id, _| live.contains(id.as_str()));
+    }
+}
+
+/// Whole minutes since the registry was made, on tokio's clock (so tests can pause it).
+#[derive(Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    fn minute(self) -> u64 {
+        Instant::now().saturating_duration_since(self.0).as_secs() / 60
+    }
+}
+
+/// A poisoned lock holds plain counters that are still meaningful.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_resets_every_minute_and_in_flight_follows_guards() {
+        let registry = SignalRegistry::default();
+        let signals = registry.get("ns/g/d");
+        let a = signals.begin();
+        let b = signals.begin();
+        signals.add_tokens(120);
+        assert_eq!(
+            (
+                signals.values().in_flight,
+                signals.values().rpm_used,
+                signals.values().tpm_used
+            ),
+            (2, 2, 120)
+        );
+        drop(a);
+        assert_eq!(signals.values().in_flight, 1);
+        tokio::time::advance(std::time::Duration::from_secs(61)).await;
+        assert_eq!(
+            (signals.values().rpm_used, signals.values().tpm_used),
+            (0, 0)
+        );
+        drop(b);
+        assert_eq!(signals.values().in_flight, 0);
+        assert!(
+            Arc::ptr_eq(&signals, &registry.get("ns/g/d")),
+            "one entry per id"
+        );
+    }
+
+    #[test]
+    fn latency_is_an_exponential_average() {
+        let signals = SignalRegistry::default().get("x");
+        signals.record_ttft(100.0);
+        signals.record_ttft(200.0);
+        assert_eq!(signals.values().ttft_ms, Some(120.0));
+        assert_eq!(signals.values().per_token_ms, None);
+    }
+}
