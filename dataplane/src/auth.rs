@@ -18,7 +18,7 @@ pub fn authenticate<'s>(
     let presented = bearer(headers).ok_or_else(ApiError::missing_key)?;
     let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     let entry = snapshot.key(&hash).ok_or_else(ApiError::unknown_key)?;
-    if entry.spec.expires_at.is_some_and(|at| at <= now_unix) {
+    if entry.expires_at.is_some_and(|at| at <= now_unix) {
         return Err(ApiError::expired_key());
     }
     Ok(entry)

@@ -216,6 +216,15 @@ impl ApiError {
         .with_param("x-modelgate-strategy")
     }
 
+    pub fn deployments_at_capacity() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "deployments_at_capacity",
+            "Every deployment of this model is at its declared requests or tokens per minute.",
+        )
+    }
+
     pub fn no_deployment_matches_tags(tags: &[String]) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

@@ -90,6 +90,36 @@ spec:
       model: {models[mock-chat]}
 ---
 apiVersion: modelgate.io/v1alpha1
+kind: ModelGroup
+metadata: {{name: smart}}
+spec:
+  models: [smart]
+  tags: [function-calling]
+  fallbacks: [smart-backup]
+  deployments:
+    - name: smart-text
+      provider: openai-compatible
+      model: fake-smart-text
+      baseUrl: {fake_url}/v1
+    - name: smart-vision
+      provider: openai-compatible
+      model: fake-smart-vision
+      baseUrl: {fake_url}/v1
+      tags: [vision]
+---
+apiVersion: modelgate.io/v1alpha1
+kind: ModelGroup
+metadata: {{name: smart-backup}}
+spec:
+  models: [smart-backup]
+  tags: [function-calling]
+  deployments:
+    - name: smart-backup-text
+      provider: openai-compatible
+      model: fake-smart-backup
+      baseUrl: {fake_url}/v1
+---
+apiVersion: modelgate.io/v1alpha1
 kind: VirtualKey
 metadata: {{name: sdk-test}}
 spec:
@@ -182,6 +212,14 @@ def wait_ready(url: str, process: Process, timeout: float = STARTUP_TIMEOUT_S) -
     process.fail(f"did not answer 200 on {url} within {timeout}s")
 
 
+def post_json(url: str, payload) -> None:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"content-type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)
@@ -200,6 +238,10 @@ class Stack:
     def fake_requests(self) -> list[dict]:
         """Requests the fake upstream has recorded: [{method, path, headers, body}]."""
         return get_json(f"{self.fake_url}/__fake/requests")
+
+    def script_fake(self, *scripts: dict) -> None:
+        """Queues typed scripts (e.g. {"type": "status", "status": 500}) for the fake's next requests."""
+        post_json(f"{self.fake_url}/__fake/script", list(scripts))
 
     def decision_records(self) -> list[dict]:
         if not self.decision_log.exists():

@@ -183,12 +183,7 @@ async fn run(
     record.plan = plan
         .attempts
         .iter()
-        .map(|a| {
-            snapshot.group(a.group).deployments[a.deployment]
-                .spec
-                .id
-                .clone()
-        })
+        .map(|a| snapshot.group(a.group).deployments[a.deployment].id.clone())
         .collect();
 
     let make_call = |deployment| call_for(endpoint, &parsed, stream, deployment, state, key);

@@ -6,4 +6,7 @@ mod snapshot;
 pub mod watch;
 
 pub use handle::ConfigHandle;
-pub use snapshot::{Deployment, Group, GroupId, KeyEntry, Policy, Snapshot, SnapshotError};
+pub use snapshot::{
+    Deployment, Group, GroupId, HotFields, KeyEntry, Policy, Snapshot, SnapshotError,
+    TagRequirement,
+};

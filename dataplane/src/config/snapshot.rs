@@ -24,25 +24,59 @@ pub type GroupId = usize;
 
 /// A deployment together with the adapter that speaks its provider's API and its live signals.
 pub struct Deployment {
-    pub spec: CompiledDeployment,
+    /// `spec.id`, shared: decision records hold it without copying.
+    pub id: Arc<str>,
+    /// The whole compiled deployment; boxed so the hot fields below sit close together.
+    pub spec: Box<CompiledDeployment>,
+    /// What routing reads per candidate, copied out of `spec`.
+    pub hot: HotFields,
     pub provider: &'static dyn Provider,
     pub signals: Arc<DeploymentSignals>,
     /// The group's tags and the deployment's own, sorted.
     pub capabilities: Vec<String>,
+    /// The same tags as bits of the snapshot's tag index: the check routing does per candidate.
+    pub capability_bits: u64,
 }
 
 impl Deployment {
-    /// Whether the deployment carries every tag in `required` (sorted).
-    pub fn has_capabilities(&self, required: &[String]) -> bool {
-        required
-            .iter()
-            .all(|t| self.capabilities.binary_search(t).is_ok())
+    /// Whether the deployment carries every required tag.
+    pub fn serves(&self, required: &TagRequirement<'_>) -> bool {
+        match required {
+            TagRequirement::Bits(bits) => self.capability_bits & bits == *bits,
+            TagRequirement::Unknown => false,
+            TagRequirement::Exact(tags) => tags
+                .iter()
+                .all(|t| self.capabilities.binary_search(t).is_ok()),
+        }
     }
+}
+
+/// A deployment's fields that routing reads for every candidate of every request.
+#[derive(Clone, Copy, Debug)]
+pub struct HotFields {
+    pub weight: u32,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    /// USD per 1M tokens (input, output), when priced.
+    pub prices: Option<(f64, f64)>,
+}
+
+/// Required capability tags, prepared once per request.
+#[derive(Clone, Copy, Debug)]
+pub enum TagRequirement<'a> {
+    /// Every tag has a bit: a mask compare per candidate.
+    Bits(u64),
+    /// A tag no deployment in the config carries: nothing matches.
+    Unknown,
+    /// The config has more distinct tags than bits; compare names.
+    Exact(&'a [String]),
 }
 
 /// A model group with its fallbacks resolved to indexes.
 pub struct Group {
-    pub id: String,
+    pub id: Arc<str>,
+    /// The deployments' ids in order, shared with every decision record of this group.
+    pub deployment_ids: Arc<[Arc<str>]>,
     pub spec: CompiledModelGroup,
     pub deployments: Vec<Deployment>,
     pub fallbacks: Vec<GroupId>,
@@ -51,15 +85,34 @@ pub struct Group {
 /// A virtual key and the policy that applies to it.
 pub struct KeyEntry {
     pub hash: [u8; 32],
-    pub spec: CompiledKey,
+    /// Unix seconds after which the key is refused.
+    pub expires_at: Option<i64>,
+    /// `allowedModels` is empty: every model of the namespace.
+    allows_all: bool,
+    /// The whole compiled key; boxed to keep the key table small and cache-friendly.
+    pub spec: Box<CompiledKey>,
     pub policy: Option<Arc<Policy>>,
+    /// The model table of the key's namespace (a key only reaches its own namespace).
+    models: Arc<ModelTable>,
 }
 
+/// Model name -> group, for one namespace.
+type ModelTable = HashMap<String, GroupId>;
+
 impl KeyEntry {
+    /// The group serving `model` in the key's namespace.
+    pub fn resolve_model(&self, model: &str) -> Option<GroupId> {
+        self.models.get(model).copied()
+    }
+
     /// Whether the key's `allowedModels` (model or group names; empty = all) admit this call.
     pub fn may_use(&self, model: &str, group: &str) -> bool {
-        let allowed = &self.spec.allowed_models;
-        allowed.is_empty() || allowed.iter().any(|a| a == model || a == group)
+        self.allows_all
+            || self
+                .spec
+                .allowed_models
+                .iter()
+                .any(|a| a == model || a == group)
     }
 }
 
@@ -81,11 +134,13 @@ pub enum SnapshotError {
 pub struct Snapshot {
     checksum: String,
     groups: Vec<Group>,
-    /// namespace -> model name -> group; two levels so lookups borrow `&str` and never allocate.
-    models: HashMap<String, HashMap<String, GroupId>>,
-    /// Keys bucketed by the first 8 bytes of their hash; the full hash is compared in constant time.
-    keys: HashMap<u64, Vec<KeyEntry>>,
+    /// Keys by the first 8 bytes of their hash; the full hash is compared in constant time.
+    keys: HashMap<u64, KeyEntry>,
+    /// Keys whose first 8 bytes collide with another key's (practically never).
+    colliding_keys: Vec<KeyEntry>,
     unsupported: Vec<String>,
+    /// Bit of each capability tag, when the config has at most 64 distinct tags.
+    tag_bits: Option<HashMap<String, u32>>,
 }
 
 impl Snapshot {
@@ -93,13 +148,14 @@ impl Snapshot {
     /// left out (and listed in [`Snapshot::unsupported`]) rather than failing the whole config.
     pub fn build(config: CompiledConfig, signals: &SignalRegistry) -> Result<Self, SnapshotError> {
         let mut unsupported = Vec::new();
+        let tag_bits = tag_bits(&config);
         let group_index: HashMap<&str, GroupId> = config
             .model_groups
             .keys()
             .enumerate()
             .map(|(i, id)| (id.as_str(), i))
             .collect();
-        let mut models: HashMap<String, HashMap<String, GroupId>> = HashMap::new();
+        let mut models: HashMap<String, ModelTable> = HashMap::new();
         let mut groups = Vec::with_capacity(config.model_groups.len());
         for (index, (id, spec)) in config.model_groups.iter().enumerate() {
             for model in &spec.models {
@@ -117,11 +173,25 @@ impl Snapshot {
                             spec.tags.iter().chain(&d.tags).cloned().collect();
                         capabilities.sort_unstable();
                         capabilities.dedup();
+                        let capability_bits = tag_bits.as_ref().map_or(0, |bits| {
+                            capabilities
+                                .iter()
+                                .filter_map(|t| bits.get(t))
+                                .fold(0, |m, b| m | 1 << b)
+                        });
                         Some(Deployment {
-                            spec: d.clone(),
+                            id: Arc::from(d.id.as_str()),
+                            spec: Box::new(d.clone()),
+                            hot: HotFields {
+                                weight: d.weight,
+                                rpm: d.rpm,
+                                tpm: d.tpm,
+                                prices: d.pricing.as_ref().map(|p| (p.input, p.output)),
+                            },
                             provider,
                             signals: signals.get(&d.id),
                             capabilities,
+                            capability_bits,
                         })
                     }
                     None => {
@@ -135,8 +205,10 @@ impl Snapshot {
                 .iter()
                 .filter_map(|f| group_index.get(f.as_str()).copied())
                 .collect();
+            let deployments: Vec<Deployment> = deployments;
             groups.push(Group {
-                id: id.clone(),
+                id: Arc::from(id.as_str()),
+                deployment_ids: deployments.iter().map(|d| d.id.clone()).collect(),
                 spec: spec.clone(),
                 deployments,
                 fallbacks,
@@ -173,15 +245,29 @@ impl Snapshot {
                 })
             })
             .collect();
-        let mut keys: HashMap<u64, Vec<KeyEntry>> = HashMap::with_capacity(config.keys.len());
+        let models: HashMap<String, Arc<ModelTable>> = models
+            .into_iter()
+            .map(|(ns, table)| (ns, Arc::new(table)))
+            .collect();
+        let empty = Arc::new(ModelTable::new());
+        let mut keys: HashMap<u64, KeyEntry> = HashMap::with_capacity(config.keys.len());
+        let mut colliding_keys = Vec::new();
         for (hash_hex, spec) in &config.keys {
             let hash = decode_hash(hash_hex)?;
-            let policy = policy_for(&policies, spec);
-            keys.entry(bucket(&hash)).or_default().push(KeyEntry {
+            let entry = KeyEntry {
                 hash,
-                spec: spec.clone(),
-                policy,
-            });
+                expires_at: spec.expires_at,
+                allows_all: spec.allowed_models.is_empty(),
+                spec: Box::new(spec.clone()),
+                policy: policy_for(&policies, spec),
+                models: models.get(&spec.namespace).unwrap_or(&empty).clone(),
+            };
+            match keys.entry(bucket(&hash)) {
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(entry);
+                }
+                std::collections::hash_map::Entry::Occupied(_) => colliding_keys.push(entry),
+            }
         }
         let live: HashSet<&str> = groups
             .iter()
@@ -191,10 +277,26 @@ impl Snapshot {
         Ok(Self {
             checksum: config.checksum,
             groups,
-            models,
             keys,
+            colliding_keys,
             unsupported,
+            tag_bits,
         })
+    }
+
+    /// Prepares `required` (sorted tag names) for the per-candidate check.
+    pub fn tag_requirement<'a>(&self, required: &'a [String]) -> TagRequirement<'a> {
+        let Some(bits) = &self.tag_bits else {
+            return TagRequirement::Exact(required);
+        };
+        let mut mask = 0u64;
+        for tag in required {
+            match bits.get(tag) {
+                Some(bit) => mask |= 1 << bit,
+                None => return TagRequirement::Unknown,
+            }
+        }
+        TagRequirement::Bits(mask)
     }
 
     pub fn checksum(&self) -> &str {
@@ -209,26 +311,20 @@ impl Snapshot {
         &self.groups
     }
 
-    /// The group serving `model` in `namespace`.
-    pub fn resolve_model(&self, namespace: &str, model: &str) -> Option<GroupId> {
-        self.models.get(namespace)?.get(model).copied()
-    }
-
     /// The key whose hash is `hash`.
     pub fn key(&self, hash: &[u8; 32]) -> Option<&KeyEntry> {
+        let matches = |entry: &&KeyEntry| bool::from(entry.hash.ct_eq(hash));
         self.keys
-            .get(&bucket(hash))?
-            .iter()
-            .find(|entry| bool::from(entry.hash.ct_eq(hash)))
+            .get(&bucket(hash))
+            .filter(matches)
+            .or_else(|| self.colliding_keys.iter().find(matches))
     }
 
     /// Models `key` may call: (model name, group), sorted by name.
-    pub fn models_for<'s>(&'s self, key: &KeyEntry) -> Vec<(&'s str, &'s Group)> {
-        let mut out: Vec<(&str, &Group)> = self
+    pub fn models_for<'s>(&'s self, key: &'s KeyEntry) -> Vec<(&'s str, &'s Group)> {
+        let mut out: Vec<(&str, &Group)> = key
             .models
-            .get(&key.spec.namespace)
-            .into_iter()
-            .flatten()
+            .iter()
             .map(|(model, group)| (model.as_str(), &self.groups[*group]))
             .filter(|(model, group)| key.may_use(model, &group.spec.name))
             .collect();
@@ -240,6 +336,27 @@ impl Snapshot {
     pub fn unsupported(&self) -> &[String] {
         &self.unsupported
     }
+}
+
+/// A bit per distinct capability tag, or `None` past 64 tags.
+fn tag_bits(config: &CompiledConfig) -> Option<HashMap<String, u32>> {
+    let mut tags: Vec<&String> = config
+        .model_groups
+        .values()
+        .flat_map(|g| {
+            g.tags
+                .iter()
+                .chain(g.deployments.iter().flat_map(|d| &d.tags))
+        })
+        .collect();
+    tags.sort_unstable();
+    tags.dedup();
+    (tags.len() <= 64).then(|| {
+        tags.into_iter()
+            .zip(0u32..)
+            .map(|(t, b)| (t.clone(), b))
+            .collect()
+    })
 }
 
 /// A key's team policy beats its org policy, which beats the namespace default.

@@ -57,7 +57,7 @@ where
             Ok(body) => {
                 metrics.attempt(provider, "ok");
                 attempts.push(AttemptRecord {
-                    deployment: deployment.spec.id.clone(),
+                    deployment: deployment.id.clone(),
                     provider,
                     status: Some(200),
                     latency_ms,
@@ -75,7 +75,7 @@ where
             Err(error) => {
                 metrics.attempt(provider, error.kind.as_str());
                 attempts.push(AttemptRecord {
-                    deployment: deployment.spec.id.clone(),
+                    deployment: deployment.id.clone(),
                     provider,
                     status: error.status.map(|s| s.as_u16()),
                     latency_ms,

@@ -6,7 +6,7 @@ use std::io::BufRead;
 use serde::Deserialize;
 
 use super::{
-    record::{EXCLUDED_TAGS, RoutingRecord, arm_for, auto_order},
+    record::{Exclusion, RoutingRecord, arm_for, auto_order},
     strategy::rank,
 };
 
@@ -83,30 +83,33 @@ pub fn rederive(record: &RoutingRecord) -> Result<(), String> {
     if let Some(auto) = &record.auto {
         let order: Vec<&str> = auto_order(auto.mode, &auto.candidates)
             .into_iter()
-            .map(|i| auto.candidates[i].group.as_str())
+            .map(|i| &*auto.candidates[i].group)
             .collect();
-        if order != auto.order.iter().map(String::as_str).collect::<Vec<_>>() {
+        if order != auto.order.iter().map(|g| &**g).collect::<Vec<_>>() {
             return Err(format!("auto order {order:?}, recorded {:?}", auto.order));
         }
     }
     for group in &record.groups {
         let eligible: Vec<usize> = (0..group.candidates.len())
-            .filter(|&i| group.candidates[i].excluded.as_deref() != Some(EXCLUDED_TAGS))
+            .filter(|&i| group.candidates[i].excluded != Some(Exclusion::Tags))
             .collect();
         let signals: Vec<_> = eligible
             .iter()
             .map(|&i| group.candidates[i].signals.clone())
             .collect();
         let ranking = rank(group.strategy, record.params, &signals, &mut rng);
-        let order: Vec<&str> = ranking
-            .order
-            .iter()
-            .map(|&i| group.candidates[eligible[i]].deployment.as_str())
-            .collect();
-        if order != group.order.iter().map(String::as_str).collect::<Vec<_>>() {
+        let order: Vec<usize> = ranking.order.iter().map(|&i| eligible[i]).collect();
+        if order != group.order {
+            let ids = |o: &[usize]| {
+                o.iter()
+                    .map(|&i| group.ids[i].to_string())
+                    .collect::<Vec<_>>()
+            };
             return Err(format!(
-                "{}: order {order:?}, recorded {:?}",
-                group.group, group.order
+                "{}: order {:?}, recorded {:?}",
+                group.group,
+                ids(&order),
+                ids(&group.order)
             ));
         }
     }

@@ -17,11 +17,11 @@ use modelgate_crds::{common::Strategy, routing_policy::AutoMode};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    config::{GroupId, KeyEntry, Policy, Snapshot},
+    config::{GroupId, KeyEntry, Policy, Snapshot, TagRequirement},
     error::ApiError,
 };
 
-pub use record::{AutoRecord, CandidateRecord, GroupRecord, RoutingRecord, SplitRecord};
+pub use record::{AutoRecord, CandidateRecord, Exclusion, GroupRecord, RoutingRecord, SplitRecord};
 use strategy::{CandidateSignals, Params, rank};
 
 /// Output tokens assumed for cost estimates when neither the request nor the group says.
@@ -94,6 +94,8 @@ pub fn route(
         policy,
         input,
         params,
+        required: snapshot.tag_requirement(input.tags),
+        minute: std::cell::OnceCell::new(),
     };
 
     let entries = if let Some(p) =
@@ -107,8 +109,8 @@ pub fn route(
         record.split = Some(split);
         vec![group]
     } else {
-        let group = snapshot
-            .resolve_model(&key.spec.namespace, input.model)
+        let group = key
+            .resolve_model(input.model)
             .ok_or_else(|| ApiError::model_not_found(input.model))?;
         if !key.may_use(input.model, &snapshot.group(group).spec.name) {
             return Err(ApiError::model_not_allowed(input.model));
@@ -122,13 +124,17 @@ pub fn route(
         ctx.push_group(entry, &mut visited, &mut plan, &mut record, &mut rng);
     }
     if plan.attempts.is_empty() {
-        let excluded_by_tags = record
-            .groups
-            .iter()
-            .flat_map(|g| &g.candidates)
-            .any(|c| c.excluded.as_deref() == Some(record::EXCLUDED_TAGS));
-        return Err(if excluded_by_tags {
+        let excluded = |why: Exclusion| {
+            record
+                .groups
+                .iter()
+                .flat_map(|g| &g.candidates)
+                .any(|c| c.excluded == Some(why))
+        };
+        return Err(if excluded(Exclusion::Tags) {
             ApiError::no_deployment_matches_tags(input.tags)
+        } else if excluded(Exclusion::Limit) {
+            ApiError::deployments_at_capacity()
         } else {
             ApiError::no_deployments()
         });
@@ -145,6 +151,9 @@ struct Ranker<'a> {
     policy: Option<&'a Policy>,
     input: &'a RouteInput<'a>,
     params: Params,
+    required: TagRequirement<'a>,
+    /// The signals' current minute, read once per decision.
+    minute: std::cell::OnceCell<u64>,
 }
 
 impl Ranker<'_> {
@@ -175,16 +184,15 @@ impl Ranker<'_> {
         let mut eligible_signals = Vec::with_capacity(g.deployments.len());
         for (index, deployment) in g.deployments.iter().enumerate() {
             let signals = self.signals(group, index);
-            let matches = deployment.has_capabilities(self.input.tags);
+            let matches = deployment.serves(&self.required);
             if matches {
                 eligible.push(index);
                 eligible_signals.push(signals.clone());
             }
             candidates.push(CandidateRecord {
-                deployment: deployment.spec.id.clone(),
                 signals,
                 score: None,
-                excluded: (!matches).then(|| record::EXCLUDED_TAGS.to_owned()),
+                excluded: (!matches).then_some(Exclusion::Tags),
             });
         }
         let ranking = rank(strategy, self.params, &eligible_signals, rng);
@@ -192,7 +200,7 @@ impl Ranker<'_> {
             candidates[eligible[i]].score = *score;
         }
         for &i in &ranking.skipped {
-            candidates[eligible[i]].excluded = Some(record::EXCLUDED_LIMIT.to_owned());
+            candidates[eligible[i]].excluded = Some(Exclusion::Limit);
         }
         let order: Vec<usize> = ranking.order.iter().map(|&i| eligible[i]).collect();
         plan.attempts.extend(
@@ -203,11 +211,9 @@ impl Ranker<'_> {
         record.groups.push(GroupRecord {
             group: g.id.clone(),
             strategy,
-            order: order
-                .iter()
-                .map(|&i| g.deployments[i].spec.id.clone())
-                .collect(),
+            ids: g.deployment_ids.clone(),
             candidates,
+            order,
         });
         if self.input.fallbacks {
             for &fallback in &g.fallbacks {
@@ -220,7 +226,9 @@ impl Ranker<'_> {
     fn signals(&self, group: GroupId, index: usize) -> CandidateSignals {
         let g = self.snapshot.group(group);
         let d = &g.deployments[index];
-        let live = d.signals.values();
+        let live = d
+            .signals
+            .values_at(*self.minute.get_or_init(|| d.signals.minute()));
         let latency_ms = if self.input.stream {
             live.ttft_ms.or(live.per_token_ms)
         } else {
@@ -231,16 +239,16 @@ impl Ranker<'_> {
             .max_tokens
             .or(g.spec.default_max_tokens.map(u64::from))
             .unwrap_or(DEFAULT_OUTPUT_TOKENS);
-        let cost_usd = d.spec.pricing.as_ref().map(|p| {
-            (self.input.prompt_tokens as f64 * p.input + output as f64 * p.output) / 1_000_000.0
+        let cost_usd = d.hot.prices.map(|(input, output_price)| {
+            (self.input.prompt_tokens as f64 * input + output as f64 * output_price) / 1_000_000.0
         });
         CandidateSignals {
-            weight: d.spec.weight,
+            weight: d.hot.weight,
             in_flight: live.in_flight,
             rpm_used: live.rpm_used,
             tpm_used: live.tpm_used,
-            rpm_limit: d.spec.rpm,
-            tpm_limit: d.spec.tpm,
+            rpm_limit: d.hot.rpm,
+            tpm_limit: d.hot.tpm,
             latency_ms,
             cost_usd,
         }
@@ -273,7 +281,7 @@ impl Ranker<'_> {
                     .group(g)
                     .deployments
                     .iter()
-                    .any(|d| d.has_capabilities(self.input.tags))
+                    .any(|d| d.serves(&self.required))
             })
             .collect();
         if usable.is_empty() {
@@ -303,7 +311,7 @@ impl Ranker<'_> {
     fn group_score(&self, group: GroupId, mode: AutoMode) -> Option<f64> {
         let g = self.snapshot.group(group);
         (0..g.deployments.len())
-            .filter(|&i| g.deployments[i].has_capabilities(self.input.tags))
+            .filter(|&i| g.deployments[i].serves(&self.required))
             .filter_map(|i| {
                 let s = self.signals(group, i);
                 match mode {

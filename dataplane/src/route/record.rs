@@ -1,15 +1,26 @@
 //! The routing part of a decision record: every input a plan was derived from (candidate
 //! signals, scores, seed, parameters) and the choices made, in a form `explain` can replay.
+//!
+//! In memory a group's candidates refer to its deployments by index into an id table shared with
+//! the snapshot (recording costs no string copies); on the wire every candidate names its
+//! deployment.
+
+use std::sync::Arc;
 
 use modelgate_crds::{common::Strategy, routing_policy::AutoMode};
 use serde::{Deserialize, Serialize};
 
 use super::strategy::{CandidateSignals, Params};
 
-/// A candidate left out because it lacks a required capability tag.
-pub const EXCLUDED_TAGS: &str = "tags";
-/// A candidate left out because it is at its declared RPM/TPM (usage-based).
-pub const EXCLUDED_LIMIT: &str = "limit";
+/// Why a candidate is not in the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Exclusion {
+    /// It lacks a required capability tag.
+    Tags,
+    /// It is at its declared RPM/TPM (usage-based).
+    Limit,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoutingRecord {
@@ -26,25 +37,114 @@ pub struct RoutingRecord {
     pub groups: Vec<GroupRecord>,
 }
 
+/// One group's ranking. Candidate `i` is deployment `ids[i]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "GroupWire", try_from = "GroupWire")]
 pub struct GroupRecord {
-    pub group: String,
+    pub group: Arc<str>,
     pub strategy: Strategy,
+    /// The group's deployment ids, shared with the snapshot.
+    pub ids: Arc<[Arc<str>]>,
     pub candidates: Vec<CandidateRecord>,
-    /// Deployment ids in the order they go into the plan.
-    pub order: Vec<String>,
+    /// Candidate indexes in the order they go into the plan.
+    pub order: Vec<usize>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CandidateRecord {
-    pub deployment: String,
-    #[serde(flatten)]
     pub signals: CandidateSignals,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
-    /// Why the candidate is not in the plan (`tags`, `limit`).
+    pub excluded: Option<Exclusion>,
+}
+
+impl GroupRecord {
+    /// The deployment ids in plan order.
+    pub fn order_ids(&self) -> impl Iterator<Item = &str> {
+        self.order.iter().map(|&i| &*self.ids[i])
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct GroupWire {
+    group: Arc<str>,
+    strategy: Strategy,
+    candidates: Vec<CandidateWire>,
+    order: Vec<Arc<str>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CandidateWire {
+    deployment: Arc<str>,
+    #[serde(flatten)]
+    signals: CandidateSignals,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub excluded: Option<String>,
+    score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    excluded: Option<Exclusion>,
+}
+
+impl From<GroupRecord> for GroupWire {
+    fn from(record: GroupRecord) -> Self {
+        let order = record
+            .order
+            .iter()
+            .map(|&i| record.ids[i].clone())
+            .collect();
+        let candidates = record
+            .candidates
+            .into_iter()
+            .zip(record.ids.iter())
+            .map(|(c, id)| CandidateWire {
+                deployment: id.clone(),
+                signals: c.signals,
+                score: c.score,
+                excluded: c.excluded,
+            })
+            .collect();
+        Self {
+            group: record.group,
+            strategy: record.strategy,
+            candidates,
+            order,
+        }
+    }
+}
+
+impl TryFrom<GroupWire> for GroupRecord {
+    type Error = String;
+
+    fn try_from(wire: GroupWire) -> Result<Self, String> {
+        let ids: Arc<[Arc<str>]> = wire
+            .candidates
+            .iter()
+            .map(|c| c.deployment.clone())
+            .collect();
+        let order = wire
+            .order
+            .iter()
+            .map(|id| {
+                ids.iter()
+                    .position(|known| known == id)
+                    .ok_or_else(|| format!("order names {id}, which is not a candidate"))
+            })
+            .collect::<Result<_, _>>()?;
+        let candidates = wire
+            .candidates
+            .into_iter()
+            .map(|c| CandidateRecord {
+                signals: c.signals,
+                score: c.score,
+                excluded: c.excluded,
+            })
+            .collect();
+        Ok(Self {
+            group: wire.group,
+            strategy: wire.strategy,
+            ids,
+            candidates,
+            order,
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,12 +153,12 @@ pub struct AutoRecord {
     pub mode: AutoMode,
     pub candidates: Vec<AutoCandidate>,
     /// Group ids, best first.
-    pub order: Vec<String>,
+    pub order: Vec<Arc<str>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AutoCandidate {
-    pub group: String,
+    pub group: Arc<str>,
     pub quality: u32,
     /// Best expected cost (cheapest, quality-first) or latency (fastest); none when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,11 +169,11 @@ pub struct AutoCandidate {
 pub struct SplitRecord {
     pub model: String,
     /// (group id, weight) per arm.
-    pub arms: Vec<(String, u32)>,
+    pub arms: Vec<(Arc<str>, u32)>,
     pub sticky: bool,
     /// The point in [0, total weight) that picked the arm.
     pub bucket: u64,
-    pub arm: String,
+    pub arm: Arc<str>,
 }
 
 /// `auto`'s group order: a stable sort, so ties keep the policy's order and no randomness is

@@ -27,15 +27,13 @@ pub struct SignalValues {
     pub per_token_ms: Option<f64>,
 }
 
+/// The current minute's counts and the latency averages, under one lock: routing reads them
+/// together for every candidate.
 #[derive(Default)]
-struct Window {
+struct Counters {
     minute: u64,
     requests: u64,
     tokens: u64,
-}
-
-#[derive(Default, Clone, Copy)]
-struct Latency {
     ttft_ms: Option<f64>,
     per_token_ms: Option<f64>,
 }
@@ -44,8 +42,7 @@ struct Latency {
 pub struct DeploymentSignals {
     clock: Clock,
     in_flight: AtomicU64,
-    window: Mutex<Window>,
-    latency: Mutex<Latency>,
+    counters: Mutex<Counters>,
 }
 
 /// Decrements the in-flight count when the call ends, however it ends.
@@ -68,8 +65,7 @@ impl DeploymentSignals {
         Self {
             clock,
             in_flight: AtomicU64::new(0),
-            window: Mutex::new(Window::default()),
-            latency: Mutex::new(Latency::default()),
+            counters: Mutex::new(Counters::default()),
         }
     }
 
@@ -77,55 +73,56 @@ impl DeploymentSignals {
     /// in the current minute.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.with_window(|w| w.requests += 1);
+        self.with_window(|c| c.requests += 1);
         InFlight(self.clone())
     }
 
     /// Adds tokens to the current minute.
     pub fn add_tokens(&self, tokens: u64) {
-        self.with_window(|w| w.tokens += tokens);
+        self.with_window(|c| c.tokens += tokens);
     }
 
     pub fn record_ttft(&self, ms: f64) {
-        let mut latency = lock(&self.latency);
-        latency.ttft_ms = Some(ewma(latency.ttft_ms, ms));
+        let mut c = lock(&self.counters);
+        c.ttft_ms = Some(ewma(c.ttft_ms, ms));
     }
 
     pub fn record_per_token(&self, ms: f64) {
-        let mut latency = lock(&self.latency);
-        latency.per_token_ms = Some(ewma(latency.per_token_ms, ms));
+        let mut c = lock(&self.counters);
+        c.per_token_ms = Some(ewma(c.per_token_ms, ms));
     }
 
     pub fn values(&self) -> SignalValues {
-        let minute = self.clock.minute();
-        let (rpm_used, tpm_used) = {
-            let w = lock(&self.window);
-            if w.minute == minute {
-                (w.requests, w.tokens)
-            } else {
-                (0, 0)
-            }
-        };
-        let latency = *lock(&self.latency);
+        self.values_at(self.clock.minute())
+    }
+
+    /// The current minute on the signals' clock (shared by every deployment of a registry).
+    pub fn minute(&self) -> u64 {
+        self.clock.minute()
+    }
+
+    /// The values, with `minute` as the current minute.
+    pub fn values_at(&self, minute: u64) -> SignalValues {
+        let c = lock(&self.counters);
+        let current = c.minute == minute;
         SignalValues {
             in_flight: self.in_flight.load(Ordering::Relaxed),
-            rpm_used,
-            tpm_used,
-            ttft_ms: latency.ttft_ms,
-            per_token_ms: latency.per_token_ms,
+            rpm_used: if current { c.requests } else { 0 },
+            tpm_used: if current { c.tokens } else { 0 },
+            ttft_ms: c.ttft_ms,
+            per_token_ms: c.per_token_ms,
         }
     }
 
-    fn with_window(&self, update: impl FnOnce(&mut Window)) {
+    fn with_window(&self, update: impl FnOnce(&mut Counters)) {
         let minute = self.clock.minute();
-        let mut w = lock(&self.window);
-        if w.minute != minute {
-            *w = Window {
-                minute,
-                ..Window::default()
-            };
+        let mut c = lock(&self.counters);
+        if c.minute != minute {
+            c.minute = minute;
+            c.requests = 0;
+            c.tokens = 0;
         }
-        update(&mut w);
+        update(&mut c);
     }
 }
 

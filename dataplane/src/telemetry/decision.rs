@@ -38,7 +38,7 @@ pub struct DecisionRecord {
     /// The strategy that ordered the first group of the plan.
     pub strategy: &'static str,
     /// Deployment ids in the order they would be tried.
-    pub plan: Vec<String>,
+    pub plan: Vec<Arc<str>>,
     /// Everything the plan was derived from; `modelgate-dataplane explain` replays it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routing: Option<crate::route::RoutingRecord>,
@@ -60,7 +60,7 @@ pub struct DecisionRecord {
 /// One call to one deployment.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptRecord {
-    pub deployment: String,
+    pub deployment: Arc<str>,
     pub provider: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,

@@ -5,4 +5,5 @@
 
 mod api;
 mod reload;
+mod routing;
 mod support;

@@ -106,12 +106,26 @@ impl TestGateway {
         key: Option<&str>,
         body: Bytes,
     ) -> Answer {
+        self.send_with(method, url, key, &[], body).await
+    }
+
+    pub async fn send_with(
+        &self,
+        method: Method,
+        url: String,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Answer {
         let mut request = Request::builder()
             .method(method)
             .uri(url)
             .header("content-type", "application/json");
         if let Some(key) = key {
             request = request.header("authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let response = self
             .client
@@ -124,6 +138,19 @@ impl TestGateway {
             headers: parts.headers,
             body: body.collect().await.unwrap().to_bytes(),
         }
+    }
+
+    /// POST a chat request with extra request headers.
+    pub async fn post_with(&self, key: &str, headers: &[(&str, &str)], body: Value) -> Answer {
+        let url = self.url("/v1/chat/completions");
+        self.send_with(
+            Method::POST,
+            url,
+            Some(key),
+            headers,
+            Bytes::from(body.to_string()),
+        )
+        .await
     }
 
     /// POST a JSON body with the test key.
@@ -280,4 +307,38 @@ pub fn chat_and_mock(fake: &FakeProvider, mock_model: &str) -> String {
         ),
         group("other", &[mock_model], &[mock("m")], &[])
     ))
+}
+
+/// An openai-compatible deployment with extra fields (lines indented by six spaces).
+pub fn upstream_with(name: &str, base_url: &str, extra: &str) -> String {
+    format!(
+        "    - name: {name}\n      provider: openai-compatible\n      model: upstream-{name}\n      baseUrl: {base_url}\n{extra}"
+    )
+}
+
+/// A mock deployment with extra fields (lines indented by six spaces).
+pub fn mock_with(name: &str, extra: &str) -> String {
+    format!("{}{extra}", mock(name))
+}
+
+/// One RoutingPolicy document.
+pub fn policy(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: modelgate.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: {name}}}\nspec:\n{spec}\n---\n"
+    )
+}
+
+/// A VirtualKey with its own Secret; `extra` holds spec lines indented by two spaces.
+pub fn virtual_key(name: &str, material: &str, org: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-key}}\nstringData: {{key: {material}}}\n---\napiVersion: modelgate.io/v1alpha1\nkind: VirtualKey\nmetadata: {{name: {name}}}\nspec:\n  org: {org}\n{extra}---\n"
+    )
+}
+
+/// The `x-modelgate-deployment` of each answer.
+pub fn deployments_of(answers: &[Answer]) -> Vec<String> {
+    answers
+        .iter()
+        .map(|a| a.header("x-modelgate-deployment").to_owned())
+        .collect()
 }

@@ -33,11 +33,12 @@ pub struct Recorded {
     pub body: Value,
 }
 
-#[derive(Default)]
 struct State {
     scripts: Mutex<VecDeque<Script>>,
     requests: Mutex<Vec<Recorded>>,
     latency: Duration,
+    /// Held requests wait for a permit.
+    held: tokio::sync::Semaphore,
 }
 
 /// A running fake provider; stops when dropped.
@@ -58,8 +59,10 @@ impl FakeProvider {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
+            scripts: Mutex::default(),
+            requests: Mutex::default(),
             latency,
-            ..State::default()
+            held: tokio::sync::Semaphore::new(0),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(server::serve(listener, state.clone(), stopped));
@@ -92,6 +95,11 @@ impl FakeProvider {
     /// How many API requests arrived so far.
     pub fn request_count(&self) -> usize {
         lock(&self.state.requests).len()
+    }
+
+    /// Lets `n` held requests (`Script::Hold`) answer.
+    pub fn release(&self, n: usize) {
+        self.state.held.add_permits(n);
     }
 
     /// Forgets scripts and recorded requests.

@@ -23,6 +23,8 @@ pub enum Script {
     },
     /// Close the connection without answering.
     Reset,
+    /// Hold the request (in flight) until the test releases it, then answer normally.
+    Hold,
     /// Stream `chunks` SSE events, then break the connection (streaming requests only).
     CutStreamAfter { chunks: usize },
     /// Answer 200 with a body that is not JSON.

@@ -107,6 +107,12 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             Ok(response)
         }
         Script::Reset => Err(Abort),
+        Script::Hold => {
+            if let Ok(permit) = state.held.acquire().await {
+                permit.forget();
+            }
+            Ok(answer(&path, &body, stream, None))
+        }
         Script::CutStreamAfter { chunks } => Ok(answer(&path, &body, stream, Some(chunks))),
         Script::MalformedJson => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "application/json")

@@ -1,0 +1,170 @@
+//! Routing alone: key lookup, model resolution, tag filter, strategy and plan, over a large
+//! config (1,000 groups of 8 deployments, 10,000 keys) and a small one, to show the cost does not
+//! grow with the config. `cargo bench -p modelgate-dataplane --bench routing`.
+
+// A benchmark panics on broken setup; that is its assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{collections::BTreeMap, hint::black_box};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue, header};
+use modelgate_crds::{
+    CompiledConfig, ProviderKind,
+    common::{Pricing, Strategy},
+    compiled::{
+        CompiledBreaker, CompiledCache, CompiledDeployment, CompiledKey, CompiledModelGroup,
+        CompiledPolicy, CompiledRetries, CompiledTimeouts, hash_key,
+    },
+};
+use modelgate_dataplane::{
+    auth,
+    config::Snapshot,
+    route::{self, RouteInput, signals::SignalRegistry},
+};
+
+const DEPLOYMENTS_PER_GROUP: usize = 8;
+
+fn config(groups: usize, keys: usize) -> CompiledConfig {
+    let mut config = CompiledConfig::empty();
+    for g in 0..groups {
+        let name = format!("group-{g}");
+        let deployments = (0..DEPLOYMENTS_PER_GROUP)
+            .map(|d| CompiledDeployment {
+                id: format!("default/{name}/d{d}"),
+                name: format!("d{d}"),
+                provider: ProviderKind::Mock,
+                model: format!("upstream-{d}"),
+                base_url: None,
+                api_key: None,
+                weight: 1 + d as u32,
+                rpm: Some(10_000),
+                tpm: Some(1_000_000),
+                tags: if d % 2 == 0 {
+                    vec!["vision".to_owned()]
+                } else {
+                    Vec::new()
+                },
+                pricing: Some(Pricing {
+                    input: 0.1 * (d + 1) as f64,
+                    output: 0.4 * (d + 1) as f64,
+                    cached_input: None,
+                }),
+                timeouts: CompiledTimeouts::default(),
+                mock: None,
+            })
+            .collect();
+        config.model_groups.insert(
+            format!("default/{name}"),
+            CompiledModelGroup {
+                namespace: "default".to_owned(),
+                name: name.clone(),
+                models: vec![format!("model-{g}"), format!("alias-{g}")],
+                tags: vec!["function-calling".to_owned()],
+                strategy: None,
+                fallbacks: Vec::new(),
+                deployments,
+                quality: None,
+                default_max_tokens: None,
+            },
+        );
+    }
+    config.policies.insert(
+        "default/default".to_owned(),
+        CompiledPolicy {
+            namespace: "default".to_owned(),
+            name: "default".to_owned(),
+            orgs: Vec::new(),
+            teams: Vec::new(),
+            strategy: None,
+            retries: CompiledRetries::default(),
+            timeouts: CompiledTimeouts::default(),
+            circuit_breaker: CompiledBreaker::default(),
+            cache: CompiledCache::default(),
+            default_tags: Vec::new(),
+            budget: None,
+            rpm: None,
+            tpm: None,
+            auto: None,
+            splits: BTreeMap::new(),
+            allow_strategy_override: true,
+            allow_tag_override: true,
+            latency_tolerance_percent: 10,
+            exploration_percent: 5,
+        },
+    );
+    for k in 0..keys {
+        config.keys.insert(
+            hash_key(&key_material(k)),
+            CompiledKey {
+                namespace: "default".to_owned(),
+                name: format!("key-{k}"),
+                org: format!("org-{}", k % 50),
+                team: None,
+                allowed_models: Vec::new(),
+                default_tags: Vec::new(),
+                budget: None,
+                rpm: None,
+                tpm: None,
+                expires_at: None,
+                metadata: BTreeMap::new(),
+            },
+        );
+    }
+    config.seal();
+    config
+}
+
+fn key_material(k: usize) -> String {
+    format!("sk-mg-bench-{k:012}")
+}
+
+fn routing(c: &mut Criterion) {
+    let mut bench = c.benchmark_group("route");
+    for (groups, keys) in [(10, 100), (1_000, 10_000)] {
+        let signals = SignalRegistry::default();
+        let snapshot = Snapshot::build(config(groups, keys), &signals).unwrap();
+        let headers: Vec<HeaderMap> = (0..keys)
+            .map(|k| {
+                let mut h = HeaderMap::new();
+                h.insert(
+                    header::AUTHORIZATION,
+                    HeaderValue::from_str(&format!("Bearer {}", key_material(k))).unwrap(),
+                );
+                h
+            })
+            .collect();
+        let models: Vec<String> = (0..groups).map(|g| format!("alias-{g}")).collect();
+        let tags = vec!["function-calling".to_owned(), "vision".to_owned()];
+        for strategy in [
+            Strategy::SimpleShuffle,
+            Strategy::LatencyBased,
+            Strategy::CostBased,
+        ] {
+            let id = BenchmarkId::new(strategy.as_str(), format!("{groups}g-{keys}k"));
+            let mut i = 0usize;
+            bench.bench_function(id, |b| {
+                b.iter(|| {
+                    i = i.wrapping_add(7919);
+                    let key = auth::authenticate(&snapshot, &headers[i % keys], 0).unwrap();
+                    let input = RouteInput {
+                        model: &models[i % groups],
+                        tags: &tags,
+                        explicit_tags: false,
+                        strategy_override: Some(strategy),
+                        fallbacks: true,
+                        stream: false,
+                        prompt_tokens: 200,
+                        max_tokens: Some(256),
+                        seed: i as u64,
+                    };
+                    black_box(route::route(&snapshot, key, &input).unwrap())
+                });
+            });
+        }
+    }
+    bench.finish();
+}
+
+criterion_group!(benches, routing);
+criterion_main!(benches);
