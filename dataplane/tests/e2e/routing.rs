@@ -98,6 +98,16 @@ async fn usage_based_skips_deployments_at_their_declared_rpm() {
         "a deployment at its limit is skipped, not tried"
     );
 
+    // Live signals survive a config swap: the reloaded config still sees both windows consumed.
+    let reloaded = with_policy(
+        &group("chat", &["chat", "chat-v2"], &deployments, &[]),
+        "  strategy: usage-based",
+    );
+    gw.write_config(&reloaded);
+    gw.wait_for_config(&reloaded).await;
+    let still_full = gw.post("/v1/chat/completions", chat("chat-v2")).await;
+    assert_eq!(still_full.error_code(), "deployments_at_capacity");
+
     let last = gw.decision(&served_request_id(&gw, 11).await).await;
     let small = &last["routing"]["groups"][0]["candidates"][0];
     assert_eq!(
