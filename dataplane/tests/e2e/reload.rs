@@ -188,3 +188,57 @@ async fn fifty_swaps_under_load_fail_no_request() {
         "load ran across the swaps"
     );
 }
+
+/// Shutdown stops accepting, lets requests in flight finish, then returns.
+#[tokio::test]
+async fn shutdown_drains_requests_in_flight() {
+    let fake = FakeProvider::start().await.unwrap();
+    let gw = TestGateway::start(&chat_and_mock(&fake, "m")).await;
+    for _ in 0..3 {
+        fake.push(fake_provider::Script::Hold);
+    }
+    let url = gw.url("/v1/chat/completions");
+    let mut in_flight = Vec::new();
+    for i in 1..=3 {
+        let (client, url) = (client(), url.clone());
+        in_flight.push(tokio::spawn(async move {
+            let request = http::Request::post(url)
+                .header("authorization", format!("Bearer {KEY}"))
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    chat("chat").to_string(),
+                )))
+                .unwrap();
+            let response = client.request(request).await.unwrap();
+            let status = response.status();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, body)
+        }));
+        eventually("the request to be held upstream", || {
+            std::future::ready(fake.request_count() == i)
+        })
+        .await;
+    }
+    let api = gw.gateway.api_addr();
+    let TestGateway {
+        gateway, dir: _dir, ..
+    } = gw;
+    let shutdown = tokio::spawn(gateway.shutdown());
+    eventually("the listener to close", || async {
+        tokio::net::TcpStream::connect(api).await.is_err()
+    })
+    .await;
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown waits for the requests in flight"
+    );
+    fake.release(3);
+    for request in in_flight {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert!(String::from_utf8_lossy(&body).contains(fake_provider::CHAT_PREFIX));
+    }
+    shutdown.await.unwrap();
+}
