@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use fake_provider::{FakeProvider, Script};
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -96,27 +96,12 @@ async fn unknown_and_forbidden_models_and_malformed_bodies() {
         (StatusCode::FORBIDDEN, "model_not_allowed")
     );
 
-    let url = gw.url("/v1/chat/completions");
-    let not_json = gw
-        .send(
-            Method::POST,
-            url.clone(),
-            Some(KEY),
-            Bytes::from_static(b"{\"model\": "),
-        )
-        .await;
+    let not_json = gw.post_bytes(Bytes::from_static(b"{\"model\": ")).await;
     assert_eq!(
         (not_json.status, not_json.error_code().as_str()),
         (StatusCode::BAD_REQUEST, "invalid_json")
     );
-    let array = gw
-        .send(
-            Method::POST,
-            url.clone(),
-            Some(KEY),
-            Bytes::from_static(b"[1]"),
-        )
-        .await;
+    let array = gw.post_bytes(Bytes::from_static(b"[1]")).await;
     assert_eq!(array.error_code(), "invalid_json");
     let no_model = gw
         .post("/v1/chat/completions", json!({"messages": []}))
@@ -141,12 +126,7 @@ async fn unknown_and_forbidden_models_and_malformed_bodies() {
         (StatusCode::BAD_REQUEST, Some("modelgate"))
     );
     let huge = gw
-        .send(
-            Method::POST,
-            url,
-            Some(KEY),
-            Bytes::from(vec![b' '; 2 * 1024 * 1024]),
-        )
+        .post_bytes(Bytes::from(vec![b' '; 2 * 1024 * 1024]))
         .await;
     assert_eq!(
         (huge.status, huge.error_code().as_str()),
@@ -189,14 +169,7 @@ async fn unknown_and_forbidden_models_and_malformed_bodies() {
 async fn forwards_the_body_with_only_model_replaced_and_no_client_secrets() {
     let (fake, gw) = one_upstream().await;
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"h\u00e9"}],"temperature":0.70,"modelgate":{"metadata":{"team":"x"}},"custom":{"a":[1, 2.50]}}"#;
-    let answer = gw
-        .send(
-            Method::POST,
-            gw.url("/v1/chat/completions"),
-            Some(KEY),
-            Bytes::from_static(body.as_bytes()),
-        )
-        .await;
+    let answer = gw.post_bytes(Bytes::from_static(body.as_bytes())).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     let seen = &fake.requests()[0];
     assert_eq!(seen.path, "/v1/chat/completions");

@@ -153,6 +153,12 @@ impl TestGateway {
         .await
     }
 
+    /// POST raw bytes to the chat endpoint with the test key.
+    pub async fn post_bytes(&self, body: impl Into<Bytes>) -> Answer {
+        let url = self.url("/v1/chat/completions");
+        self.send(Method::POST, url, Some(KEY), body.into()).await
+    }
+
     /// POST a JSON body with the test key.
     pub async fn post(&self, path: &str, body: Value) -> Answer {
         self.post_as(path, Some(KEY), body).await
