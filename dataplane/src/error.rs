@@ -260,15 +260,6 @@ impl ApiError {
         Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
     }
 
-    /// The `data:` payload of an error event inside an already started stream.
-    pub fn sse_event(&self) -> Bytes {
-        let mut event = Vec::with_capacity(self.message.len() + 96);
-        event.extend_from_slice(b"data: ");
-        event.extend_from_slice(&self.body());
-        event.extend_from_slice(b"\n\n");
-        Bytes::from(event)
-    }
-
     pub fn stream_interrupted() -> Self {
         Self::new(
             StatusCode::BAD_GATEWAY,

@@ -20,6 +20,9 @@ use crate::{
     telemetry::{DecisionLog, DecisionRecord, Metrics},
 };
 
+/// Outcome of a stream in which the provider itself sent an error event after content.
+const UPSTREAM_ERROR_EVENT: &str = "upstream_error_event";
+
 /// A partial SSE line longer than this stops the usage scan (the bytes still pass through).
 const MAX_LINE: usize = 1024 * 1024;
 
@@ -106,14 +109,16 @@ pub fn observe(
             }
             Some(Err(error)) => {
                 tracing::warn!(request_id = %end.record.request_id, error = %error.message, "upstream stream failed after the first byte");
-                end.outcome = Some(ApiError::stream_interrupted().code);
-                Some((
-                    Ok(Frame::data(ApiError::stream_interrupted().sse_event())),
-                    None,
-                ))
+                let interrupted = ApiError::stream_interrupted();
+                end.outcome = Some(interrupted.code);
+                Some((Ok(Frame::data(error_chunk(&interrupted))), None))
             }
             None => {
-                end.outcome = Some("ok");
+                end.outcome = Some(if end.scanner.saw_error {
+                    UPSTREAM_ERROR_EVENT
+                } else {
+                    "ok"
+                });
                 None
             }
         }
@@ -121,11 +126,31 @@ pub fn observe(
     StreamBody::new(frames).boxed_unsync()
 }
 
+/// The last event of a stream that failed after content reached the client: a chunk whose
+/// choice finishes with `error`, carrying the OpenAI error object (the SDKs raise on it).
+fn error_chunk(error: &ApiError) -> Bytes {
+    let body = error.body();
+    let mut event = Vec::with_capacity(body.len() + 128);
+    event.extend_from_slice(
+        br#"data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"error"}],"#,
+    );
+    // `body` is `{"error":{...}}`: splice its member in after the choices.
+    event.extend_from_slice(&body[1..]);
+    event.extend_from_slice(
+        b"
+
+",
+    );
+    Bytes::from(event)
+}
+
 /// Finds the `usage` object in OpenAI SSE `data:` lines, across chunk boundaries.
 #[derive(Default)]
 struct UsageScanner {
     partial: Vec<u8>,
     usage: Option<Usage>,
+    /// The provider sent an error event (passed through as is; the SDKs raise on it).
+    saw_error: bool,
     overflowed: bool,
 }
 
@@ -160,6 +185,9 @@ impl UsageScanner {
         let Some(data) = line.strip_prefix(b"data:") else {
             return;
         };
+        if data.trim_ascii_start().starts_with(b"{\"error\"") {
+            self.saw_error = true;
+        }
         // Only chunks that mention usage are parsed; content chunks are skipped cheaply.
         if memchr_usage(data)
             && let Ok(event) = serde_json::from_slice::<UsageEvent>(data)

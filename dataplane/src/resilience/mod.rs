@@ -1,6 +1,9 @@
 //! The one executor every endpoint and both streaming modes go through: walks the [`Plan`],
-//! moving to the next deployment on connect errors, timeouts, 5xx, 429 and misconfigured
-//! deployments (401/403/404), and handing the caller's own 4xx straight back.
+//! moving to the next deployment on connect errors, timeouts, 5xx, 429, misconfigured
+//! deployments (401/403/404) and streams that fail before their first content token, and
+//! handing the caller's own 4xx straight back.
+
+mod prime;
 
 use std::fmt::Write as _;
 
@@ -51,7 +54,16 @@ where
         let provider = deployment.spec.provider.as_str();
         let in_flight = deployment.signals.begin();
         let started = Instant::now();
-        let result = deployment.provider.call(make_call(deployment)).await;
+        let call = make_call(deployment);
+        let first_byte = call.timeouts.first_byte;
+        let result = match deployment.provider.call(call).await {
+            // A stream is committed only once it carries content; failing before that is
+            // invisible to the client, so it moves on like any other failed attempt.
+            Ok(UpstreamBody::Stream(stream)) => prime::until_first_content(stream, first_byte)
+                .await
+                .map(UpstreamBody::Stream),
+            other => other,
+        };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
             Ok(body) => {

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use fake_provider::{FakeProvider, Script};
 use http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::*;
 
@@ -409,11 +409,11 @@ fn sse_data(body: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn streams_pass_through_and_a_cut_after_content_ends_with_an_error_event() {
-    let (fake, gw) = one_upstream().await;
+async fn streams_pass_through_with_usage_and_ttft_recorded() {
+    let (_fake, gw) = one_upstream().await;
     let request = json!({"model": "chat", "stream": true, "stream_options": {"include_usage": true},
                          "messages": [{"role": "user", "content": "one two"}]});
-    let answer = gw.post("/v1/chat/completions", request.clone()).await;
+    let answer = gw.post("/v1/chat/completions", request).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.header("content-type"), "text/event-stream");
     let events = sse_data(&answer.text());
@@ -422,24 +422,6 @@ async fn streams_pass_through_and_a_cut_after_content_ends_with_an_error_event()
     assert!(decision["usage"]["completion_tokens"].as_u64().unwrap() > 0);
     assert!(decision["ttft_ms"].as_f64().is_some());
     assert_eq!(decision["stream"], true);
-
-    fake.push(Script::CutStreamAfter { chunks: 2 });
-    let cut = gw.post("/v1/chat/completions", request).await;
-    assert_eq!(cut.status, StatusCode::OK, "the head was already sent");
-    let events = sse_data(&cut.text());
-    assert_eq!(
-        events.len(),
-        3,
-        "two upstream chunks, then the error event: {events:?}"
-    );
-    let error: Value = serde_json::from_str(&events[2]).unwrap();
-    assert_eq!(error["error"]["code"], "upstream_stream_error");
-    assert!(
-        !events.iter().any(|e| e == "[DONE]"),
-        "never a clean-looking end"
-    );
-    let decision = gw.decision(cut.header("x-modelgate-request-id")).await;
-    assert_eq!(decision["error_code"], "upstream_stream_error");
 }
 
 #[tokio::test]

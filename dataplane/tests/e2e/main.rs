@@ -6,4 +6,5 @@
 mod api;
 mod reload;
 mod routing;
+mod streaming;
 mod support;

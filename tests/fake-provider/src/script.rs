@@ -27,6 +27,9 @@ pub enum Script {
     Hold,
     /// Stream `chunks` SSE events, then break the connection (streaming requests only).
     CutStreamAfter { chunks: usize },
+    /// Stream `chunks` SSE events, then an OpenAI error event, and close without `[DONE]`
+    /// (streaming requests only).
+    StreamErrorAfter { chunks: usize },
     /// Answer 200 with a body that is not JSON.
     MalformedJson,
 }

@@ -88,10 +88,10 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
     let script = lock(&state.scripts).pop_front().unwrap_or(Script::Ok);
     let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
     match script {
-        Script::Ok => Ok(answer(&path, &body, stream, None)),
+        Script::Ok => Ok(answer(&path, &body, stream, Ending::Done)),
         Script::Delay { ms } => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok(answer(&path, &body, stream, None))
+            Ok(answer(&path, &body, stream, Ending::Done))
         }
         Script::Status {
             status,
@@ -111,9 +111,12 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             if let Ok(permit) = state.held.acquire().await {
                 permit.forget();
             }
-            Ok(answer(&path, &body, stream, None))
+            Ok(answer(&path, &body, stream, Ending::Done))
         }
-        Script::CutStreamAfter { chunks } => Ok(answer(&path, &body, stream, Some(chunks))),
+        Script::CutStreamAfter { chunks } => Ok(answer(&path, &body, stream, Ending::Cut(chunks))),
+        Script::StreamErrorAfter { chunks } => {
+            Ok(answer(&path, &body, stream, Ending::Error(chunks)))
+        }
         Script::MalformedJson => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(Bytes::from_static(
@@ -123,9 +126,20 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
     }
 }
 
-fn answer(path: &str, body: &Value, stream: bool, cut_after: Option<usize>) -> Response<Body> {
+/// How a streamed answer ends.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// `data: [DONE]`.
+    Done,
+    /// The connection breaks after this many events.
+    Cut(usize),
+    /// After this many events, an OpenAI error event, then the stream closes without `[DONE]`.
+    Error(usize),
+}
+
+fn answer(path: &str, body: &Value, stream: bool, ending: Ending) -> Response<Body> {
     match path {
-        "/v1/chat/completions" if stream => sse(reply::chat_chunks(body), cut_after),
+        "/v1/chat/completions" if stream => sse(reply::chat_chunks(body), ending),
         "/v1/chat/completions" => json_response(StatusCode::OK, &reply::chat_completion(body)),
         "/v1/embeddings" => json_response(StatusCode::OK, &reply::embeddings(body)),
         "/v1/images/generations" => json_response(StatusCode::OK, &reply::images(body)),
@@ -134,37 +148,40 @@ fn answer(path: &str, body: &Value, stream: bool, cut_after: Option<usize>) -> R
     }
 }
 
-/// An SSE stream of `events` and `[DONE]`; with `cut_after`, the connection breaks after that
-/// many events instead.
-fn sse(events: Vec<Value>, cut_after: Option<usize>) -> Response<Body> {
+/// An SSE stream of `events`, ended as `ending` says.
+fn sse(events: Vec<Value>, ending: Ending) -> Response<Body> {
     let mut frames: Vec<Bytes> = events
         .iter()
         .map(|e| Bytes::from(format!("data: {e}\n\n")))
         .collect();
-    frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
-    if let Some(n) = cut_after {
-        frames.truncate(n);
-    }
-    let frames = stream::unfold(
-        (frames.into_iter(), cut_after.is_some()),
-        |(mut rest, cut)| async move {
-            match rest.next() {
-                Some(bytes) => Some((Ok(Frame::data(bytes)), (rest, cut))),
-                None if cut => {
-                    // Let the server flush what was sent, as a provider dying mid-stream would have.
-                    tokio::task::yield_now().await;
-                    Some((
-                        Err(std::io::Error::new(
-                            std::io::ErrorKind::ConnectionReset,
-                            "scripted cut",
-                        )),
-                        (rest, false),
-                    ))
-                }
-                None => None,
+    let cut = match ending {
+        Ending::Done => {
+            frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+            false
+        }
+        Ending::Cut(n) => {
+            frames.truncate(n);
+            true
+        }
+        Ending::Error(n) => {
+            frames.truncate(n);
+            frames.push(Bytes::from(format!("data: {}\n\n", reply::error_body(500))));
+            false
+        }
+    };
+    let frames = stream::unfold((frames.into_iter(), cut), |(mut rest, cut)| async move {
+        match rest.next() {
+            Some(bytes) => Some((Ok(Frame::data(bytes)), (rest, cut))),
+            None if cut => {
+                // Let the server flush what was sent, as a provider dying mid-stream would have.
+                tokio::task::yield_now().await;
+                let reset =
+                    std::io::Error::new(std::io::ErrorKind::ConnectionReset, "scripted cut");
+                Some((Err(reset), (rest, false)))
             }
-        },
-    );
+            None => None,
+        }
+    });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(StreamBody::new(frames).boxed_unsync())
