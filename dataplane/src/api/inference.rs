@@ -21,9 +21,9 @@ use crate::{
     config::{Deployment, KeyEntry},
     error::ApiError,
     provider::{AttemptTimeouts, Call, Endpoint, UpstreamBody},
-    resilience::{self, Failed},
+    resilience::{self, BreakerSettings, Execution, Failed, RetryPolicy},
     route::{self, RouteInput, tags::RequestTags},
-    telemetry::DecisionRecord,
+    telemetry::{AttemptRecord, DecisionRecord},
 };
 
 const DEFAULT_FIRST_BYTE: Duration = Duration::from_secs(300);
@@ -33,6 +33,9 @@ const MAX_METADATA_BYTES: usize = 256;
 
 const TAGS_HEADER: &str = "x-modelgate-tags";
 const STRATEGY_HEADER: &str = "x-modelgate-strategy";
+const RETRIES_HEADER: &str = "x-modelgate-retries";
+/// Deadline across every attempt of one request when the policy sets none.
+const DEFAULT_TOTAL: Duration = Duration::from_secs(600);
 
 /// modelgate's body extension (`"modelgate": {...}`), stripped before forwarding.
 #[derive(Default, Deserialize)]
@@ -130,6 +133,14 @@ async fn run(
     record.org = Some(key.spec.org.clone());
     record.team = key.spec.team.clone();
     let tag_header = header_text(request.headers(), TAGS_HEADER)?;
+    let retries_override = header_text(request.headers(), RETRIES_HEADER)?
+        .map(|v| {
+            v.trim().parse::<u32>().map_err(|_| {
+                ApiError::invalid_request(format!("`{RETRIES_HEADER}` must be a whole number"))
+                    .with_param(RETRIES_HEADER)
+            })
+        })
+        .transpose()?;
     let strategy_override = header_text(request.headers(), STRATEGY_HEADER)?
         .map(|s| parse_strategy(&s))
         .transpose()?;
@@ -152,6 +163,7 @@ async fn run(
         endpoint == Endpoint::ChatCompletions && parsed.field::<bool>("stream")?.unwrap_or(false);
     record.stream = stream;
 
+    let input_seed = fastrand::u64(..);
     let tags = RequestTags::from_request(&parsed, extension.tags, tag_header.as_deref())?;
     let policy_tags = key
         .policy
@@ -169,7 +181,7 @@ async fn run(
         max_tokens: parsed
             .field::<u64>("max_completion_tokens")?
             .or(parsed.field::<u64>("max_tokens")?),
-        seed: fastrand::u64(..),
+        seed: input_seed,
     };
     let routed = route::route(&snapshot, key, &input)?;
     let plan = routed.plan;
@@ -186,13 +198,36 @@ async fn run(
         .map(|a| snapshot.group(a.group).deployments[a.deployment].id.clone())
         .collect();
 
+    let policy = key.policy.as_deref();
+    let mut retry = policy.map_or_else(RetryPolicy::default, |p| {
+        RetryPolicy::from_compiled(&p.spec.retries)
+    });
+    if let Some(asked) = retries_override {
+        // Callers may ask for fewer retries than their policy allows, never more.
+        retry.retries_per_link = retry.retries_per_link.min(asked);
+    }
+    let total = policy
+        .and_then(|p| p.spec.timeouts.total_ms)
+        .map_or(DEFAULT_TOTAL, Duration::from_millis);
+    let execution = Execution {
+        org: &key.spec.org,
+        retry,
+        breaker: policy.map_or_else(BreakerSettings::default, |p| {
+            BreakerSettings::from_compiled(&p.spec.circuit_breaker)
+        }),
+        deadline: started + total,
+        breakers: &state.breakers,
+        budget: &state.retry_budget,
+        metrics: &state.metrics,
+        seed: input_seed,
+    };
     let make_call = |deployment| call_for(endpoint, &parsed, stream, deployment, state, key);
-    let served = match resilience::execute(&snapshot, &plan, &state.metrics, make_call).await {
+    let served = match resilience::execute(&snapshot, &plan, &execution, make_call).await {
         Ok(served) => served,
         Err(Failed::Client { error, attempts }) => {
             let status = error.status.unwrap_or(StatusCode::BAD_REQUEST);
             let code = client_error_code(error.provider_code.as_deref());
-            let count = attempts.len();
+            let count = calls_made(&attempts);
             record.attempts = attempts;
             return Err(Rejected {
                 error: ApiError::upstream_client_error(status, code, error.message),
@@ -201,7 +236,7 @@ async fn run(
         }
         Err(Failed::Exhausted { attempts }) => {
             let chain = resilience::chain_header(&attempts);
-            let count = attempts.len();
+            let count = calls_made(&attempts);
             record.attempts = attempts;
             let mut headers = vec![attempts_header(count)];
             if let Ok(value) = HeaderValue::from_str(&chain) {
@@ -227,7 +262,10 @@ async fn run(
     set("x-modelgate-routed-model", &served_group.spec.name);
     set("x-modelgate-provider", deployment.provider.as_str());
     set("x-modelgate-deployment", &deployment.name);
-    set("x-modelgate-attempts", &served.attempts.len().to_string());
+    set(
+        "x-modelgate-attempts",
+        &calls_made(&served.attempts).to_string(),
+    );
     record.attempts = served.attempts;
 
     match served.body {
@@ -366,6 +404,14 @@ fn timeouts_for(key: &KeyEntry, deployment: &Deployment) -> AttemptTimeouts {
         ),
         idle: pick(own.idle_ms, policy.and_then(|p| p.idle_ms), DEFAULT_IDLE),
     }
+}
+
+/// Attempts that called a provider (links skipped on an open breaker are in the chain, not here).
+fn calls_made(attempts: &[AttemptRecord]) -> usize {
+    attempts
+        .iter()
+        .filter(|a| a.outcome != resilience::BREAKER_OPEN)
+        .count()
 }
 
 fn attempts_header(count: usize) -> (HeaderName, HeaderValue) {

@@ -16,6 +16,7 @@ use crate::{
     config::ConfigHandle,
     error::ApiError,
     provider::{Endpoint, HttpClient},
+    resilience::{Breakers, RetryBudget},
     telemetry::{DecisionLog, Metrics},
 };
 
@@ -29,6 +30,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub decisions: DecisionLog,
     pub max_body_bytes: usize,
+    /// Circuit breakers per (org, deployment); they outlive config swaps.
+    pub breakers: Breakers,
+    pub retry_budget: RetryBudget,
 }
 
 /// Every public route: (method, path or prefix, needs a virtual key). Admin routes are not here;

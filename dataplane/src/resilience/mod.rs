@@ -3,11 +3,17 @@
 //! deployments (401/403/404) and streams that fail before their first content token, and
 //! handing the caller's own 4xx straight back.
 
+mod breaker;
 mod prime;
+mod retry;
 
 use std::fmt::Write as _;
 
 use tokio::time::Instant;
+
+use breaker::{Breaker, Gate};
+pub use breaker::{BreakerSettings, Breakers, Transition};
+pub use retry::{RetryBudget, RetryPolicy};
 
 use crate::{
     config::{Deployment, Snapshot},
@@ -38,23 +44,144 @@ pub enum Failed {
     Exhausted { attempts: Vec<AttemptRecord> },
 }
 
+/// How one request is executed: its caller's org (breakers are per org), the policy's retry and
+/// breaker settings, and the deadline across every attempt.
+pub struct Execution<'a> {
+    pub org: &'a str,
+    pub retry: RetryPolicy,
+    pub breaker: BreakerSettings,
+    pub deadline: Instant,
+    pub breakers: &'a Breakers,
+    pub budget: &'a RetryBudget,
+    pub metrics: &'a Metrics,
+    /// Seeds the backoff jitter (the request's routing seed).
+    pub seed: u64,
+}
+
 /// Runs the plan. `make_call` builds the provider call for one deployment.
+///
+/// Each link: skipped while its breaker is open (unless every link is open: then the one that
+/// reopens first is still tried); otherwise tried, and retried with backoff while the error is
+/// transient, retries are left and the retry budget allows. A Retry-After cools the link down
+/// and moves on when another link exists. The deadline and the attempt cap bound it all.
 pub async fn execute<'a, F>(
     snapshot: &'a Snapshot,
     plan: &Plan,
-    metrics: &Metrics,
+    run: &Execution<'_>,
     mut make_call: F,
 ) -> Result<Served, Failed>
 where
     F: FnMut(&'a Deployment) -> Call<'a>,
 {
-    let mut attempts = Vec::with_capacity(plan.attempts.len());
-    for &planned in &plan.attempts {
+    run.budget.deposit();
+    let mut state = Attempts {
+        run,
+        records: Vec::with_capacity(plan.attempts.len()),
+        made: 0,
+        rng: fastrand::Rng::with_seed(run.seed.rotate_left(17)),
+    };
+    let mut open: Option<(PlannedAttempt, Instant)> = None;
+    for (index, &planned) in plan.attempts.iter().enumerate() {
         let deployment = &snapshot.group(planned.group).deployments[planned.deployment];
+        let breaker = run.breakers.get(run.org, &deployment.id);
+        if let Gate::Open(until) = breaker.gate(Instant::now()) {
+            state.skipped(deployment);
+            if open.is_none_or(|(_, soonest)| until < soonest) {
+                open = Some((planned, until));
+            }
+            continue;
+        }
+        let more_links = index + 1 < plan.attempts.len();
+        for retry in 0..=run.retry.retries_per_link {
+            let Some(outcome) = state
+                .attempt(planned, deployment, &breaker, &mut make_call)
+                .await
+            else {
+                return Err(Failed::Exhausted {
+                    attempts: state.records,
+                });
+            };
+            let error = match outcome {
+                Ok(served) => return Ok(served),
+                Err(error) if error.is_client_error() => {
+                    return Err(Failed::Client {
+                        error,
+                        attempts: state.records,
+                    });
+                }
+                Err(error) => error,
+            };
+            let pause = match error.retry_after {
+                // The provider said when: another link now beats waiting here.
+                Some(_) if more_links => break,
+                Some(pause) => pause,
+                None => run.retry.backoff(retry, &mut state.rng),
+            };
+            let retry_left = retry < run.retry.retries_per_link;
+            if !retry_left || Instant::now() + pause >= run.deadline || !run.budget.withdraw() {
+                break;
+            }
+            run.metrics.retry();
+            tokio::time::sleep(pause).await;
+        }
+    }
+    if state.made == 0
+        && let Some((planned, _)) = open
+    {
+        // Every link is open: rather than fail without trying, try the one that reopens first.
+        let deployment = &snapshot.group(planned.group).deployments[planned.deployment];
+        let breaker = run.breakers.get(run.org, &deployment.id);
+        if let Some(outcome) = state
+            .attempt(planned, deployment, &breaker, &mut make_call)
+            .await
+        {
+            match outcome {
+                Ok(served) => return Ok(served),
+                Err(error) if error.is_client_error() => {
+                    return Err(Failed::Client {
+                        error,
+                        attempts: state.records,
+                    });
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    Err(Failed::Exhausted {
+        attempts: state.records,
+    })
+}
+
+/// The attempts of one request so far.
+struct Attempts<'r> {
+    run: &'r Execution<'r>,
+    records: Vec<AttemptRecord>,
+    made: u32,
+    rng: fastrand::Rng,
+}
+
+impl Attempts<'_> {
+    /// One call to one deployment, recorded, its outcome fed to the breaker. `None` when the
+    /// attempt cap or the deadline leaves no room for it.
+    async fn attempt<'a, F>(
+        &mut self,
+        planned: PlannedAttempt,
+        deployment: &'a Deployment,
+        breaker: &Breaker,
+        make_call: &mut F,
+    ) -> Option<Result<Served, CallError>>
+    where
+        F: FnMut(&'a Deployment) -> Call<'a>,
+    {
+        let now = Instant::now();
+        if self.made >= self.run.retry.max_attempts || now >= self.run.deadline {
+            return None;
+        }
+        self.made += 1;
         let provider = deployment.spec.provider.as_str();
         let in_flight = deployment.signals.begin();
-        let started = Instant::now();
-        let call = make_call(deployment);
+        let mut call = make_call(deployment);
+        call.timeouts.first_byte = call.timeouts.first_byte.min(self.run.deadline - now);
         let first_byte = call.timeouts.first_byte;
         let result = match deployment.provider.call(call).await {
             // A stream is committed only once it carries content; failing before that is
@@ -64,45 +191,60 @@ where
                 .map(UpstreamBody::Stream),
             other => other,
         };
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match result {
-            Ok(body) => {
-                metrics.attempt(provider, "ok");
-                attempts.push(AttemptRecord {
-                    deployment: deployment.id.clone(),
-                    provider,
-                    status: Some(200),
-                    latency_ms,
-                    outcome: "ok",
-                    error: None,
-                });
-                return Ok(Served {
-                    body,
-                    by: planned,
-                    attempts,
-                    in_flight,
-                    started,
-                });
-            }
-            Err(error) => {
-                metrics.attempt(provider, error.kind.as_str());
-                attempts.push(AttemptRecord {
-                    deployment: deployment.id.clone(),
-                    provider,
-                    status: error.status.map(|s| s.as_u16()),
-                    latency_ms,
-                    outcome: error.kind.as_str(),
-                    error: Some(error.message.clone()),
-                });
-                if error.is_client_error() {
-                    return Err(Failed::Client { error, attempts });
-                }
-                tracing::debug!(deployment = %deployment.spec.id, error = %error.message, "attempt failed; trying the next link");
-            }
+        let latency_ms = now.elapsed().as_secs_f64() * 1000.0;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.kind.as_str(),
+        };
+        self.run.metrics.attempt(provider, outcome);
+        self.records.push(AttemptRecord {
+            deployment: deployment.id.clone(),
+            provider,
+            status: match &result {
+                Ok(_) => Some(200),
+                Err(error) => error.status.map(|s| s.as_u16()),
+            },
+            latency_ms,
+            outcome,
+            error: result.as_ref().err().map(|e| e.message.clone()),
+        });
+        let transition = match &result {
+            Ok(_) => breaker.success(),
+            // The caller's own mistakes say nothing about the deployment's health.
+            Err(error) if error.is_client_error() => None,
+            Err(error) => match error.retry_after {
+                Some(pause) => breaker.cool_down(Instant::now(), pause),
+                None => breaker.failure(Instant::now(), &self.run.breaker),
+            },
+        };
+        if let Some(transition) = transition {
+            self.run.metrics.breaker(transition);
+            tracing::info!(org = self.run.org, deployment = %deployment.id, ?transition, "circuit breaker");
         }
+        Some(result.map(|body| Served {
+            body,
+            by: planned,
+            attempts: std::mem::take(&mut self.records),
+            in_flight,
+            started: now,
+        }))
     }
-    Err(Failed::Exhausted { attempts })
+
+    /// A link passed over because its breaker is open.
+    fn skipped(&mut self, deployment: &Deployment) {
+        self.records.push(AttemptRecord {
+            deployment: deployment.id.clone(),
+            provider: deployment.spec.provider.as_str(),
+            status: None,
+            latency_ms: 0.0,
+            outcome: BREAKER_OPEN,
+            error: None,
+        });
+    }
 }
+
+/// The outcome recorded for a link skipped because its breaker was open.
+pub const BREAKER_OPEN: &str = "breaker_open";
 
 /// `x-modelgate-fallback-chain`: each link as `deployment;outcome;status;latency_ms`.
 pub fn chain_header(attempts: &[AttemptRecord]) -> String {

@@ -19,6 +19,7 @@ use crate::{
     api::{self, AppState, ResponseBody},
     config::{ConfigHandle, watch::ConfigLoader},
     provider::build_http_client,
+    resilience::{Breakers, RetryBudget},
     route::signals::SignalRegistry,
     telemetry::{DecisionLog, DecisionTarget, Metrics},
 };
@@ -90,6 +91,8 @@ impl Gateway {
             metrics: metrics.clone(),
             decisions,
             max_body_bytes: options.max_body_bytes,
+            breakers: Breakers::default(),
+            retry_budget: RetryBudget::default(),
         });
 
         let api_listener = bind(options.listen).await?;

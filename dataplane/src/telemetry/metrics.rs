@@ -37,6 +37,13 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     rejected_objects: Gauge,
     decisions_dropped: Counter,
+    retries: Counter,
+    breaker_transitions: Family<TransitionLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    transition: &'static str,
 }
 
 impl Default for Metrics {
@@ -84,8 +91,22 @@ impl Metrics {
             "Decision records dropped because the writer fell behind",
             decisions_dropped.clone(),
         );
+        let retries = Counter::default();
+        registry.register(
+            "retries",
+            "Retries of a link after a transient failure",
+            retries.clone(),
+        );
+        let breaker_transitions = Family::<TransitionLabels, Counter>::default();
+        registry.register(
+            "breaker_transitions",
+            "Circuit breaker state changes (per org and deployment, summed)",
+            breaker_transitions.clone(),
+        );
         Self {
             registry,
+            retries,
+            breaker_transitions,
             requests,
             duration,
             attempts,
@@ -118,6 +139,20 @@ impl Metrics {
     pub fn set_rejected_objects(&self, count: usize) {
         self.rejected_objects
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn retry(&self) {
+        self.retries.inc();
+    }
+
+    pub fn breaker(&self, transition: crate::resilience::Transition) {
+        let transition = match transition {
+            crate::resilience::Transition::Opened => "opened",
+            crate::resilience::Transition::Closed => "closed",
+        };
+        self.breaker_transitions
+            .get_or_create(&TransitionLabels { transition })
+            .inc();
     }
 
     pub fn decision_dropped(&self) {

@@ -5,6 +5,7 @@
 
 mod api;
 mod reload;
+mod resilience;
 mod routing;
 mod streaming;
 mod support;

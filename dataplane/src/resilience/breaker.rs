@@ -1,0 +1,245 @@
+//! Circuit breakers per (org, deployment): a small state machine fed by outcome events. One
+//! tenant's failures never open another tenant's breaker. Consecutive failures open it for a
+//! cooldown that doubles on each repeated trip (capped); when the cooldown ends one probe goes
+//! through (half-open), and its outcome closes the breaker or opens it again. A provider's
+//! Retry-After opens it for exactly that long. State lives in a registry keyed by stable ids,
+//! outside the config snapshot, so reloads keep it.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use modelgate_crds::compiled::CompiledBreaker;
+use tokio::time::Instant;
+
+const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerSettings {
+    pub consecutive_failures: u32,
+    pub cooldown: Duration,
+    pub max_cooldown: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: DEFAULT_CONSECUTIVE_FAILURES,
+            cooldown: DEFAULT_COOLDOWN,
+            max_cooldown: DEFAULT_MAX_COOLDOWN,
+        }
+    }
+}
+
+impl BreakerSettings {
+    pub fn from_compiled(breaker: &CompiledBreaker) -> Self {
+        let default = Self::default();
+        Self {
+            consecutive_failures: breaker
+                .consecutive_failures
+                .unwrap_or(default.consecutive_failures)
+                .max(1),
+            cooldown: breaker
+                .cooldown_ms
+                .map_or(default.cooldown, Duration::from_millis),
+            max_cooldown: breaker
+                .max_cooldown_ms
+                .map_or(default.max_cooldown, Duration::from_millis),
+        }
+    }
+
+    /// The cooldown of trip number `trips` (1-based): doubled per repeated trip, capped.
+    fn cooldown(&self, trips: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(trips.saturating_sub(1).min(31))
+            .unwrap_or(u32::MAX);
+        self.cooldown
+            .checked_mul(factor)
+            .unwrap_or(self.max_cooldown)
+            .min(self.max_cooldown)
+    }
+}
+
+/// What the gate says about one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Closed: go ahead.
+    Pass,
+    /// The cooldown is over: this attempt is the one probe.
+    Probe,
+    /// Open until then.
+    Open(Instant),
+}
+
+/// A state change worth logging and counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    Opened,
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    consecutive: u32,
+    open_until: Option<Instant>,
+    trips: u32,
+    probing: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Breaker {
+    state: Mutex<State>,
+}
+
+impl Breaker {
+    pub fn gate(&self, now: Instant) -> Gate {
+        let mut s = self.lock();
+        match s.open_until {
+            None => Gate::Pass,
+            Some(until) if now < until || s.probing => Gate::Open(until),
+            Some(_) => {
+                s.probing = true;
+                Gate::Probe
+            }
+        }
+    }
+
+    pub fn success(&self) -> Option<Transition> {
+        let mut s = self.lock();
+        s.consecutive = 0;
+        if s.open_until.take().is_some() {
+            s.probing = false;
+            s.trips = 0;
+            return Some(Transition::Closed);
+        }
+        None
+    }
+
+    pub fn failure(&self, now: Instant, settings: &BreakerSettings) -> Option<Transition> {
+        let mut s = self.lock();
+        s.consecutive += 1;
+        let trips_now =
+            s.probing || (s.open_until.is_none() && s.consecutive >= settings.consecutive_failures);
+        if !trips_now {
+            return None;
+        }
+        s.trips += 1;
+        s.probing = false;
+        s.consecutive = 0;
+        s.open_until = Some(now + settings.cooldown(s.trips));
+        Some(Transition::Opened)
+    }
+
+    /// The provider asked for a pause (Retry-After): stay open at least that long.
+    pub fn cool_down(&self, now: Instant, pause: Duration) -> Option<Transition> {
+        let mut s = self.lock();
+        let until = now + pause;
+        let was_open = s.open_until.is_some();
+        s.open_until = Some(s.open_until.map_or(until, |t| t.max(until)));
+        s.probing = false;
+        (!was_open).then_some(Transition::Opened)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// (org, deployment id): one tenant's failures never touch another tenant's breaker.
+type BreakerKey = (String, Arc<str>);
+
+/// Breakers by (org, deployment id).
+#[derive(Default)]
+pub struct Breakers {
+    by_key: Mutex<HashMap<BreakerKey, Arc<Breaker>>>,
+}
+
+impl Breakers {
+    pub fn get(&self, org: &str, deployment: &Arc<str>) -> Arc<Breaker> {
+        let mut map = self
+            .by_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry((org.to_owned(), deployment.clone()))
+            .or_default()
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> BreakerSettings {
+        BreakerSettings {
+            consecutive_failures: 3,
+            cooldown: Duration::from_secs(10),
+            max_cooldown: Duration::from_secs(25),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_consecutive_failures_probes_once_and_grows_its_cooldown() {
+        let b = Breaker::default();
+        let s = settings();
+        assert_eq!(b.failure(Instant::now(), &s), None);
+        assert_eq!(b.success(), None, "a success resets the count");
+        assert_eq!(b.failure(Instant::now(), &s), None);
+        assert_eq!(b.failure(Instant::now(), &s), None);
+        assert_eq!(b.failure(Instant::now(), &s), Some(Transition::Opened));
+        assert!(matches!(b.gate(Instant::now()), Gate::Open(_)));
+
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(b.gate(Instant::now()), Gate::Probe);
+        assert!(
+            matches!(b.gate(Instant::now()), Gate::Open(_)),
+            "one probe at a time"
+        );
+        assert_eq!(
+            b.failure(Instant::now(), &s),
+            Some(Transition::Opened),
+            "a failed probe reopens"
+        );
+
+        // Second trip: 20 s; third: capped at 25 s.
+        tokio::time::advance(Duration::from_secs(19)).await;
+        assert!(matches!(b.gate(Instant::now()), Gate::Open(_)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.gate(Instant::now()), Gate::Probe);
+        b.failure(Instant::now(), &s);
+        tokio::time::advance(Duration::from_secs(24)).await;
+        assert!(matches!(b.gate(Instant::now()), Gate::Open(_)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.gate(Instant::now()), Gate::Probe);
+        assert_eq!(b.success(), Some(Transition::Closed));
+        assert_eq!(b.gate(Instant::now()), Gate::Pass);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_opens_for_exactly_that_long() {
+        let b = Breaker::default();
+        assert_eq!(
+            b.cool_down(Instant::now(), Duration::from_secs(7)),
+            Some(Transition::Opened)
+        );
+        tokio::time::advance(Duration::from_millis(6999)).await;
+        assert!(matches!(b.gate(Instant::now()), Gate::Open(_)));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(b.gate(Instant::now()), Gate::Probe);
+    }
+
+    #[test]
+    fn breakers_are_per_org() {
+        let breakers = Breakers::default();
+        let id: Arc<str> = Arc::from("ns/g/d");
+        let a = breakers.get("org-a", &id);
+        assert!(Arc::ptr_eq(&a, &breakers.get("org-a", &id)));
+        assert!(!Arc::ptr_eq(&a, &breakers.get("org-b", &id)));
+    }
+}

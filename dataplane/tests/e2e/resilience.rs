@@ -1,0 +1,224 @@
+//! Retries, Retry-After, per-org circuit breakers and the retry budget, end to end. Backoffs are
+//! configured in milliseconds here; their timing law is unit-tested with paused time.
+
+use fake_provider::{FakeProvider, Script};
+use http::StatusCode;
+use serde_json::Value;
+
+use crate::support::*;
+
+fn outcomes(record: &Value) -> Vec<String> {
+    record["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            format!(
+                "{}:{}",
+                a["deployment"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap(),
+                a["outcome"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn policy_for_acme(spec: &str) -> String {
+    policy("acme", &format!("  orgs: [acme]\n{spec}"))
+}
+
+#[tokio::test]
+async fn a_link_is_retried_with_backoff_within_the_policys_bounds() {
+    let fake = FakeProvider::start().await.unwrap();
+    let groups = group(
+        "chat",
+        &["chat"],
+        &[upstream("only", &fake.base_url(), 1)],
+        &[],
+    );
+    let spec = "  retries: {attempts: 2, backoffBase: 1ms, backoffMax: 5ms}\n  circuitBreaker: {consecutiveFailures: 100}";
+    let gw = TestGateway::start(&config_with(&format!("{groups}{}", policy_for_acme(spec)))).await;
+
+    fake.push(Script::status(500));
+    fake.push(Script::status(503));
+    let answer = gw.post("/v1/chat/completions", chat("chat")).await;
+    assert_eq!(
+        (answer.status, answer.header("x-modelgate-attempts")),
+        (StatusCode::OK, "3")
+    );
+
+    for _ in 0..3 {
+        fake.push(Script::status(500));
+    }
+    let failed = gw.post("/v1/chat/completions", chat("chat")).await;
+    assert_eq!(
+        (failed.status, failed.header("x-modelgate-attempts")),
+        (StatusCode::BAD_GATEWAY, "3")
+    );
+
+    // A caller may ask for fewer retries, never more than its policy allows.
+    fake.push(Script::status(500));
+    let none = gw
+        .post_with(KEY, &[("x-modelgate-retries", "0")], chat("chat"))
+        .await;
+    assert_eq!(
+        (none.status, none.header("x-modelgate-attempts")),
+        (StatusCode::BAD_GATEWAY, "1")
+    );
+    for _ in 0..6 {
+        fake.push(Script::status(500));
+    }
+    let capped = gw
+        .post_with(KEY, &[("x-modelgate-retries", "5")], chat("chat"))
+        .await;
+    assert_eq!(capped.header("x-modelgate-attempts"), "3");
+    let bad = gw
+        .post_with(KEY, &[("x-modelgate-retries", "many")], chat("chat"))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    fake.reset();
+
+    // The caller's own mistake is never retried.
+    fake.push(Script::status(400));
+    let own = gw.post("/v1/chat/completions", chat("chat")).await;
+    assert_eq!(
+        (own.status, fake.request_count()),
+        (StatusCode::BAD_REQUEST, 1)
+    );
+}
+
+#[tokio::test]
+async fn retry_after_cools_the_link_down_and_moves_on_at_once() {
+    let fake = FakeProvider::start().await.unwrap();
+    let deployments = [
+        upstream("first", &fake.base_url(), 1),
+        upstream("second", &fake.base_url(), 0),
+    ];
+    let groups = group("chat", &["chat"], &deployments, &[]);
+    let spec = "  retries: {attempts: 3, backoffBase: 1ms}";
+    let gw = TestGateway::start(&config_with(&format!("{groups}{}", policy_for_acme(spec)))).await;
+
+    fake.push(Script::Status {
+        status: 429,
+        body: None,
+        retry_after: Some("60".to_owned()),
+    });
+    let answer = gw.post("/v1/chat/completions", chat("chat")).await;
+    assert_eq!(
+        (answer.status, answer.header("x-modelgate-deployment")),
+        (StatusCode::OK, "second")
+    );
+    let record = gw.decision(answer.header("x-modelgate-request-id")).await;
+    assert_eq!(
+        outcomes(&record),
+        vec!["first:status", "second:ok"],
+        "no retry of the rate-limited link"
+    );
+
+    // For the next minute the link is cooling down: skipped without a call.
+    let next = gw.post("/v1/chat/completions", chat("chat")).await;
+    assert_eq!(
+        (
+            next.header("x-modelgate-deployment"),
+            next.header("x-modelgate-attempts")
+        ),
+        ("second", "1")
+    );
+    let record = gw.decision(next.header("x-modelgate-request-id")).await;
+    assert_eq!(outcomes(&record), vec!["first:breaker_open", "second:ok"]);
+    assert_eq!(fake.request_count(), 3);
+}
+
+#[tokio::test]
+async fn breakers_are_per_org_and_never_eject_the_last_link() {
+    let fake = FakeProvider::start().await.unwrap();
+    let deployments = [
+        upstream("flaky", &fake.base_url(), 1),
+        upstream("steady", &fake.base_url(), 0),
+    ];
+    let groups = format!(
+        "{}{}",
+        group("chat", &["chat"], &deployments, &[]),
+        group(
+            "solo",
+            &["solo"],
+            &[upstream("alone", &fake.base_url(), 1)],
+            &[]
+        )
+    );
+    let breaker = "  circuitBreaker: {consecutiveFailures: 2, cooldown: 60s}";
+    let other = policy("other", &format!("  orgs: [other]\n{breaker}"));
+    let key = virtual_key("other", "sk-mg-other-org-key-001", "other", "");
+    let gw = TestGateway::start(&config_with(&format!(
+        "{groups}{}{other}{key}",
+        policy_for_acme(breaker)
+    )))
+    .await;
+
+    for _ in 0..2 {
+        fake.push(Script::status(500));
+        let answer = gw.post("/v1/chat/completions", chat("chat")).await;
+        assert_eq!(answer.header("x-modelgate-deployment"), "steady");
+    }
+    // acme's breaker on `flaky` is open: skipped, no call.
+    let skipped = gw.post("/v1/chat/completions", chat("chat")).await;
+    let record = gw.decision(skipped.header("x-modelgate-request-id")).await;
+    assert_eq!(outcomes(&record), vec!["flaky:breaker_open", "steady:ok"]);
+    // Another org's traffic still reaches `flaky`.
+    let other_org = gw
+        .post_as(
+            "/v1/chat/completions",
+            Some("sk-mg-other-org-key-001"),
+            chat("chat"),
+        )
+        .await;
+    assert_eq!(other_org.header("x-modelgate-deployment"), "flaky");
+    let metrics = gw.get(gw.admin_url("/metrics"), None).await.text();
+    assert!(
+        metrics.contains("modelgate_breaker_transitions_total{transition=\"opened\"} 1"),
+        "{metrics}"
+    );
+
+    // A single-deployment group is never ejected: with its breaker open, it is still tried.
+    for _ in 0..2 {
+        fake.push(Script::status(500));
+        gw.post("/v1/chat/completions", chat("solo")).await;
+    }
+    let solo = gw.post("/v1/chat/completions", chat("solo")).await;
+    assert_eq!(
+        (solo.status, solo.header("x-modelgate-deployment")),
+        (StatusCode::OK, "alone")
+    );
+}
+
+#[tokio::test]
+async fn the_retry_budget_bounds_retries_against_a_dead_upstream() {
+    let fake = FakeProvider::start().await.unwrap();
+    let groups = group(
+        "chat",
+        &["chat"],
+        &[upstream("dead", &fake.base_url(), 1)],
+        &[],
+    );
+    let spec = "  retries: {attempts: 5, backoffBase: 1ms, backoffMax: 1ms, maxAttempts: 10}\n  circuitBreaker: {consecutiveFailures: 1000}";
+    let gw = TestGateway::start(&config_with(&format!("{groups}{}", policy_for_acme(spec)))).await;
+    let requests = 60;
+    for _ in 0..requests * 6 {
+        fake.push(Script::status(500));
+    }
+    for _ in 0..requests {
+        assert_eq!(
+            gw.post("/v1/chat/completions", chat("chat")).await.status,
+            StatusCode::BAD_GATEWAY
+        );
+    }
+    // Unbounded, 60 requests x 6 attempts = 360 calls. The budget allows, per 10 s window,
+    // 10 retries a second plus 20% of the requests: 100 + 12.
+    let calls = fake.request_count();
+    assert!(calls <= requests + 100 + 12, "{calls} calls");
+    assert!(calls > requests, "retries happened while budget was left");
+}
