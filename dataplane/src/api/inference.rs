@@ -20,7 +20,7 @@ use crate::{
     auth,
     config::{Deployment, KeyEntry},
     error::ApiError,
-    provider::{AttemptTimeouts, Call, Endpoint, UpstreamBody},
+    provider::{AttemptTimeouts, Call, DEFAULT_CONNECT_TIMEOUT, Endpoint, UpstreamBody},
     resilience::{self, BreakerSettings, Execution, Failed, RetryPolicy},
     route::{self, RouteInput, tags::RequestTags},
     telemetry::{AttemptRecord, DecisionRecord},
@@ -379,13 +379,14 @@ fn call_for<'a>(
     state: &'a AppState,
     key: &KeyEntry,
 ) -> Call<'a> {
+    let timeouts = timeouts_for(key, deployment);
     Call {
         endpoint,
         request,
         stream,
         deployment: &deployment.spec,
-        http: &state.http,
-        timeouts: timeouts_for(key, deployment),
+        http: state.http.with_connect_timeout(timeouts.connect),
+        timeouts,
     }
 }
 
@@ -403,6 +404,11 @@ fn timeouts_for(key: &KeyEntry, deployment: &Deployment) -> AttemptTimeouts {
             DEFAULT_FIRST_BYTE,
         ),
         idle: pick(own.idle_ms, policy.and_then(|p| p.idle_ms), DEFAULT_IDLE),
+        connect: pick(
+            own.connect_ms,
+            policy.and_then(|p| p.connect_ms),
+            DEFAULT_CONNECT_TIMEOUT,
+        ),
     }
 }
 

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use crate::{
     config::ConfigHandle,
     error::ApiError,
-    provider::{Endpoint, HttpClient},
+    provider::{Endpoint, HttpClients},
     resilience::{Breakers, RetryBudget},
     telemetry::{DecisionLog, Metrics},
 };
@@ -26,7 +26,7 @@ pub use response::{ResponseBody, error_response, full};
 /// What a request handler shares.
 pub struct AppState {
     pub config: ConfigHandle,
-    pub http: HttpClient,
+    pub http: HttpClients,
     pub metrics: Arc<Metrics>,
     pub decisions: DecisionLog,
     pub max_body_bytes: usize,

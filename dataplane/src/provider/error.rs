@@ -59,7 +59,11 @@ impl CallError {
         Self {
             kind: CallErrorKind::Status,
             status: Some(status),
-            retry_after: retry_after(headers),
+            retry_after: retry_after(headers).or_else(|| {
+                (status == StatusCode::TOO_MANY_REQUESTS)
+                    .then(|| rate_limit_reset(headers))
+                    .flatten()
+            }),
             provider_code,
             message,
         }
@@ -100,6 +104,44 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
 }
 
+/// OpenAI-style reset headers (`x-ratelimit-reset-requests: 6m0s`, `...-tokens: 12ms`): when a
+/// 429 names no Retry-After, the longer of the two says when the limit lifts.
+fn rate_limit_reset(headers: &HeaderMap) -> Option<Duration> {
+    ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+        .iter()
+        .filter_map(|name| headers.get(*name)?.to_str().ok().and_then(go_duration))
+        .max()
+}
+
+/// A Go duration string: `1h2m3.5s`, `250ms`, `40us`.
+fn go_duration(text: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let value: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += value * seconds;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +164,41 @@ mod tests {
             assert!(!status_error(code).is_client_error(), "{code}");
         }
         assert!(!CallError::new(CallErrorKind::Connect, "refused").is_client_error());
+    }
+
+    #[test]
+    fn a_429_without_retry_after_uses_the_rate_limit_reset_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-reset-requests", "1m30s".parse().unwrap());
+        headers.insert("x-ratelimit-reset-tokens", "250ms".parse().unwrap());
+        let limited =
+            CallError::status(StatusCode::TOO_MANY_REQUESTS, &headers, None, String::new());
+        assert_eq!(limited.retry_after, Some(Duration::from_secs(90)));
+        let server = CallError::status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &headers,
+            None,
+            String::new(),
+        );
+        assert_eq!(
+            server.retry_after, None,
+            "only a rate limit says when it lifts"
+        );
+        for (text, want) in [
+            ("12ms", 0.012),
+            ("6m0s", 360.0),
+            ("1h2m3.5s", 3723.5),
+            ("40us", 0.00004),
+        ] {
+            assert_eq!(
+                go_duration(text),
+                Duration::try_from_secs_f64(want).ok(),
+                "{text}"
+            );
+        }
+        for bad in ["", "5", "1d", "s", "1.2.3s"] {
+            assert_eq!(go_duration(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

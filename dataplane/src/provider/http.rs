@@ -1,7 +1,8 @@
-//! The one HTTP client every adapter shares: pooled keep-alive connections, HTTP/1.1 and HTTP/2
-//! (ALPN), rustls with the webpki roots.
+//! The HTTP clients every adapter shares: pooled keep-alive connections, HTTP/1.1 and HTTP/2
+//! (ALPN), rustls with the webpki roots. A connector's connect timeout is fixed when it is
+//! built, so there is one pooled client per distinct connect timeout (configs use a handful).
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -13,13 +14,34 @@ use hyper_util::{
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connect timeout when neither the deployment nor the policy sets one.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn build_http_client() -> HttpClient {
+/// Clients by connect timeout.
+#[derive(Default)]
+pub struct HttpClients {
+    by_connect_timeout: Mutex<HashMap<Duration, HttpClient>>,
+}
+
+impl HttpClients {
+    /// The client whose connections time out after `connect` (a cheap clone of a pooled client).
+    pub fn with_connect_timeout(&self, connect: Duration) -> HttpClient {
+        let mut clients = self
+            .by_connect_timeout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        clients
+            .entry(connect)
+            .or_insert_with(|| build(connect))
+            .clone()
+    }
+}
+
+fn build(connect: Duration) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_connect_timeout(Some(connect));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()

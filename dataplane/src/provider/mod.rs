@@ -16,7 +16,7 @@ use modelgate_crds::{ProviderKind, compiled::CompiledDeployment};
 use crate::api::JsonRequest;
 
 pub use error::{CallError, CallErrorKind};
-pub use http::{HttpClient, build_http_client};
+pub use http::{DEFAULT_CONNECT_TIMEOUT, HttpClient, HttpClients};
 
 /// The OpenAI API operations the gateway serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +52,8 @@ pub struct AttemptTimeouts {
     pub first_byte: Duration,
     /// Longest gap between two body chunks.
     pub idle: Duration,
+    /// Time allowed to open a connection (TCP and TLS).
+    pub connect: Duration,
 }
 
 /// One call to one deployment.
@@ -60,7 +62,8 @@ pub struct Call<'a> {
     pub request: &'a JsonRequest,
     pub stream: bool,
     pub deployment: &'a CompiledDeployment,
-    pub http: &'a HttpClient,
+    /// The pooled client whose connect timeout is the deployment's.
+    pub http: HttpClient,
     pub timeouts: AttemptTimeouts,
 }
 

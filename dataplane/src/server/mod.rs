@@ -18,7 +18,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use crate::{
     api::{self, AppState, ResponseBody},
     config::{ConfigHandle, watch::ConfigLoader},
-    provider::build_http_client,
+    provider::HttpClients,
     resilience::{Breakers, RetryBudget},
     route::signals::SignalRegistry,
     telemetry::{DecisionLog, DecisionTarget, Metrics},
@@ -87,7 +87,7 @@ impl Gateway {
         };
         let state = Arc::new(AppState {
             config: config.clone(),
-            http: build_http_client(),
+            http: HttpClients::default(),
             metrics: metrics.clone(),
             decisions,
             max_body_bytes: options.max_body_bytes,

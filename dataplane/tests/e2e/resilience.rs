@@ -222,3 +222,173 @@ async fn the_retry_budget_bounds_retries_against_a_dead_upstream() {
     assert!(calls <= requests + 100 + 12, "{calls} calls");
     assert!(calls > requests, "retries happened while budget was left");
 }
+
+/// The fault on the first link; the second link always answers.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    ConnectRefused,
+    Tls,
+    RateLimited,
+    ServerError,
+    FirstByteTimeout,
+    SseErrorBeforeContent,
+    CutAfterContent,
+}
+
+/// The reliability plan's fault matrix: each fault, streamed and not, and what the client sees.
+#[tokio::test]
+async fn the_fault_matrix() {
+    let faults = [
+        Fault::ConnectRefused,
+        Fault::Tls,
+        Fault::RateLimited,
+        Fault::ServerError,
+        Fault::FirstByteTimeout,
+        Fault::SseErrorBeforeContent,
+        Fault::CutAfterContent,
+    ];
+    for fault in faults {
+        for stream in [false, true] {
+            let fake = FakeProvider::start().await.unwrap();
+            let first_url = match fault {
+                Fault::ConnectRefused => dead_url(),
+                // TLS spoken to a plain-HTTP server: the handshake fails.
+                Fault::Tls => fake.base_url().replace("http://", "https://"),
+                _ => fake.base_url(),
+            };
+            let first = upstream_with(
+                "first",
+                &first_url,
+                "      weight: 1\n      timeouts: {firstByte: 300ms}\n",
+            );
+            let second = upstream("second", &fake.base_url(), 0);
+            let gw = TestGateway::start(&config_with(&group(
+                "chat",
+                &["chat"],
+                &[first, second],
+                &[],
+            )))
+            .await;
+            let script = match fault {
+                Fault::RateLimited => Some(Script::Status {
+                    status: 429,
+                    body: None,
+                    retry_after: Some("30".to_owned()),
+                }),
+                Fault::ServerError => Some(Script::status(500)),
+                Fault::FirstByteTimeout => Some(Script::Delay { ms: 3000 }),
+                Fault::SseErrorBeforeContent => Some(Script::StreamErrorAfter { chunks: 1 }),
+                Fault::CutAfterContent => Some(Script::CutStreamAfter { chunks: 2 }),
+                Fault::ConnectRefused | Fault::Tls => None,
+            };
+            if let Some(script) = script {
+                fake.push(script);
+            }
+            let mut body = chat("chat");
+            body["stream"] = Value::Bool(stream);
+            let answer = gw.post("/v1/chat/completions", body).await;
+            let case = format!("{fault:?}, stream: {stream}");
+            assert_eq!(answer.status, StatusCode::OK, "{case}: {}", answer.text());
+            // Stream-only faults do not touch a complete answer: the first link serves it.
+            let stream_only =
+                matches!(fault, Fault::SseErrorBeforeContent | Fault::CutAfterContent);
+            let (deployment, attempts) = match (fault, stream) {
+                (Fault::CutAfterContent, true) => ("first", "1"),
+                _ if stream_only && !stream => ("first", "1"),
+                _ => ("second", "2"),
+            };
+            assert_eq!(
+                (
+                    answer.header("x-modelgate-deployment"),
+                    answer.header("x-modelgate-attempts")
+                ),
+                (deployment, attempts),
+                "{case}"
+            );
+            let text = answer.text();
+            if matches!(fault, Fault::CutAfterContent) && stream {
+                assert!(
+                    text.contains("\"finish_reason\":\"error\"") && !text.contains("[DONE]"),
+                    "{case}: {text}"
+                );
+            } else if stream {
+                assert!(
+                    text.trim_end().ends_with("data: [DONE]") && !text.contains("\"error\""),
+                    "{case}: {text}"
+                );
+            } else {
+                assert!(
+                    answer.json()["choices"][0]["message"]["content"].is_string(),
+                    "{case}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_total_deadline_spans_every_attempt() {
+    let fake = FakeProvider::start().await.unwrap();
+    let slow = "      timeouts: {firstByte: 5s}\n";
+    let deployments = [
+        upstream_with("a", &fake.base_url(), slow),
+        upstream_with("b", &fake.base_url(), slow),
+    ];
+    let groups = group("chat", &["chat"], &deployments, &[]);
+    let gw = TestGateway::start(&config_with(&format!(
+        "{groups}{}",
+        policy_for_acme("  timeouts: {total: 400ms}")
+    )))
+    .await;
+    fake.push(Script::Delay { ms: 10_000 });
+    fake.push(Script::Delay { ms: 10_000 });
+    let started = std::time::Instant::now();
+    let answer = gw.post("/v1/chat/completions", chat("chat")).await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "the deadline, not the 5 s per-try timeout, ended it: {took:?}"
+    );
+    let chain = answer.header("x-modelgate-fallback-chain");
+    assert!(chain.contains(";timeout;"), "{chain}");
+}
+
+#[tokio::test]
+async fn a_stalled_stream_is_cut_by_the_idle_timeout() {
+    let fake = FakeProvider::start().await.unwrap();
+    let idle = "      timeouts: {idle: 200ms}\n";
+    let deployments = [
+        upstream_with(
+            "first",
+            &fake.base_url(),
+            &format!("{idle}      weight: 1\n"),
+        ),
+        upstream("second", &fake.base_url(), 0),
+    ];
+    let gw = TestGateway::start(&config_with(&group("chat", &["chat"], &deployments, &[]))).await;
+    let mut body = chat("chat");
+    body["stream"] = Value::Bool(true);
+
+    // Stalled before content: an unseen fail-over.
+    fake.push(Script::StallAfter { chunks: 1 });
+    let before = gw.post("/v1/chat/completions", body.clone()).await;
+    assert_eq!(
+        (
+            before.header("x-modelgate-deployment"),
+            before.header("x-modelgate-attempts")
+        ),
+        ("second", "2")
+    );
+    assert!(before.text().trim_end().ends_with("data: [DONE]"));
+
+    // Stalled after content: the stream ends with the error chunk.
+    fake.push(Script::StallAfter { chunks: 2 });
+    let after = gw.post("/v1/chat/completions", body).await;
+    assert_eq!(after.header("x-modelgate-deployment"), "first");
+    let text = after.text();
+    assert!(
+        text.contains("\"finish_reason\":\"error\"") && !text.contains("[DONE]"),
+        "{text}"
+    );
+}

@@ -30,6 +30,8 @@ pub enum Script {
     /// Stream `chunks` SSE events, then an OpenAI error event, and close without `[DONE]`
     /// (streaming requests only).
     StreamErrorAfter { chunks: usize },
+    /// Stream `chunks` SSE events, then go silent with the connection open (streaming only).
+    StallAfter { chunks: usize },
     /// Answer 200 with a body that is not JSON.
     MalformedJson,
 }

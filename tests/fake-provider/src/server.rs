@@ -117,6 +117,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         Script::StreamErrorAfter { chunks } => {
             Ok(answer(&path, &body, stream, Ending::Error(chunks)))
         }
+        Script::StallAfter { chunks } => Ok(answer(&path, &body, stream, Ending::Stall(chunks))),
         Script::MalformedJson => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(Bytes::from_static(
@@ -135,6 +136,8 @@ enum Ending {
     Cut(usize),
     /// After this many events, an OpenAI error event, then the stream closes without `[DONE]`.
     Error(usize),
+    /// After this many events, silence: the connection stays open.
+    Stall(usize),
 }
 
 fn answer(path: &str, body: &Value, stream: bool, ending: Ending) -> Response<Body> {
@@ -154,6 +157,7 @@ fn sse(events: Vec<Value>, ending: Ending) -> Response<Body> {
         .iter()
         .map(|e| Bytes::from(format!("data: {e}\n\n")))
         .collect();
+    let stall = matches!(ending, Ending::Stall(_));
     let cut = match ending {
         Ending::Done => {
             frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
@@ -163,25 +167,33 @@ fn sse(events: Vec<Value>, ending: Ending) -> Response<Body> {
             frames.truncate(n);
             true
         }
+        Ending::Stall(n) => {
+            frames.truncate(n);
+            false
+        }
         Ending::Error(n) => {
             frames.truncate(n);
             frames.push(Bytes::from(format!("data: {}\n\n", reply::error_body(500))));
             false
         }
     };
-    let frames = stream::unfold((frames.into_iter(), cut), |(mut rest, cut)| async move {
-        match rest.next() {
-            Some(bytes) => Some((Ok(Frame::data(bytes)), (rest, cut))),
-            None if cut => {
-                // Let the server flush what was sent, as a provider dying mid-stream would have.
-                tokio::task::yield_now().await;
-                let reset =
-                    std::io::Error::new(std::io::ErrorKind::ConnectionReset, "scripted cut");
-                Some((Err(reset), (rest, false)))
+    let frames = stream::unfold(
+        (frames.into_iter(), cut),
+        move |(mut rest, cut)| async move {
+            match rest.next() {
+                Some(bytes) => Some((Ok(Frame::data(bytes)), (rest, cut))),
+                None if stall => std::future::pending().await,
+                None if cut => {
+                    // Let the server flush what was sent, as a provider dying mid-stream would have.
+                    tokio::task::yield_now().await;
+                    let reset =
+                        std::io::Error::new(std::io::ErrorKind::ConnectionReset, "scripted cut");
+                    Some((Err(reset), (rest, false)))
+                }
+                None => None,
             }
-            None => None,
-        }
-    });
+        },
+    );
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(StreamBody::new(frames).boxed_unsync())
