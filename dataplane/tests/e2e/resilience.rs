@@ -342,7 +342,7 @@ async fn the_total_deadline_spans_every_attempt() {
     .await;
     fake.push(Script::Delay { ms: 10_000 });
     fake.push(Script::Delay { ms: 10_000 });
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let answer = gw.post("/v1/chat/completions", chat("chat")).await;
     let took = started.elapsed();
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
