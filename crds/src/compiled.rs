@@ -172,6 +172,10 @@ pub struct CompiledBreaker {
     pub cooldown_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cooldown_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_rate_percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u32>,
 }
 
 /// Response cache settings.

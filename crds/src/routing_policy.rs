@@ -187,6 +187,14 @@ pub struct CircuitBreaker {
     /// Ceiling of the cooldown, which grows on repeated trips, e.g. `5m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cooldown: Option<DurationString>,
+    /// Failure rate (percent) over a 30 s window that opens the breaker (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_rate_percent: Option<u32>,
+    /// Requests in the window before the failure rate counts (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub min_requests: Option<u32>,
 }
 
 /// Response cache settings.

@@ -36,3 +36,19 @@ def test_a_failure_after_content_raises_instead_of_truncating(client, stack):
             received.append(chunk)
     assert content(received) == "Hello "
     assert "upstream stream failed" in str(error.value.message)
+
+
+def test_a_failed_over_complete_answer_raises_nothing(client, stack):
+    stack.script_fake({"type": "status", "status": 503})
+    raw = client.chat.completions.with_raw_response.create(model="smart", messages=TEXT_MESSAGE)
+    assert raw.headers["x-modelgate-attempts"] == "2"
+    assert raw.parse().choices[0].message.content == GREETING
+
+
+def test_the_final_failure_is_a_typed_error(client, stack):
+    stack.script_fake({"type": "status", "status": 500})
+    with pytest.raises(openai.InternalServerError) as error:
+        client.chat.completions.create(model="chat", messages=TEXT_MESSAGE)
+    assert error.value.status_code == 502
+    assert error.value.code == "all_deployments_failed"
+    assert error.value.response.headers["x-modelgate-fallback-chain"].startswith("default/chat/fake-chat;status;500")

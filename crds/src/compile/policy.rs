@@ -193,6 +193,8 @@ fn compile_one(
                 breaker.max_cooldown.as_ref(),
                 "spec.circuitBreaker.maxCooldown",
             )?,
+            failure_rate_percent: breaker.failure_rate_percent,
+            min_requests: breaker.min_requests,
         },
         cache: CompiledCache {
             enabled: cache.enabled.unwrap_or(true),

@@ -17,12 +17,20 @@ use tokio::time::Instant;
 const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
 const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(300);
+const DEFAULT_FAILURE_RATE_PERCENT: u32 = 50;
+const DEFAULT_MIN_REQUESTS: u32 = 20;
+/// The window the failure rate is measured over.
+const RATE_WINDOW: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BreakerSettings {
     pub consecutive_failures: u32,
     pub cooldown: Duration,
     pub max_cooldown: Duration,
+    /// Failures per 100 outcomes in the window that open the breaker...
+    pub failure_rate_percent: u32,
+    /// ...once the window holds at least this many outcomes.
+    pub min_requests: u32,
 }
 
 impl Default for BreakerSettings {
@@ -31,6 +39,8 @@ impl Default for BreakerSettings {
             consecutive_failures: DEFAULT_CONSECUTIVE_FAILURES,
             cooldown: DEFAULT_COOLDOWN,
             max_cooldown: DEFAULT_MAX_COOLDOWN,
+            failure_rate_percent: DEFAULT_FAILURE_RATE_PERCENT,
+            min_requests: DEFAULT_MIN_REQUESTS,
         }
     }
 }
@@ -49,6 +59,10 @@ impl BreakerSettings {
             max_cooldown: breaker
                 .max_cooldown_ms
                 .map_or(default.max_cooldown, Duration::from_millis),
+            failure_rate_percent: breaker
+                .failure_rate_percent
+                .unwrap_or(default.failure_rate_percent),
+            min_requests: breaker.min_requests.unwrap_or(default.min_requests).max(1),
         }
     }
 
@@ -88,6 +102,23 @@ struct State {
     open_until: Option<Instant>,
     trips: u32,
     probing: bool,
+    /// Outcomes in the current rate window: (window start, outcomes, failures).
+    window: Option<(Instant, u32, u32)>,
+}
+
+impl State {
+    /// Counts an outcome; returns the window's (outcomes, failures).
+    fn count(&mut self, now: Instant, failed: bool) -> (u32, u32) {
+        let (start, outcomes, failures) = match self.window {
+            Some((start, n, f)) if now.saturating_duration_since(start) < RATE_WINDOW => {
+                (start, n, f)
+            }
+            _ => (now, 0, 0),
+        };
+        let counted = (start, outcomes + 1, failures + u32::from(failed));
+        self.window = Some(counted);
+        (counted.1, counted.2)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -108,9 +139,10 @@ impl Breaker {
         }
     }
 
-    pub fn success(&self) -> Option<Transition> {
+    pub fn success(&self, now: Instant) -> Option<Transition> {
         let mut s = self.lock();
         s.consecutive = 0;
+        s.count(now, false);
         if s.open_until.take().is_some() {
             s.probing = false;
             s.trips = 0;
@@ -122,14 +154,17 @@ impl Breaker {
     pub fn failure(&self, now: Instant, settings: &BreakerSettings) -> Option<Transition> {
         let mut s = self.lock();
         s.consecutive += 1;
-        let trips_now =
-            s.probing || (s.open_until.is_none() && s.consecutive >= settings.consecutive_failures);
-        if !trips_now {
+        let (outcomes, failures) = s.count(now, true);
+        let rate_exceeded = outcomes >= settings.min_requests
+            && failures * 100 >= settings.failure_rate_percent * outcomes;
+        let streak = s.consecutive >= settings.consecutive_failures;
+        if !(s.probing || (s.open_until.is_none() && (streak || rate_exceeded))) {
             return None;
         }
         s.trips += 1;
         s.probing = false;
         s.consecutive = 0;
+        s.window = None;
         s.open_until = Some(now + settings.cooldown(s.trips));
         Some(Transition::Opened)
     }
@@ -181,7 +216,50 @@ mod tests {
             consecutive_failures: 3,
             cooldown: Duration::from_secs(10),
             max_cooldown: Duration::from_secs(25),
+            failure_rate_percent: 100,
+            min_requests: 1000,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_rate_over_the_window_opens_it_without_a_streak() {
+        let b = Breaker::default();
+        let s = BreakerSettings {
+            consecutive_failures: 100,
+            failure_rate_percent: 50,
+            min_requests: 10,
+            ..settings()
+        };
+        // Alternating outcomes: never a streak, but half of them fail.
+        for i in 0..9 {
+            let transition = if i % 2 == 0 {
+                b.failure(Instant::now(), &s)
+            } else {
+                b.success(Instant::now())
+            };
+            assert_eq!(transition, None, "outcome {i}: fewer than 10 in the window");
+        }
+        assert_eq!(b.success(Instant::now()), None, "a success never opens it");
+        assert_eq!(
+            b.failure(Instant::now(), &s),
+            Some(Transition::Opened),
+            "6 of 11 failed"
+        );
+
+        // A new window after 30 s forgets old failures.
+        let fresh = Breaker::default();
+        for _ in 0..4 {
+            fresh.failure(Instant::now(), &s);
+        }
+        tokio::time::advance(Duration::from_secs(31)).await;
+        for _ in 0..9 {
+            fresh.success(Instant::now());
+        }
+        assert_eq!(
+            fresh.failure(Instant::now(), &s),
+            None,
+            "1 of 10 in the new window"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -189,7 +267,11 @@ mod tests {
         let b = Breaker::default();
         let s = settings();
         assert_eq!(b.failure(Instant::now(), &s), None);
-        assert_eq!(b.success(), None, "a success resets the count");
+        assert_eq!(
+            b.success(Instant::now()),
+            None,
+            "a success resets the count"
+        );
         assert_eq!(b.failure(Instant::now(), &s), None);
         assert_eq!(b.failure(Instant::now(), &s), None);
         assert_eq!(b.failure(Instant::now(), &s), Some(Transition::Opened));
@@ -217,7 +299,7 @@ mod tests {
         assert!(matches!(b.gate(Instant::now()), Gate::Open(_)));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(b.gate(Instant::now()), Gate::Probe);
-        assert_eq!(b.success(), Some(Transition::Closed));
+        assert_eq!(b.success(Instant::now()), Some(Transition::Closed));
         assert_eq!(b.gate(Instant::now()), Gate::Pass);
     }
 

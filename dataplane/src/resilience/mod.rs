@@ -209,7 +209,7 @@ impl Attempts<'_> {
             error: result.as_ref().err().map(|e| e.message.clone()),
         });
         let transition = match &result {
-            Ok(_) => breaker.success(),
+            Ok(_) => breaker.success(Instant::now()),
             // The caller's own mistakes say nothing about the deployment's health.
             Err(error) if error.is_client_error() => None,
             Err(error) => match error.retry_after {

@@ -392,3 +392,72 @@ async fn a_stalled_stream_is_cut_by_the_idle_timeout() {
         "{text}"
     );
 }
+
+/// The reliability plan's chain: the primary fails half the time; every client request succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_link_cross_provider_chain_serves_every_request() {
+    let primary = FakeProvider::start().await.unwrap();
+    let tertiary = FakeProvider::start().await.unwrap();
+    let groups = format!(
+        "{}{}{}",
+        group(
+            "chat",
+            &["chat"],
+            &[upstream("primary", &primary.base_url(), 1)],
+            &["chat-mock"]
+        ),
+        group(
+            "chat-mock",
+            &["chat-mock"],
+            &[mock("secondary")],
+            &["chat-last"]
+        ),
+        group(
+            "chat-last",
+            &["chat-last"],
+            &[upstream("tertiary", &tertiary.base_url(), 1)],
+            &[]
+        )
+    );
+    let gw = std::sync::Arc::new(TestGateway::start(&config_with(&groups)).await);
+    let total = 2000usize;
+    for i in 0..total {
+        primary.push(if i % 2 == 0 {
+            Script::status(503)
+        } else {
+            Script::Ok
+        });
+    }
+    let mut workers = Vec::new();
+    for worker in 0..8 {
+        let gw = gw.clone();
+        workers.push(tokio::spawn(async move {
+            let mut served = std::collections::BTreeMap::<String, usize>::new();
+            for i in (worker..total).step_by(8) {
+                let mut body = chat("chat");
+                body["stream"] = Value::Bool(i % 2 == 1);
+                let answer = gw.post("/v1/chat/completions", body).await;
+                assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+                *served
+                    .entry(answer.header("x-modelgate-provider").to_owned())
+                    .or_default() += 1;
+            }
+            served
+        }));
+    }
+    let mut providers = std::collections::BTreeMap::<String, usize>::new();
+    for worker in workers {
+        for (provider, n) in worker.await.unwrap() {
+            *providers.entry(provider).or_default() += n;
+        }
+    }
+    assert_eq!(
+        providers.values().sum::<usize>(),
+        total,
+        "every request succeeded"
+    );
+    assert!(
+        providers.get("mock").copied().unwrap_or(0) > 0,
+        "the chain crossed providers: {providers:?}"
+    );
+}
