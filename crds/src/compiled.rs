@@ -43,6 +43,9 @@ pub struct CompiledModelGroup {
     /// Ids (`namespace/name`) of the fallback groups, in order.
     pub fallbacks: Vec<String>,
     pub deployments: Vec<CompiledDeployment>,
+    /// Ids of the groups tried when a request is too long for this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context_window_fallbacks: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

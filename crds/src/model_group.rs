@@ -46,6 +46,11 @@ pub struct ModelGroupSpec {
     /// Pins the routing strategy for this group, overriding the caller's RoutingPolicy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
+    /// Groups (same namespace) with larger context windows, tried in order when a provider
+    /// answers that the request is too long for this group's models.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), inner(length(min = 1, max = 253)))]
+    pub context_window_fallbacks: Vec<String>,
     /// Quality rank used by `auto` in quality-first mode: higher is better.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]

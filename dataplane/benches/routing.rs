@@ -63,6 +63,7 @@ fn config(groups: usize, keys: usize) -> CompiledConfig {
                 tags: vec!["function-calling".to_owned()],
                 strategy: None,
                 fallbacks: Vec::new(),
+                context_window_fallbacks: Vec::new(),
                 deployments,
                 quality: None,
                 default_max_tokens: None,

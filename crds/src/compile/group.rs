@@ -105,6 +105,11 @@ fn compile_one(
         models: dedup(&spec.models),
         tags: dedup(&spec.tags),
         strategy: spec.strategy,
+        context_window_fallbacks: spec
+            .context_window_fallbacks
+            .iter()
+            .map(|f| format!("{}/{f}", object.namespace))
+            .collect(),
         quality: spec.quality,
         default_max_tokens: spec.default_max_tokens,
         fallbacks: spec
@@ -268,6 +273,7 @@ fn reject_broken_fallbacks(
             if let Some(target) = group
                 .fallbacks
                 .iter()
+                .chain(&group.context_window_fallbacks)
                 .find(|f| !candidates.contains_key(*f))
             {
                 let name = target.rsplit('/').next().unwrap_or(target);

@@ -514,3 +514,25 @@ fn splits_need_a_positive_weight_and_a_unique_model() {
             .contains("split twice")
     );
 }
+
+#[test]
+fn context_window_fallbacks_must_name_accepted_groups() {
+    let yaml = format!(
+        "{}{}{}",
+        group("small", "[small]", "  contextWindowFallbacks: [large]"),
+        group("large", "[large]", ""),
+        group("lost", "[lost]", "  contextWindowFallbacks: [nowhere]"),
+    );
+    let (config, reports) = compile_yaml(&yaml);
+    assert_eq!(
+        config.model_groups["default/small"].context_window_fallbacks,
+        vec!["default/large"]
+    );
+    let r = rejection(&reports, ObjectKind::ModelGroup, "lost");
+    assert_eq!(r.reason, Reason::UnknownFallback);
+    assert!(
+        r.message.contains("\"nowhere\" does not exist"),
+        "{}",
+        r.message
+    );
+}

@@ -34,6 +34,8 @@ const MAX_METADATA_BYTES: usize = 256;
 const TAGS_HEADER: &str = "x-modelgate-tags";
 const STRATEGY_HEADER: &str = "x-modelgate-strategy";
 const RETRIES_HEADER: &str = "x-modelgate-retries";
+/// The provider code of a request too long for the model's context window.
+const CONTEXT_LENGTH_EXCEEDED: &str = "context_length_exceeded";
 /// Deadline across every attempt of one request when the policy sets none.
 const DEFAULT_TOTAL: Duration = Duration::from_secs(600);
 
@@ -184,6 +186,7 @@ async fn run(
         seed: input_seed,
     };
     let routed = route::route(&snapshot, key, &input)?;
+    let routed_group = routed.group;
     let plan = routed.plan;
     record.group = Some(snapshot.group(routed.group).spec.name.clone());
     record.strategy = routed
@@ -222,7 +225,26 @@ async fn run(
         seed: input_seed,
     };
     let make_call = |deployment| call_for(endpoint, &parsed, stream, deployment, state, key);
-    let served = match resilience::execute(&snapshot, &plan, &execution, make_call).await {
+    let mut outcome = resilience::execute(&snapshot, &plan, &execution, make_call).await;
+    // Too long for this group: its context-window fallbacks get the request, if it has any.
+    if let Err(Failed::Client { error, .. }) = &outcome
+        && error.provider_code.as_deref() == Some(CONTEXT_LENGTH_EXCEEDED)
+        && let Some(wider) = route::route_context_fallbacks(&snapshot, key, &input, routed_group)
+        && let Err(Failed::Client { attempts, .. }) = outcome
+    {
+        record.plan.extend(
+            wider
+                .plan
+                .attempts
+                .iter()
+                .map(|a| snapshot.group(a.group).deployments[a.deployment].id.clone()),
+        );
+        record.context_window_routing = Some(wider.record);
+        let make_call = |deployment| call_for(endpoint, &parsed, stream, deployment, state, key);
+        let retried = resilience::execute(&snapshot, &wider.plan, &execution, make_call).await;
+        outcome = resilience::after(attempts, retried);
+    }
+    let served = match outcome {
         Ok(served) => served,
         Err(Failed::Client { error, attempts }) => {
             let status = error.status.unwrap_or(StatusCode::BAD_REQUEST);
@@ -430,7 +452,7 @@ fn attempts_header(count: usize) -> (HeaderName, HeaderValue) {
 /// Stable codes for the provider errors a client may want to branch on.
 fn client_error_code(provider_code: Option<&str>) -> &'static str {
     match provider_code {
-        Some("context_length_exceeded") => "context_length_exceeded",
+        Some(CONTEXT_LENGTH_EXCEEDED) => CONTEXT_LENGTH_EXCEEDED,
         Some("content_filter" | "content_policy_violation") => "content_policy_violation",
         _ => "invalid_request",
     }

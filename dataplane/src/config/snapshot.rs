@@ -80,6 +80,8 @@ pub struct Group {
     pub spec: CompiledModelGroup,
     pub deployments: Vec<Deployment>,
     pub fallbacks: Vec<GroupId>,
+    /// Groups tried when a request is too long for this one.
+    pub context_fallbacks: Vec<GroupId>,
 }
 
 /// A virtual key and the policy that applies to it.
@@ -205,6 +207,11 @@ impl Snapshot {
                 .iter()
                 .filter_map(|f| group_index.get(f.as_str()).copied())
                 .collect();
+            let context_fallbacks = spec
+                .context_window_fallbacks
+                .iter()
+                .filter_map(|f| group_index.get(f.as_str()).copied())
+                .collect();
             let deployments: Vec<Deployment> = deployments;
             groups.push(Group {
                 id: Arc::from(id.as_str()),
@@ -212,6 +219,7 @@ impl Snapshot {
                 spec: spec.clone(),
                 deployments,
                 fallbacks,
+                context_fallbacks,
             });
         }
 

@@ -246,6 +246,30 @@ impl Attempts<'_> {
 /// The outcome recorded for a link skipped because its breaker was open.
 pub const BREAKER_OPEN: &str = "breaker_open";
 
+/// The outcome of a second plan, with the attempts of the first in front of its own.
+pub fn after(
+    mut earlier: Vec<AttemptRecord>,
+    result: Result<Served, Failed>,
+) -> Result<Served, Failed> {
+    let prepend = |later: Vec<AttemptRecord>, earlier: &mut Vec<AttemptRecord>| {
+        earlier.extend(later);
+        std::mem::take(earlier)
+    };
+    match result {
+        Ok(mut served) => {
+            served.attempts = prepend(served.attempts, &mut earlier);
+            Ok(served)
+        }
+        Err(Failed::Client { error, attempts }) => Err(Failed::Client {
+            error,
+            attempts: prepend(attempts, &mut earlier),
+        }),
+        Err(Failed::Exhausted { attempts }) => Err(Failed::Exhausted {
+            attempts: prepend(attempts, &mut earlier),
+        }),
+    }
+}
+
 /// `x-modelgate-fallback-chain`: each link as `deployment;outcome;status;latency_ms`.
 pub fn chain_header(attempts: &[AttemptRecord]) -> String {
     let mut out = String::new();

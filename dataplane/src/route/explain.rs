@@ -27,6 +27,8 @@ struct Line {
     request_id: String,
     #[serde(default)]
     routing: Option<RoutingRecord>,
+    #[serde(default)]
+    context_window_routing: Option<RoutingRecord>,
 }
 
 /// Replays every decision record in `input` (one JSON object per line).
@@ -53,7 +55,13 @@ pub fn replay(input: impl BufRead) -> std::io::Result<Replay> {
             continue;
         };
         out.replayed += 1;
-        if let Err(detail) = rederive(&routing) {
+        let rederived = rederive(&routing).and_then(|()| {
+            parsed
+                .context_window_routing
+                .as_ref()
+                .map_or(Ok(()), rederive)
+        });
+        if let Err(detail) = rederived {
             out.mismatches.push((index + 1, parsed.request_id, detail));
         }
     }

@@ -41,6 +41,7 @@ pub struct Plan {
 }
 
 /// What routing needs to know about one request.
+#[derive(Clone, Copy)]
 pub struct RouteInput<'a> {
     pub model: &'a str,
     /// The capability tags every candidate must carry (sorted).
@@ -78,25 +79,7 @@ pub fn route(
     if input.explicit_tags && !policy.is_none_or(|p| p.spec.allow_tag_override) {
         return Err(ApiError::override_not_allowed("modelgate.tags"));
     }
-    let params = policy.map_or_else(Params::default, |p| Params {
-        tolerance_percent: p.spec.latency_tolerance_percent,
-        exploration_percent: p.spec.exploration_percent,
-    });
-    let mut rng = fastrand::Rng::with_seed(input.seed);
-    let mut record = RoutingRecord {
-        seed: input.seed,
-        params,
-        tags: input.tags.to_vec(),
-        ..RoutingRecord::default()
-    };
-    let ctx = Ranker {
-        snapshot,
-        policy,
-        input,
-        params,
-        required: snapshot.tag_requirement(input.tags),
-        minute: std::cell::OnceCell::new(),
-    };
+    let (ctx, mut record, mut rng) = Ranker::new(snapshot, policy, input);
 
     let entries = if let Some(p) =
         policy.filter(|p| p.spec.auto.as_ref().is_some_and(|a| a.name == input.model))
@@ -146,6 +129,34 @@ pub fn route(
     })
 }
 
+/// The plan over `from`'s context-window fallbacks, for a request a provider found too long for
+/// `from`: each of those groups (and its fallbacks) ranked as usual. `None` when `from` has none
+/// or none can serve the request's tags. The seed is the request's, turned, so both plans replay.
+pub fn route_context_fallbacks(
+    snapshot: &Snapshot,
+    key: &KeyEntry,
+    input: &RouteInput<'_>,
+    from: GroupId,
+) -> Option<Routed> {
+    let targets = &snapshot.group(from).context_fallbacks;
+    let first = *targets.first()?;
+    let input = RouteInput {
+        seed: input.seed.rotate_left(32),
+        ..*input
+    };
+    let (ctx, mut record, mut rng) = Ranker::new(snapshot, key.policy.as_deref(), &input);
+    let mut plan = Plan::default();
+    let mut visited = vec![from];
+    for &target in targets {
+        ctx.push_group(target, &mut visited, &mut plan, &mut record, &mut rng);
+    }
+    (!plan.attempts.is_empty()).then_some(Routed {
+        group: first,
+        plan,
+        record,
+    })
+}
+
 struct Ranker<'a> {
     snapshot: &'a Snapshot,
     policy: Option<&'a Policy>,
@@ -156,7 +167,33 @@ struct Ranker<'a> {
     minute: std::cell::OnceCell<u64>,
 }
 
-impl Ranker<'_> {
+impl<'a> Ranker<'a> {
+    fn new(
+        snapshot: &'a Snapshot,
+        policy: Option<&'a Policy>,
+        input: &'a RouteInput<'a>,
+    ) -> (Self, RoutingRecord, fastrand::Rng) {
+        let params = policy.map_or_else(Params::default, |p| Params {
+            tolerance_percent: p.spec.latency_tolerance_percent,
+            exploration_percent: p.spec.exploration_percent,
+        });
+        let record = RoutingRecord {
+            seed: input.seed,
+            params,
+            tags: input.tags.to_vec(),
+            ..RoutingRecord::default()
+        };
+        let ranker = Self {
+            snapshot,
+            policy,
+            input,
+            params,
+            required: snapshot.tag_requirement(input.tags),
+            minute: std::cell::OnceCell::new(),
+        };
+        (ranker, record, fastrand::Rng::with_seed(input.seed))
+    }
+
     fn strategy_for(&self, group: GroupId) -> Strategy {
         self.input
             .strategy_override

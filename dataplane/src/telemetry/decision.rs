@@ -42,6 +42,10 @@ pub struct DecisionRecord {
     /// Everything the plan was derived from; `modelgate-dataplane explain` replays it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routing: Option<crate::route::RoutingRecord>,
+    /// The second plan, over the context-window fallbacks, when the first group's provider found
+    /// the request too long.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_window_routing: Option<crate::route::RoutingRecord>,
     pub attempts: Vec<AttemptRecord>,
     pub stream: bool,
     pub status: u16,

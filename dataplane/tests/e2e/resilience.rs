@@ -461,3 +461,66 @@ async fn a_three_link_cross_provider_chain_serves_every_request() {
         "the chain crossed providers: {providers:?}"
     );
 }
+
+#[tokio::test]
+async fn a_request_too_long_for_its_group_goes_to_the_context_window_fallback() {
+    let fake = FakeProvider::start().await.unwrap();
+    let groups = format!(
+        "{}{}",
+        group(
+            "small",
+            &["small"],
+            &[upstream("short", &fake.base_url(), 1)],
+            &[]
+        )
+        .replace(
+            "  models: [small]\n",
+            "  models: [small]\n  contextWindowFallbacks: [large]\n"
+        ),
+        group(
+            "large",
+            &["large"],
+            &[upstream("long", &fake.base_url(), 1)],
+            &[]
+        )
+    );
+    let gw = TestGateway::start(&config_with(&groups)).await;
+    let too_long = || Script::Status {
+        status: 400,
+        body: Some(
+            serde_json::json!({"error": {"message": "This model's maximum context length is 8 tokens.",
+            "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}),
+        ),
+        retry_after: None,
+    };
+    fake.push(too_long());
+    let answer = gw.post("/v1/chat/completions", chat("small")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(
+        (
+            answer.header("x-modelgate-routed-model"),
+            answer.header("x-modelgate-attempts")
+        ),
+        ("large", "2")
+    );
+    let record = gw.decision(answer.header("x-modelgate-request-id")).await;
+    assert_eq!(
+        record["context_window_routing"]["groups"][0]["group"],
+        "default/large"
+    );
+    let log = std::fs::read_to_string(&gw.decision_log).unwrap();
+    assert!(
+        modelgate_dataplane::route::explain::replay(log.as_bytes())
+            .unwrap()
+            .mismatches
+            .is_empty()
+    );
+
+    // Without a context-window fallback the caller's error comes back as it is.
+    fake.push(too_long());
+    let direct = gw.post("/v1/chat/completions", chat("large")).await;
+    assert_eq!(
+        (direct.status, direct.error_code().as_str()),
+        (StatusCode::BAD_REQUEST, "context_length_exceeded")
+    );
+}
