@@ -22,10 +22,6 @@ impl ConfigHandle {
         self.0.store(Some(Arc::new(snapshot)));
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.0.load().is_some()
-    }
-
     /// Checksum of the current config, if any.
     pub fn checksum(&self) -> Option<String> {
         self.0.load().as_ref().map(|s| s.checksum().to_owned())

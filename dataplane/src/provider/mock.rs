@@ -8,7 +8,6 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::{StreamExt, future::BoxFuture, stream};
-use modelgate_crds::ProviderKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -22,10 +21,6 @@ const PIXEL_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR
 pub struct Mock;
 
 impl Provider for Mock {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Mock
-    }
-
     fn call<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<UpstreamBody, CallError>> {
         Box::pin(async move {
             let settings = call.deployment.mock.clone().unwrap_or_default();

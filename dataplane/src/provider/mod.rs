@@ -88,21 +88,18 @@ pub enum UpstreamBody {
 
 /// A provider API.
 pub trait Provider: Send + Sync {
-    fn kind(&self) -> ProviderKind;
-
     /// Performs the call. A non-2xx answer is an `Err` carrying status and Retry-After.
     fn call<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<UpstreamBody, CallError>>;
 }
 
-static OPENAI: openai::OpenAi = openai::OpenAi::new(ProviderKind::Openai);
-static OPENAI_COMPATIBLE: openai::OpenAi = openai::OpenAi::new(ProviderKind::OpenaiCompatible);
+/// OpenAI itself and every OpenAI-compatible server speak the same wire format.
+static OPENAI: openai::OpenAi = openai::OpenAi;
 static MOCK: mock::Mock = mock::Mock;
 
 /// The adapter for `kind`, or `None` when this data plane has none yet.
 pub fn registry(kind: ProviderKind) -> Option<&'static dyn Provider> {
     match kind {
-        ProviderKind::Openai => Some(&OPENAI),
-        ProviderKind::OpenaiCompatible => Some(&OPENAI_COMPATIBLE),
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI),
         ProviderKind::Mock => Some(&MOCK),
         ProviderKind::Anthropic
         | ProviderKind::Gemini

@@ -8,7 +8,6 @@ use futures_util::{StreamExt, future::BoxFuture, stream};
 use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use modelgate_crds::ProviderKind;
 use serde::Deserialize;
 
 use super::{Call, CallError, CallErrorKind, Provider, UpstreamBody, Usage};
@@ -19,21 +18,9 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Error bodies are read only this far: enough for a message, not for abuse.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 
-pub struct OpenAi {
-    kind: ProviderKind,
-}
-
-impl OpenAi {
-    pub const fn new(kind: ProviderKind) -> Self {
-        Self { kind }
-    }
-}
+pub struct OpenAi;
 
 impl Provider for OpenAi {
-    fn kind(&self) -> ProviderKind {
-        self.kind
-    }
-
     fn call<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<UpstreamBody, CallError>> {
         Box::pin(async move {
             let base = call

@@ -57,13 +57,6 @@ pub struct CandidateRecord {
     pub excluded: Option<Exclusion>,
 }
 
-impl GroupRecord {
-    /// The deployment ids in plan order.
-    pub fn order_ids(&self) -> impl Iterator<Item = &str> {
-        self.order.iter().map(|&i| &*self.ids[i])
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 struct GroupWire {
     group: Arc<str>,

@@ -486,3 +486,44 @@ async fn admin_endpoints_are_only_on_the_admin_listener() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// Every route in the table says whether it needs a key, and does what it says; spellings that
+/// only look like a route are no route at all (the auth decision and the route decision agree).
+#[tokio::test]
+async fn every_route_demands_what_the_route_table_says() {
+    let (fake, gw) = one_upstream().await;
+    for (method, path, needs_key) in modelgate_dataplane::api::ROUTES {
+        let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+        let url = gw.url(&path.replace("{model}", "chat"));
+        let answer = gw
+            .send(
+                method,
+                url,
+                None,
+                bytes::Bytes::from_static(b"{\"model\":\"chat\"}"),
+            )
+            .await;
+        assert!(*needs_key, "{path}: every public route needs a key");
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (StatusCode::UNAUTHORIZED, "invalid_api_key"),
+            "{path}"
+        );
+    }
+    for path in [
+        "//v1/chat/completions",
+        "/v1/../v1/chat/completions",
+        "/V1/chat/completions",
+        "/v1/chat/completions/",
+        "/v1/%63hat/completions",
+        "/v1/chat/completions%2F",
+    ] {
+        let answer = gw.post_as(path, Some(KEY), chat("chat")).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (StatusCode::NOT_FOUND, "unknown_route"),
+            "{path}"
+        );
+    }
+    assert_eq!(fake.request_count(), 0);
+}
