@@ -106,3 +106,33 @@ fn reads_compiled_json_and_checks_version_and_checksum() {
         }))
     ));
 }
+
+/// Every example a user copies compiles with nothing rejected.
+#[test]
+fn every_example_compiles_cleanly() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let env = |name: &str| {
+            Some(format!(
+                "sk-example-{}-0123456789",
+                name.to_ascii_lowercase()
+            ))
+        };
+        let (config, reports) = load_config(&std::fs::read(&path).unwrap(), &env, now())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let rejected: Vec<_> = reports.iter().filter(|r| !r.is_accepted()).collect();
+        assert!(rejected.is_empty(), "{}: {rejected:?}", path.display());
+        assert!(
+            !config.model_groups.is_empty() && !config.keys.is_empty(),
+            "{}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "examples found: {checked}");
+}
