@@ -17,15 +17,27 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// Connect timeout when neither the deployment nor the policy sets one.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Clients by connect timeout.
-#[derive(Default)]
+/// Clients by connect timeout; the default one is kept outside the lock.
 pub struct HttpClients {
+    default: HttpClient,
     by_connect_timeout: Mutex<HashMap<Duration, HttpClient>>,
+}
+
+impl Default for HttpClients {
+    fn default() -> Self {
+        Self {
+            default: build(DEFAULT_CONNECT_TIMEOUT),
+            by_connect_timeout: Mutex::default(),
+        }
+    }
 }
 
 impl HttpClients {
     /// The client whose connections time out after `connect` (a cheap clone of a pooled client).
     pub fn with_connect_timeout(&self, connect: Duration) -> HttpClient {
+        if connect == DEFAULT_CONNECT_TIMEOUT {
+            return self.default.clone();
+        }
         let mut clients = self
             .by_connect_timeout
             .lock()

@@ -7,7 +7,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -186,22 +186,35 @@ impl Breaker {
     }
 }
 
-/// (org, deployment id): one tenant's failures never touch another tenant's breaker.
-type BreakerKey = (String, Arc<str>);
-
-/// Breakers by (org, deployment id).
+/// Breakers by org, then by deployment id: one tenant's failures never touch another tenant's
+/// breaker. Two levels so a lookup borrows both keys; the common case is a shared read lock.
 #[derive(Default)]
 pub struct Breakers {
-    by_key: Mutex<HashMap<BreakerKey, Arc<Breaker>>>,
+    by_org: RwLock<HashMap<String, OrgBreakers>>,
 }
+
+/// One org's breakers by deployment id.
+type OrgBreakers = HashMap<Arc<str>, Arc<Breaker>>;
 
 impl Breakers {
     pub fn get(&self, org: &str, deployment: &Arc<str>) -> Arc<Breaker> {
-        let mut map = self
-            .by_key
-            .lock()
+        let found = self
+            .by_org
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(org)
+            .and_then(|by_deployment| by_deployment.get(deployment).cloned());
+        if let Some(breaker) = found {
+            return breaker;
+        }
+        let mut by_org = self
+            .by_org
+            .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.entry((org.to_owned(), deployment.clone()))
+        by_org
+            .entry(org.to_owned())
+            .or_default()
+            .entry(deployment.clone())
             .or_default()
             .clone()
     }
