@@ -97,24 +97,27 @@ impl DecisionLog {
 
     /// Starts the writer task.
     pub async fn start(target: DecisionTarget, metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        match target {
-            DecisionTarget::Stdout => {
-                tokio::spawn(write_all(rx, tokio::io::stdout()));
-            }
+        Ok(match target {
+            DecisionTarget::Stdout => Self::with_writer(tokio::io::stdout(), metrics),
             DecisionTarget::File(path) => {
                 let file = tokio::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&path)
                     .await?;
-                tokio::spawn(write_all(rx, file));
+                Self::with_writer(file, metrics)
             }
-        }
-        Ok(Self {
+        })
+    }
+
+    /// A log whose writer task writes to `out`.
+    fn with_writer<W: AsyncWrite + Unpin + Send + 'static>(out: W, metrics: Arc<Metrics>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write_all(rx, out));
+        Self {
             tx: Some(tx),
             metrics,
-        })
+        }
     }
 
     /// Queues a record without waiting.
@@ -146,5 +149,35 @@ async fn write_all<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<DecisionRecord>
         if let Err(error) = out.flush().await {
             tracing::error!(%error, "decision log flush failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stalled_writer_never_blocks_a_request_records_are_dropped_and_counted() {
+        let metrics = Arc::new(Metrics::new());
+        // Nobody reads the other end: the writer task blocks once the pipe's 64 bytes are full.
+        let (stalled, _unread) = tokio::io::duplex(64);
+        let log = DecisionLog::with_writer(stalled, metrics.clone());
+        for i in 0..(QUEUE + 500) {
+            log.record(DecisionRecord {
+                request_id: format!("req_{i}"),
+                ..DecisionRecord::default()
+            });
+        }
+        let text = metrics.encode();
+        let dropped: u64 = text
+            .lines()
+            .find(|l| l.starts_with("modelgate_decision_log_dropped_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            dropped >= 500,
+            "every record past the queue is dropped, not waited for: {dropped}"
+        );
     }
 }
