@@ -5,7 +5,7 @@
 // A benchmark panics on broken setup; that is its assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{collections::BTreeMap, hint::black_box};
+use std::{alloc::System, collections::BTreeMap, hint::black_box};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, header};
@@ -22,8 +22,13 @@ use modelgate_dataplane::{
     config::Snapshot,
     route::{self, RouteInput, signals::SignalRegistry},
 };
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 const DEPLOYMENTS_PER_GROUP: usize = 8;
+
+/// Counts allocations, to show that the work per decision does not grow with the config.
+#[global_allocator]
+static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn config(groups: usize, keys: usize) -> CompiledConfig {
     let mut config = CompiledConfig::empty();
@@ -142,24 +147,36 @@ fn routing(c: &mut Criterion) {
             Strategy::LatencyBased,
             Strategy::CostBased,
         ] {
+            let decide = |i: usize| {
+                let key = auth::authenticate(&snapshot, &headers[i % keys], 0).unwrap();
+                let input = RouteInput {
+                    model: &models[i % groups],
+                    tags: &tags,
+                    explicit_tags: false,
+                    strategy_override: Some(strategy),
+                    fallbacks: true,
+                    stream: false,
+                    prompt_tokens: 200,
+                    max_tokens: Some(256),
+                    seed: i as u64,
+                };
+                route::route(&snapshot, key, &input).unwrap()
+            };
+            let region = Region::new(ALLOCATOR);
+            for i in 0..1000 {
+                black_box(decide(i * 7919));
+            }
+            let per_decision = region.change().allocations as f64 / 1000.0;
+            println!(
+                "allocations per decision, {} {groups}g-{keys}k: {per_decision:.1}",
+                strategy.as_str()
+            );
             let id = BenchmarkId::new(strategy.as_str(), format!("{groups}g-{keys}k"));
             let mut i = 0usize;
             bench.bench_function(id, |b| {
                 b.iter(|| {
                     i = i.wrapping_add(7919);
-                    let key = auth::authenticate(&snapshot, &headers[i % keys], 0).unwrap();
-                    let input = RouteInput {
-                        model: &models[i % groups],
-                        tags: &tags,
-                        explicit_tags: false,
-                        strategy_override: Some(strategy),
-                        fallbacks: true,
-                        stream: false,
-                        prompt_tokens: 200,
-                        max_tokens: Some(256),
-                        seed: i as u64,
-                    };
-                    black_box(route::route(&snapshot, key, &input).unwrap())
+                    black_box(decide(i))
                 });
             });
         }
