@@ -10,6 +10,7 @@ pub mod provider;
 pub mod resilience;
 pub mod route;
 pub mod server;
+pub mod sse;
 pub mod telemetry;
 
 pub use server::{Gateway, GatewayOptions, StartError};

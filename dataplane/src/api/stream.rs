@@ -17,6 +17,7 @@ use crate::{
     error::ApiError,
     provider::{CallError, Usage},
     route::signals::InFlight,
+    sse::DataLines,
     telemetry::{DecisionLog, DecisionRecord, Metrics},
 };
 
@@ -144,14 +145,25 @@ fn error_chunk(error: &ApiError) -> Bytes {
     Bytes::from(event)
 }
 
-/// Finds the `usage` object in OpenAI SSE `data:` lines, across chunk boundaries.
-#[derive(Default)]
+/// Finds the `usage` object (and any error event) in OpenAI SSE `data:` lines.
 struct UsageScanner {
-    partial: Vec<u8>,
+    lines: DataLines,
     usage: Option<Usage>,
     /// The provider sent an error event (passed through as is; the SDKs raise on it).
     saw_error: bool,
+    /// A line outgrew the cap: scanning stops (the bytes still pass through).
     overflowed: bool,
+}
+
+impl Default for UsageScanner {
+    fn default() -> Self {
+        Self {
+            lines: DataLines::new(MAX_LINE),
+            usage: None,
+            saw_error: false,
+            overflowed: false,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -165,36 +177,20 @@ impl UsageScanner {
         if self.overflowed {
             return;
         }
-        let mut rest = bytes;
-        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
-            self.partial.extend_from_slice(&rest[..newline]);
-            self.line();
-            self.partial.clear();
-            rest = &rest[newline + 1..];
-        }
-        if self.partial.len() + rest.len() > MAX_LINE {
-            self.overflowed = true;
-            self.partial = Vec::new();
-            return;
-        }
-        self.partial.extend_from_slice(rest);
-    }
-
-    fn line(&mut self) {
-        let line = self.partial.strip_suffix(b"\r").unwrap_or(&self.partial);
-        let Some(data) = line.strip_prefix(b"data:") else {
-            return;
-        };
-        if data.trim_ascii_start().starts_with(b"{\"error\"") {
-            self.saw_error = true;
-        }
-        // Only chunks that mention usage are parsed; content chunks are skipped cheaply.
-        if memchr_usage(data)
-            && let Ok(event) = serde_json::from_slice::<UsageEvent>(data)
-            && let Some(usage) = event.usage
-        {
-            self.usage = Some(usage);
-        }
+        let (usage, saw_error) = (&mut self.usage, &mut self.saw_error);
+        let scanned = self.lines.push(bytes, |data| {
+            if data.starts_with(b"{\"error\"") {
+                *saw_error = true;
+            }
+            // Only chunks that mention usage are parsed; content chunks are skipped cheaply.
+            if memchr_usage(data)
+                && let Ok(event) = serde_json::from_slice::<UsageEvent>(data)
+                && let Some(found) = event.usage
+            {
+                *usage = Some(found);
+            }
+        });
+        self.overflowed = scanned.is_err();
     }
 }
 

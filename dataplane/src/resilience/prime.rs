@@ -10,7 +10,10 @@ use futures_util::{StreamExt, stream::BoxStream};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::provider::{CallError, CallErrorKind};
+use crate::{
+    provider::{CallError, CallErrorKind},
+    sse::DataLines,
+};
 
 type ByteStream = BoxStream<'static, Result<Bytes, CallError>>;
 
@@ -24,7 +27,7 @@ pub async fn until_first_content(
     deadline: Duration,
 ) -> Result<ByteStream, CallError> {
     let mut read: Vec<Bytes> = Vec::new();
-    let mut lines = LineBuffer::default();
+    let mut lines = DataLines::new(MAX_PRIMED_BYTES);
     let primed = tokio::time::timeout(deadline, async {
         loop {
             let chunk = match stream.next().await {
@@ -36,19 +39,30 @@ pub async fn until_first_content(
                     ));
                 }
             };
-            let events = lines.push(&chunk)?;
-            read.push(chunk);
-            for event in events {
-                match classify(&event) {
-                    Event::Content => return Ok(()),
-                    Event::Error => {
-                        return Err(CallError::new(
-                            CallErrorKind::Protocol,
-                            "the provider sent an error event before any content",
-                        ));
+            // The first event that is not preamble decides.
+            let mut verdict = Event::Preamble;
+            lines
+                .push(&chunk, |data| {
+                    if verdict == Event::Preamble {
+                        verdict = classify(data);
                     }
-                    Event::Preamble => {}
+                })
+                .map_err(|_| {
+                    CallError::new(
+                        CallErrorKind::Protocol,
+                        "an event before the first content is too large",
+                    )
+                })?;
+            read.push(chunk);
+            match verdict {
+                Event::Content => return Ok(()),
+                Event::Error => {
+                    return Err(CallError::new(
+                        CallErrorKind::Protocol,
+                        "the provider sent an error event before any content",
+                    ));
                 }
+                Event::Preamble => {}
             }
         }
     })
@@ -65,6 +79,7 @@ pub async fn until_first_content(
         .boxed())
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Event {
     /// Something the client should see: the stream is committed.
     Content,
@@ -122,36 +137,6 @@ fn classify(data: &[u8]) -> Event {
         Event::Content
     } else {
         Event::Preamble
-    }
-}
-
-/// Splits bytes into SSE `data:` payloads across chunk boundaries.
-#[derive(Default)]
-struct LineBuffer {
-    partial: Vec<u8>,
-}
-
-impl LineBuffer {
-    fn push(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, CallError> {
-        let mut events = Vec::new();
-        let mut rest = bytes;
-        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
-            self.partial.extend_from_slice(&rest[..newline]);
-            let line = self.partial.strip_suffix(b"\r").unwrap_or(&self.partial);
-            if let Some(data) = line.strip_prefix(b"data:") {
-                events.push(data.trim_ascii().to_vec());
-            }
-            self.partial.clear();
-            rest = &rest[newline + 1..];
-        }
-        if self.partial.len() + rest.len() > MAX_PRIMED_BYTES {
-            return Err(CallError::new(
-                CallErrorKind::Protocol,
-                "an event before the first content is too large",
-            ));
-        }
-        self.partial.extend_from_slice(rest);
-        Ok(events)
     }
 }
 
