@@ -83,6 +83,10 @@ where
     let mut open: Option<(PlannedAttempt, Instant)> = None;
     for (index, &planned) in plan.attempts.iter().enumerate() {
         let deployment = &snapshot.group(planned.group).deployments[planned.deployment];
+        if !state.has_room() {
+            // Checked before the gate: a probe the gate hands out must really be made.
+            break;
+        }
         let breaker = run.breakers.get(run.org, &deployment.id);
         if let Gate::Open(until) = breaker.gate(Instant::now()) {
             state.skipped(deployment);
@@ -93,23 +97,17 @@ where
         }
         let more_links = index + 1 < plan.attempts.len();
         for retry in 0..=run.retry.retries_per_link {
-            let Some(outcome) = state
+            let error = match state
                 .attempt(planned, deployment, &breaker, &mut make_call)
                 .await
-            else {
-                return Err(Failed::Exhausted {
-                    attempts: state.records,
-                });
-            };
-            let error = match outcome {
-                Ok(served) => return Ok(served),
-                Err(error) if error.is_client_error() => {
-                    return Err(Failed::Client {
-                        error,
+            {
+                Step::Finished(done) => return done,
+                Step::NoRoom => {
+                    return Err(Failed::Exhausted {
                         attempts: state.records,
                     });
                 }
-                Err(error) => error,
+                Step::Failed(error) => error,
             };
             let pause = match error.retry_after {
                 // The provider said when: another link now beats waiting here.
@@ -126,30 +124,32 @@ where
         }
     }
     if state.made == 0
+        && state.has_room()
         && let Some((planned, _)) = open
     {
         // Every link is open: rather than fail without trying, try the one that reopens first.
         let deployment = &snapshot.group(planned.group).deployments[planned.deployment];
         let breaker = run.breakers.get(run.org, &deployment.id);
-        if let Some(outcome) = state
+        if let Step::Finished(done) = state
             .attempt(planned, deployment, &breaker, &mut make_call)
             .await
         {
-            match outcome {
-                Ok(served) => return Ok(served),
-                Err(error) if error.is_client_error() => {
-                    return Err(Failed::Client {
-                        error,
-                        attempts: state.records,
-                    });
-                }
-                Err(_) => {}
-            }
+            return done;
         }
     }
     Err(Failed::Exhausted {
         attempts: state.records,
     })
+}
+
+/// What one attempt settled.
+enum Step {
+    /// The request is answered: served, or refused by the provider as the caller's own mistake.
+    Finished(Result<Served, Failed>),
+    /// This link failed; the request goes on.
+    Failed(CallError),
+    /// The attempt cap or the deadline leaves no room for another attempt.
+    NoRoom,
 }
 
 /// The attempts of one request so far.
@@ -161,22 +161,21 @@ struct Attempts<'r> {
 }
 
 impl Attempts<'_> {
-    /// One call to one deployment, recorded, its outcome fed to the breaker. `None` when the
-    /// attempt cap or the deadline leaves no room for it.
+    /// One call to one deployment, recorded, its outcome fed to the breaker.
     async fn attempt<'a, F>(
         &mut self,
         planned: PlannedAttempt,
         deployment: &'a Deployment,
         breaker: &Breaker,
         make_call: &mut F,
-    ) -> Option<Result<Served, CallError>>
+    ) -> Step
     where
         F: FnMut(&'a Deployment) -> Call<'a>,
     {
-        let now = Instant::now();
-        if self.made >= self.run.retry.max_attempts || now >= self.run.deadline {
-            return None;
+        if !self.has_room() {
+            return Step::NoRoom;
         }
+        let now = Instant::now();
         self.made += 1;
         let provider = deployment.spec.provider.as_str();
         let in_flight = deployment.signals.begin();
@@ -221,13 +220,25 @@ impl Attempts<'_> {
             self.run.metrics.breaker(transition);
             tracing::info!(org = self.run.org, deployment = %deployment.id, ?transition, "circuit breaker");
         }
-        Some(result.map(|body| Served {
-            body,
-            by: planned,
-            attempts: std::mem::take(&mut self.records),
-            in_flight,
-            started: now,
-        }))
+        match result {
+            Ok(body) => Step::Finished(Ok(Served {
+                body,
+                by: planned,
+                attempts: std::mem::take(&mut self.records),
+                in_flight,
+                started: now,
+            })),
+            Err(error) if error.is_client_error() => Step::Finished(Err(Failed::Client {
+                error,
+                attempts: std::mem::take(&mut self.records),
+            })),
+            Err(error) => Step::Failed(error),
+        }
+    }
+
+    /// Whether the attempt cap and the deadline leave room for another attempt.
+    fn has_room(&self) -> bool {
+        self.made < self.run.retry.max_attempts && Instant::now() < self.run.deadline
     }
 
     /// A link passed over because its breaker is open.
