@@ -62,7 +62,7 @@ impl ConfigLoader {
 
     /// Loads the file if its bytes changed since the last good load. Returns whether a new
     /// snapshot was committed.
-    pub async fn reload(&self) -> Result<bool, ReloadError> {
+    async fn reload(&self) -> Result<bool, ReloadError> {
         let mut last = self.last_digest.lock().await;
         let bytes = tokio::fs::read(&self.path)
             .await
@@ -103,7 +103,7 @@ impl ConfigLoader {
     }
 
     /// Reloads and records the outcome; errors are logged, the last good snapshot stays.
-    async fn reload_and_record(&self) {
+    pub async fn reload_and_record(&self) {
         match self.reload().await {
             Ok(true) => self.metrics.config_reload(true),
             Ok(false) => {}

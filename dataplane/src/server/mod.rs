@@ -73,12 +73,8 @@ impl Gateway {
             metrics.clone(),
             Arc::new(SignalRegistry::default()),
         ));
-        if let Err(error) = loader.reload().await {
-            metrics.config_reload(false);
-            tracing::error!(%error, "initial config rejected; not ready until a valid config appears");
-        } else {
-            metrics.config_reload(true);
-        }
+        // A bad first config leaves the gateway unready (503, /readyz), not dead.
+        loader.reload_and_record().await;
         let decisions = match options.decision_log {
             Some(target) => DecisionLog::start(target, metrics.clone())
                 .await
