@@ -11,6 +11,7 @@ pub mod resilience;
 pub mod route;
 pub mod server;
 pub mod sse;
+mod sync;
 pub mod telemetry;
 
 pub use server::{Gateway, GatewayOptions, StartError};

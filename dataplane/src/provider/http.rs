@@ -38,10 +38,7 @@ impl HttpClients {
         if connect == DEFAULT_CONNECT_TIMEOUT {
             return self.default.clone();
         }
-        let mut clients = self
-            .by_connect_timeout
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut clients = crate::sync::lock(&self.by_connect_timeout);
         clients
             .entry(connect)
             .or_insert_with(|| build(connect))

@@ -14,6 +14,8 @@ use std::{
 use modelgate_crds::compiled::CompiledBreaker;
 use tokio::time::Instant;
 
+use crate::sync;
+
 const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
 const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(300);
@@ -180,9 +182,7 @@ impl Breaker {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        sync::lock(&self.state)
     }
 }
 
@@ -198,19 +198,13 @@ type OrgBreakers = HashMap<Arc<str>, Arc<Breaker>>;
 
 impl Breakers {
     pub fn get(&self, org: &str, deployment: &Arc<str>) -> Arc<Breaker> {
-        let found = self
-            .by_org
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let found = sync::read(&self.by_org)
             .get(org)
             .and_then(|by_deployment| by_deployment.get(deployment).cloned());
         if let Some(breaker) = found {
             return breaker;
         }
-        let mut by_org = self
-            .by_org
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut by_org = sync::write(&self.by_org);
         by_org
             .entry(org.to_owned())
             .or_default()

@@ -119,10 +119,7 @@ impl RetryBudget {
     }
 
     fn current(&self) -> std::sync::MutexGuard<'_, BudgetWindow> {
-        let mut w = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut w = crate::sync::lock(&self.state);
         if w.started.elapsed() >= self.window {
             *w = BudgetWindow {
                 started: Instant::now(),

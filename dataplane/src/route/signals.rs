@@ -12,6 +12,8 @@ use std::{
 
 use tokio::time::Instant;
 
+use crate::sync::lock;
+
 /// Weight of a new sample in the latency averages.
 const EWMA_ALPHA: f64 = 0.2;
 
@@ -168,13 +170,6 @@ impl Clock {
     fn minute(self) -> u64 {
         Instant::now().saturating_duration_since(self.0).as_secs() / 60
     }
-}
-
-/// A poisoned lock holds plain counters that are still meaningful.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
