@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the real control plane the operator tests run against: kube-apiserver and etcd from
-# their Go modules (through the Go module proxy), and helm. Binaries are cached outside the clone
+# Builds the real control plane the operator tests run against: kube-apiserver, kubectl and etcd
+# from their Go modules (through the Go module proxy), and helm. Binaries are cached outside the clone
 # and rebuilt only when missing; prints the directory that holds them.
 #
 # Why a module of our own: k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces
@@ -16,7 +16,7 @@ BIN=${MODELGATE_TESTBIN:-$HOME/.cache/modelgate/k8s-bin/k8s-$K8S-etcd-$ETCD-helm
 
 log() { printf '[testbin] %s\n' "$*" >&2; }
 
-if [[ -x "$BIN/kube-apiserver" && -x "$BIN/etcd" && -x "$BIN/helm" ]]; then
+if [[ -x "$BIN/kube-apiserver" && -x "$BIN/kubectl" && -x "$BIN/etcd" && -x "$BIN/helm" ]]; then
 	echo "$BIN"
 	exit 0
 fi
@@ -26,8 +26,8 @@ export CGO_ENABLED=0 GOFLAGS=-mod=mod
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-if [[ ! -x "$BIN/kube-apiserver" ]]; then
-	log "building kube-apiserver v$K8S (several minutes on 2 cores)"
+if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kubectl" ]]; then
+	log "building kube-apiserver and kubectl v$K8S (several minutes on 2 cores)"
 	mkdir -p "$work/apiserver" && cd "$work/apiserver"
 	go mod init local.invalid/testbin-apiserver >/dev/null 2>&1
 	kmod=$(go mod download -json "k8s.io/kubernetes@v$K8S" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
@@ -40,8 +40,11 @@ if [[ ! -x "$BIN/kube-apiserver" ]]; then
 	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 		ldflags="$ldflags -X $p.gitVersion=v$K8S -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
 	done
-	go build -trimpath -ldflags "$ldflags" -o "$BIN/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-	mv "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
+	for cmd in kube-apiserver kubectl; do
+		[[ -x "$BIN/$cmd" ]] && continue
+		go build -trimpath -ldflags "$ldflags" -o "$BIN/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
+		mv "$BIN/$cmd.tmp" "$BIN/$cmd"
+	done
 fi
 
 if [[ ! -x "$BIN/etcd" ]]; then

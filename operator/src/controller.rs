@@ -1,0 +1,91 @@
+//! The control loop: watch triggers feed the work queue; while this replica leads, due
+//! namespaces are reconciled one at a time. Becoming leader, a relist and the periodic resync
+//! queue every active namespace.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
+
+use crate::{
+    queue::{Trigger, WorkQueue},
+    reconcile::{Context, reconcile},
+};
+
+pub struct Timing {
+    pub debounce: Duration,
+    pub resync_interval: Duration,
+}
+
+pub async fn run(
+    ctx: Arc<Context>,
+    timing: Timing,
+    mut triggers: mpsc::UnboundedReceiver<Trigger>,
+    mut leading: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut queue = WorkQueue::new(timing.debounce);
+    let mut resync = tokio::time::interval(timing.resync_interval);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let is_leader = *leading.borrow();
+        let next = queue.next_due().filter(|_| is_leader);
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *leading.borrow_and_update() {
+                    add_all(&ctx, &mut queue);
+                }
+            }
+            trigger = triggers.recv() => match trigger {
+                Some(Trigger::Namespace(ns)) => queue.add(&ns, Instant::now()),
+                Some(Trigger::All) => add_all(&ctx, &mut queue),
+                None => return,
+            },
+            _ = resync.tick() => add_all(&ctx, &mut queue),
+            () = sleep_until(next), if next.is_some() => {
+                for namespace in queue.take_due(Instant::now()) {
+                    if !*leading.borrow() {
+                        queue.add(&namespace, Instant::now());
+                        continue;
+                    }
+                    reconcile_one(&ctx, &mut queue, &namespace).await;
+                }
+            }
+        }
+    }
+}
+
+async fn reconcile_one(ctx: &Context, queue: &mut WorkQueue, namespace: &str) {
+    match reconcile(ctx, namespace).await {
+        Ok(outcome) => {
+            queue.succeeded(namespace);
+            ctx.metrics.reconciled(Ok(()));
+            tracing::debug!(namespace, ?outcome, "reconciled");
+        }
+        Err(error) => {
+            let retry_in = queue.failed(namespace, Instant::now());
+            ctx.metrics.reconciled(Err(error.reason()));
+            tracing::warn!(namespace, %error, reason = error.reason(), retry_in = ?retry_in, "reconcile failed");
+        }
+    }
+}
+
+fn add_all(ctx: &Context, queue: &mut WorkQueue) {
+    let now = Instant::now();
+    for namespace in ctx.scopes.active_namespaces() {
+        queue.add(&namespace, now);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}

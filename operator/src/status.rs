@@ -1,0 +1,282 @@
+//! Status on every CR, written with server-side apply under one field manager: the conditions
+//! `Accepted`, `ResolvedRefs` and `Ready`, `observedGeneration`, and the checksum of the config
+//! that includes the object. An unchanged status is not written; a changed `Ready` emits an Event.
+
+use std::fmt::Debug;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::events::{Event, EventType, Recorder},
+};
+use modelgate_crds::{ObjectReport, common::condition};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Map, Value, json};
+
+use crate::{FIELD_MANAGER, publish::CONFIG_SECRET, reconcile::ReconcileError};
+
+/// One condition as this operator decides it, before times are assigned.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub type_: &'static str,
+    pub status: &'static str,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The three conditions for a compile outcome.
+pub fn verdicts(report: &ObjectReport, checksum: &str) -> [Verdict; 3] {
+    let short = checksum.get(..12).unwrap_or(checksum);
+    match &report.outcome {
+        Ok(()) => [
+            Verdict {
+                type_: condition::ACCEPTED,
+                status: "True",
+                reason: "Compiled".to_owned(),
+                message: "compiled into the namespace config".to_owned(),
+            },
+            Verdict {
+                type_: condition::RESOLVED_REFS,
+                status: "True",
+                reason: "ResolvedRefs".to_owned(),
+                message: "every referenced Secret and model group exists".to_owned(),
+            },
+            Verdict {
+                type_: condition::READY,
+                status: "True",
+                reason: "Published".to_owned(),
+                message: format!("live in Secret {CONFIG_SECRET} (config {short})"),
+            },
+        ],
+        Err(rejection) => {
+            let reason = rejection.reason.as_str().to_owned();
+            let refs = if rejection.reason.is_unresolved_reference() {
+                Verdict {
+                    type_: condition::RESOLVED_REFS,
+                    status: "False",
+                    reason: reason.clone(),
+                    message: rejection.message.clone(),
+                }
+            } else {
+                Verdict {
+                    type_: condition::RESOLVED_REFS,
+                    status: "True",
+                    reason: "ResolvedRefs".to_owned(),
+                    message: "no unresolved reference found".to_owned(),
+                }
+            };
+            [
+                Verdict {
+                    type_: condition::ACCEPTED,
+                    status: "False",
+                    reason: reason.clone(),
+                    message: rejection.message.clone(),
+                },
+                refs,
+                Verdict {
+                    type_: condition::READY,
+                    status: "False",
+                    reason,
+                    message: format!(
+                        "left out of the published config, other objects are unaffected: {}",
+                        rejection.message
+                    ),
+                },
+            ]
+        }
+    }
+}
+
+/// Turns verdicts into conditions, keeping `lastTransitionTime` where the status did not change.
+pub fn conditions(
+    verdicts: [Verdict; 3],
+    existing: &[Condition],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    verdicts
+        .into_iter()
+        .map(|verdict| {
+            let since = existing
+                .iter()
+                .find(|c| c.type_ == verdict.type_ && c.status == verdict.status)
+                .map_or(Time(now), |c| c.last_transition_time.clone());
+            Condition {
+                type_: verdict.type_.to_owned(),
+                status: verdict.status.to_owned(),
+                reason: verdict.reason,
+                message: verdict.message,
+                observed_generation: generation,
+                last_transition_time: since,
+            }
+        })
+        .collect()
+}
+
+/// Writes the status `report` implies on `object`, unless it already has it. `extra` holds
+/// kind-specific fields (a ModelGroup's deployment count). Returns whether a write happened.
+pub async fn apply<K>(
+    client: &Client,
+    recorder: &Recorder,
+    object: &K,
+    report: &ObjectReport,
+    checksum: &str,
+    extra: Map<String, Value>,
+) -> Result<bool, ReconcileError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let current = serde_json::to_value(object)
+        .ok()
+        .and_then(|mut v| v.get_mut("status").map(Value::take))
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    let existing: Vec<Condition> = current
+        .get("conditions")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+    let conditions = conditions(
+        verdicts(report, checksum),
+        &existing,
+        report.generation,
+        Timestamp::now(),
+    );
+    let mut desired = Map::new();
+    desired.insert("conditions".to_owned(), json!(conditions));
+    if let Some(generation) = report.generation {
+        desired.insert("observedGeneration".to_owned(), json!(generation));
+    }
+    if report.is_accepted() {
+        desired.insert("configChecksum".to_owned(), json!(checksum));
+        desired.extend(extra);
+    }
+    let desired = Value::Object(desired);
+    if desired == current {
+        return Ok(false);
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), &report.namespace);
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": desired,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(ReconcileError::api("write status"))?;
+    announce_transition(recorder, object, &existing, &conditions).await;
+    Ok(true)
+}
+
+/// An Event when `Ready` changes status or reason; failures to record are logged, never fatal.
+async fn announce_transition<K>(
+    recorder: &Recorder,
+    object: &K,
+    before: &[Condition],
+    after: &[Condition],
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let ready = |conditions: &[Condition]| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == condition::READY)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let Some((status, reason, message)) = ready(after) else {
+        return;
+    };
+    if ready(before).is_some_and(|(s, r, _)| s == status && r == reason) {
+        return;
+    }
+    let event = Event {
+        type_: if status == "True" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason,
+        note: Some(message),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(%error, name = %object.name_any(), "cannot record event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use modelgate_crds::{ObjectKind, Reason, Rejection};
+
+    use super::*;
+
+    fn report(outcome: Result<(), Rejection>) -> ObjectReport {
+        ObjectReport {
+            kind: ObjectKind::ModelGroup,
+            namespace: "team-a".to_owned(),
+            name: "chat".to_owned(),
+            generation: Some(3),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn an_accepted_object_is_ready_with_the_config_it_is_in() {
+        let [accepted, refs, ready] = verdicts(&report(Ok(())), "0123456789abcdef");
+        assert_eq!(
+            (accepted.status, refs.status, ready.status),
+            ("True", "True", "True")
+        );
+        assert_eq!(ready.reason, "Published");
+        assert!(ready.message.contains("0123456789ab"), "{}", ready.message);
+    }
+
+    #[test]
+    fn an_unresolved_reference_fails_resolved_refs_with_the_reason() {
+        let rejection = Rejection::new(Reason::UnknownFallback, "fallback \"gone\" does not exist");
+        let [accepted, refs, ready] = verdicts(&report(Err(rejection)), "c");
+        assert_eq!(
+            (accepted.status, refs.status, ready.status),
+            ("False", "False", "False")
+        );
+        assert_eq!(refs.reason, "UnknownFallback");
+        assert!(ready.message.contains("does not exist"));
+    }
+
+    #[test]
+    fn another_rejection_keeps_resolved_refs_true() {
+        let rejection = Rejection::new(Reason::FallbackCycle, "a -> b -> a");
+        let [accepted, refs, _] = verdicts(&report(Err(rejection)), "c");
+        assert_eq!(accepted.reason, "FallbackCycle");
+        assert_eq!(refs.status, "True");
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_the_status_holds() {
+        let earlier: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let later: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+        let first = conditions(verdicts(&report(Ok(())), "a"), &[], Some(1), earlier);
+        let second = conditions(verdicts(&report(Ok(())), "b"), &first, Some(2), later);
+        assert!(second.iter().all(|c| c.last_transition_time.0 == earlier));
+        assert!(second.iter().all(|c| c.observed_generation == Some(2)));
+        let rejected = Rejection::new(Reason::InvalidUrl, "bad");
+        let third = conditions(
+            verdicts(&report(Err(rejected)), "c"),
+            &second,
+            Some(3),
+            later,
+        );
+        let ready = third.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.last_transition_time.0, later);
+    }
+}

@@ -1,0 +1,15 @@
+//! The operator against a real kube-apiserver + etcd (one control plane for this binary, one
+//! namespace per test, one operator process per test scoped to it).
+
+// A panic in a test helper is a failed assertion with a backtrace, which is what a test wants.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod crd_validation;
+mod follow;
+mod keys;
+mod kubectl;
+mod leader;
+mod publish;
+mod rbac;
+mod status;
+mod support;

@@ -1,0 +1,274 @@
+//! Plumbing shared by the operator tests: an operator process, kubectl, and waits on conditions.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use k8s_testbin::{ControlPlane, http_get, wait_until};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use k8s_testbin::shared as control_plane;
+
+/// How long a reconcile-driven state may take to appear on a busy 2-core machine.
+pub const SETTLE: Duration = Duration::from_secs(60);
+
+/// A running `modelgate-operator` process with its log captured.
+pub struct Operator {
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    pub admin: SocketAddr,
+}
+
+pub struct OperatorOptions<'a> {
+    pub kubeconfig: &'a Path,
+    pub namespace: &'a str,
+    pub lease_name: &'a str,
+    pub identity: &'a str,
+}
+
+impl<'a> OperatorOptions<'a> {
+    /// An operator scoped to `namespace`, holding its Lease there, as cluster admin.
+    pub fn new(plane: &'a ControlPlane, namespace: &'a str) -> Self {
+        Self {
+            kubeconfig: plane.admin_kubeconfig(),
+            namespace,
+            lease_name: "modelgate-operator",
+            identity: "operator-a",
+        }
+    }
+}
+
+impl Operator {
+    /// Starts the operator and waits until its caches are synced (`/readyz`).
+    pub async fn start(options: OperatorOptions<'_>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("operator.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_modelgate-operator"))
+            .args([
+                "--namespace",
+                options.namespace,
+                "--lease-namespace",
+                options.namespace,
+                "--lease-name",
+                options.lease_name,
+                "--identity",
+                options.identity,
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--lease-duration",
+                "3s",
+                "--renew-interval",
+                "500ms",
+                "--debounce",
+                "50ms",
+            ])
+            .env("KUBECONFIG", options.kubeconfig)
+            .env("RUST_LOG", "info,modelgate_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut operator = Self {
+            child: Some(child),
+            log,
+            _dir: dir,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        assert!(
+            wait_until(SETTLE, || {
+                let addr = operator.admin_addr_from_log();
+                async move { addr.is_some() }
+            })
+            .await,
+            "operator did not start:\n{}",
+            operator.logs()
+        );
+        operator.admin = operator.admin_addr_from_log().unwrap();
+        let admin = operator.admin;
+        assert!(
+            wait_until(SETTLE, || async move {
+                matches!(http_get(admin, "/readyz").await, Some((200, _)))
+            })
+            .await,
+            "operator never became ready:\n{}",
+            operator.logs()
+        );
+        operator
+    }
+
+    fn admin_addr_from_log(&self) -> Option<SocketAddr> {
+        self.log_lines()
+            .iter()
+            .find_map(|line| line["fields"]["admin_addr"].as_str()?.parse().ok())
+    }
+
+    /// The operator's log, as written so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_lines(&self) -> Vec<Value> {
+        self.logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// The sum of every sample of `name` (all label sets) on `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = http_get(self.admin, "/metrics").await.unwrap_or_default();
+        body.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        child.wait().unwrap()
+    }
+
+    /// SIGKILL: a crash, leaving the Lease held.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `kubectl apply -n namespace -f -` with `yaml` on stdin; panics with kubectl's output on failure.
+pub fn kubectl_apply(plane: &ControlPlane, namespace: &str, yaml: &str) {
+    use std::io::Write;
+    let mut child = plane
+        .kubectl()
+        .args(["apply", "-n", namespace, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "kubectl apply failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Runs kubectl with `args`; returns (success, stdout, stderr).
+pub fn kubectl(plane: &ControlPlane, args: &[&str]) -> (bool, String, String) {
+    let output = plane.kubectl().args(args).output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The object as JSON, or `None` if it does not exist.
+pub async fn get_json<K>(client: &Client, namespace: &str, name: &str) -> Option<Value>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + serde::Serialize,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.get_opt(name)
+        .await
+        .unwrap()
+        .map(|o| serde_json::to_value(o).unwrap())
+}
+
+/// The condition `type_` of the object's status, as JSON.
+pub async fn condition<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+) -> Option<Value>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + serde::Serialize,
+{
+    let object = get_json::<K>(client, namespace, name).await?;
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
+/// Waits until the object's condition `type_` has `status` (and `reason`, if given).
+pub async fn wait_condition<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+) -> Value
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + serde::Serialize,
+{
+    let last = std::cell::RefCell::new(None);
+    let held = wait_until(SETTLE, || {
+        let client = client.clone();
+        let last = &last;
+        async move {
+            let found = condition::<K>(&client, namespace, name, type_).await;
+            let ok = found
+                .as_ref()
+                .is_some_and(|c| c["status"] == status && reason.is_none_or(|r| c["reason"] == r));
+            *last.borrow_mut() = found;
+            ok
+        }
+    })
+    .await;
+    assert!(
+        held,
+        "{} {namespace}/{name}: condition {type_} never became {status} {reason:?}; last: {:?}",
+        K::kind(&()),
+        last.borrow()
+    );
+    last.into_inner().unwrap()
+}
