@@ -25,10 +25,12 @@ build: ## Build every crate (debug)
 
 test: check test-rust test-sdk ## Run every test (what CI runs)
 
-test-fast: ## Rust tests only, for quick iteration
-	$(CARGO) test --workspace
+test-fast: ## Rust tests without the control plane (no Go builds), for quick iteration
+	$(CARGO) test --workspace --exclude modelgate-operator
+	$(CARGO) test -p modelgate-operator --lib
 
-test-rust:
+test-rust: ## Every Rust test, including the operator against a real kube-apiserver + etcd
+	tests/k8s/build-testbin.sh >/dev/null
 	$(CARGO) test --workspace
 
 test-sdk: ## The OpenAI Python SDK conformance suite against the built binaries

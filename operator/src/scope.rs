@@ -22,6 +22,9 @@ use tokio::sync::mpsc;
 
 use crate::{publish, queue::Trigger};
 
+const UNREFERENCED_SECRET_TYPES: &str =
+    "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
+
 /// The stores of one watched scope.
 #[derive(Clone)]
 pub struct Stores {
@@ -98,10 +101,13 @@ impl Stores {
             routing_policies: reflect(api(client, namespace), watcher::Config::default(), triggers),
             virtual_keys: reflect(api(client, namespace), watcher::Config::default(), triggers),
             // The published configs are large and derived: left out of the Secret cache, and
-            // watched as metadata only (their checksum annotation).
+            // watched as metadata only (their checksum annotation). Helm releases and
+            // service-account tokens are never referenced, so they are not cached either.
             secrets: reflect(
                 api(client, namespace),
-                watcher::Config::default().labels(&own),
+                watcher::Config::default()
+                    .labels(&own)
+                    .fields(UNREFERENCED_SECRET_TYPES),
                 triggers,
             ),
             published: reflect(

@@ -30,6 +30,7 @@ async fn applying_the_examples_yields_ready_objects_a_config_and_a_key() {
 
     let (ok, table, stderr) = kubectl(plane, &["get", "mg,rp,vk", "-n", &namespace]);
     assert!(ok, "{stderr}");
+    eprintln!("{table}");
     for column in [
         "MODELS",
         "STRATEGY",
