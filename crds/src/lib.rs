@@ -9,6 +9,7 @@ pub mod loader;
 pub mod model_group;
 pub mod report;
 pub mod routing_policy;
+pub mod spend;
 pub mod virtual_key;
 
 pub use compile::{Resources, compile};

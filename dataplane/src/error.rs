@@ -5,6 +5,13 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Serialize;
 
+/// Which per-minute rate a limit counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateKind {
+    Requests,
+    Tokens,
+}
+
 /// An error answered to the client.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -227,6 +234,44 @@ impl ApiError {
             ),
         )
         .with_param("modelgate.tags")
+    }
+
+    /// A budget that applies to the caller has no room for this call's worst-case cost.
+    pub fn budget_exceeded(scope: &str, limit_usd: f64, period: &str) -> Self {
+        Self::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_quota",
+            "budget_exceeded",
+            format!(
+                "The {scope} budget ({limit_usd} USD, {period}) has no room for this request's \
+                 worst-case cost. Lower max_tokens, or wait for the budget to reset."
+            ),
+        )
+    }
+
+    /// A request or token rate limit that applies to the caller is reached for this minute.
+    pub fn rate_limited(scope: &str, kind: RateKind, limit: u64) -> Self {
+        let (code, unit) = match kind {
+            RateKind::Requests => ("rpm_limit_exceeded", "requests"),
+            RateKind::Tokens => ("tpm_limit_exceeded", "tokens"),
+        };
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            code,
+            format!("The {scope} limit of {limit} {unit} per minute is reached."),
+        )
+    }
+
+    /// The shared limit store cannot be reached and the gateway fails closed: the caller's key is
+    /// fine, so this is a 503 to retry, never an authentication error.
+    pub fn limits_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "limits_unavailable",
+            "Budgets and rate limits cannot be checked right now; retry shortly.",
+        )
     }
 
     pub fn internal() -> Self {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod provider;
 pub mod resilience;
 pub mod route;
@@ -14,4 +15,4 @@ pub mod sse;
 mod sync;
 pub mod telemetry;
 
-pub use server::{Gateway, GatewayOptions, StartError};
+pub use server::{Gateway, GatewayOptions, StartError, StateBackend};

@@ -4,7 +4,8 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use modelgate_dataplane::{
-    Gateway, GatewayOptions, route::explain::replay, telemetry::DecisionTarget,
+    Gateway, GatewayOptions, StateBackend, limits::FailMode, route::explain::replay,
+    telemetry::DecisionTarget,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +32,17 @@ struct Args {
     /// Largest accepted request body.
     #[arg(long, env = "MODELGATE_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Where budgets and rate limits live: `memory` (this process) or `redis://host:port/db`
+    /// (shared by every replica).
+    #[arg(long, env = "MODELGATE_STATE", default_value = "memory")]
+    state: String,
+    /// With `--state memory`: a file that keeps settled spend across restarts.
+    #[arg(long, env = "MODELGATE_STATE_FILE")]
+    state_file: Option<PathBuf>,
+    /// When the state store is unreachable: `closed` answers 503 with Retry-After, `open`
+    /// serves without budgets and rate limits (counted and logged).
+    #[arg(long, env = "MODELGATE_STATE_FAIL_MODE", value_parser = ["closed", "open"], default_value = "closed")]
+    state_fail_mode: String,
     /// Log format on stderr.
     #[arg(long, env = "MODELGATE_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -84,6 +96,18 @@ async fn run(args: Args, config: PathBuf) -> ExitCode {
         admin_listen: args.admin_listen,
         decision_log,
         max_body_bytes: args.max_body_bytes,
+        state: if args.state == "memory" {
+            StateBackend::Memory {
+                snapshot: args.state_file,
+            }
+        } else {
+            StateBackend::Redis { url: args.state }
+        },
+        state_fail_mode: if args.state_fail_mode == "open" {
+            FailMode::Open
+        } else {
+            FailMode::Closed
+        },
     };
     let gateway = match Gateway::start(options).await {
         Ok(g) => g,

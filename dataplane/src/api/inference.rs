@@ -14,12 +14,14 @@ use tokio::time::Instant;
 use super::{
     AppState, EXTENSION_FIELD, JsonRequest, ResponseBody, error_response, full,
     response::REQUEST_ID,
+    spend::{self, Charge, StreamBilling},
     stream::{StreamEnd, observe},
 };
 use crate::{
     auth,
     config::{Deployment, KeyEntry},
     error::ApiError,
+    limits::cost::usd,
     provider::{AttemptTimeouts, Call, DEFAULT_CONNECT_TIMEOUT, Endpoint, UpstreamBody},
     resilience::{self, BreakerSettings, Execution, Failed, RetryPolicy},
     route::{self, RouteInput, tags::RequestTags},
@@ -164,6 +166,9 @@ async fn run(
     let stream =
         endpoint == Endpoint::ChatCompletions && parsed.field::<bool>("stream")?.unwrap_or(false);
     record.stream = stream;
+    let client_wants_usage = parsed
+        .field::<serde_json::Value>("stream_options")?
+        .is_some_and(|o| o.get("include_usage") == Some(&serde_json::Value::Bool(true)));
 
     let input_seed = fastrand::u64(..);
     let tags = RequestTags::from_request(&parsed, extension.tags, tag_header.as_deref())?;
@@ -200,6 +205,32 @@ async fn run(
         .iter()
         .map(|a| snapshot.group(a.group).deployments[a.deployment].id.clone())
         .collect();
+
+    // Spend control, before any provider is called: the worst case is reserved against every
+    // budget that applies and the call counted against every rate limit, or it is refused here.
+    let demand = spend::demand(
+        &snapshot,
+        &plan,
+        endpoint,
+        input.prompt_tokens,
+        input.max_tokens,
+    );
+    let ticket = state
+        .limiter
+        .admit(&key.limits, &record.request_id, demand)
+        .await
+        .map_err(|refusal| {
+            let (error, headers) = spend::refused(&refusal);
+            Rejected { error, headers }
+        })?;
+    if !key.limits.is_empty() {
+        record.reserved_usd = Some(usd(demand.worst_case_nanos));
+    }
+    let charge = Charge {
+        ticket,
+        org: key.spec.org.clone(),
+        team: key.spec.team.clone(),
+    };
 
     let policy = key.policy.as_deref();
     let mut retry = policy.map_or_else(RetryPolicy::default, |p| {
@@ -272,6 +303,7 @@ async fn run(
     };
 
     let served_group = snapshot.group(served.by.group);
+    let price = served_group.deployments[served.by.deployment].hot.price;
     let deployment = &served_group.deployments[served.by.deployment].spec;
     let mut response = Response::new(full(Bytes::new()));
     let headers = response.headers_mut();
@@ -293,6 +325,16 @@ async fn run(
     match served.body {
         UpstreamBody::Complete { body, usage } => {
             record.usage = usage;
+            if let Some(cost) = charge.settle(
+                price,
+                usage,
+                &served_group.spec.name,
+                record,
+                &state.metrics,
+            ) && let Ok(value) = HeaderValue::from_str(&format!("{:.9}", usd(cost)))
+            {
+                headers.insert("x-modelgate-cost", value);
+            }
             let signals = served.in_flight.signals();
             let latency_ms = served.started.elapsed().as_secs_f64() * 1000.0;
             let output_tokens = usage.map_or(0, |u| u.completion_tokens).max(1);
@@ -321,6 +363,12 @@ async fn run(
                 state.metrics.clone(),
                 served.in_flight,
                 served.started,
+                StreamBilling {
+                    charge,
+                    price,
+                    group: served_group.spec.name.clone(),
+                    client_wants_usage,
+                },
             );
             *response.body_mut() = observe(upstream, end);
             Ok(Answer::Streaming(response))

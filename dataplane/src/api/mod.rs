@@ -5,6 +5,7 @@ mod inference;
 mod models;
 mod request;
 mod response;
+mod spend;
 mod stream;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use hyper::body::Incoming;
 use crate::{
     config::ConfigHandle,
     error::ApiError,
+    limits::Limiter,
     provider::{Endpoint, HttpClients},
     resilience::{Breakers, RetryBudget},
     telemetry::{DecisionLog, Metrics},
@@ -26,6 +28,8 @@ pub use response::{ResponseBody, error_response, full};
 /// What a request handler shares.
 pub struct AppState {
     pub config: ConfigHandle,
+    /// Budgets and rate limits.
+    pub limiter: Limiter,
     pub http: HttpClients,
     pub metrics: Arc<Metrics>,
     pub decisions: DecisionLog,

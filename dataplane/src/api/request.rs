@@ -16,6 +16,8 @@ use crate::error::ApiError;
 /// modelgate's own request extension, read and stripped before forwarding.
 pub const EXTENSION_FIELD: &str = "modelgate";
 
+const STREAM_OPTIONS: &str = "stream_options";
+
 /// A JSON object body with the position of each top-level member.
 pub struct JsonRequest {
     body: Bytes,
@@ -62,17 +64,34 @@ impl JsonRequest {
     }
 
     /// The body to send upstream: every member but `model` and the extension copied byte for
-    /// byte, and `model` set to the deployment's upstream id.
-    pub fn forward_with_model(&self, model: &str) -> Bytes {
-        let mut out = Vec::with_capacity(self.body.len() + model.len() + 16);
+    /// byte, and `model` set to the deployment's upstream id. For a stream, `stream_options`
+    /// gets `include_usage: true` (its other fields kept): a streamed call must report its usage,
+    /// or it could not be costed against budgets. Only that small member is re-serialized.
+    pub fn forward(&self, model: &str, stream: bool) -> Bytes {
+        let mut out = Vec::with_capacity(self.body.len() + model.len() + 48);
         out.push(b'{');
         for member in &self.members {
-            if &*member.key == "model" || &*member.key == EXTENSION_FIELD {
+            let key = &*member.key;
+            if key == "model" || key == EXTENSION_FIELD || (stream && key == STREAM_OPTIONS) {
                 continue;
             }
-            push_json_string(&mut out, &member.key);
+            push_json_string(&mut out, key);
             out.push(b':');
             out.extend_from_slice(&self.body[member.value.clone()]);
+            out.push(b',');
+        }
+        if stream {
+            let mut options = self
+                .raw(STREAM_OPTIONS)
+                .and_then(|raw| {
+                    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(raw).ok()
+                })
+                .unwrap_or_default();
+            options.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+            push_json_string(&mut out, STREAM_OPTIONS);
+            out.push(b':');
+            // Serializing a map of JSON values into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, &options);
             out.push(b',');
         }
         out.extend_from_slice(b"\"model\":");
@@ -152,7 +171,7 @@ mod tests {
     fn forwards_members_byte_for_byte_with_model_replaced_and_extension_dropped() {
         let body = r#"{ "model" : "alias", "messages":[{"role":"user","content":"h\u00e9 \"q\""}],
             "modelgate": {"metadata": {"a": "b"}}, "temperature": 0.70, "x": {"nested": [1, 2.50]} }"#;
-        let forwarded = parse(body).forward_with_model("upstream-id");
+        let forwarded = parse(body).forward("upstream-id", false);
         let text = std::str::from_utf8(&forwarded).unwrap();
         assert_eq!(
             text,
@@ -176,7 +195,7 @@ mod tests {
 
     #[test]
     fn escaped_keys_are_unescaped_and_reescaped() {
-        let forwarded = parse(r#"{"a\"b":1,"model":"m"}"#).forward_with_model("u");
+        let forwarded = parse(r#"{"a\"b":1,"model":"m"}"#).forward("u", false);
         assert_eq!(
             std::str::from_utf8(&forwarded).unwrap(),
             r#"{"a\"b":1,"model":"u"}"#
@@ -194,8 +213,26 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_always_asks_for_usage_and_keeps_its_other_stream_options() {
+        let plain = parse(r#"{"model":"m","stream":true,"messages":[]}"#).forward("u", true);
+        let value: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        assert_eq!(
+            value["stream_options"],
+            serde_json::json!({"include_usage": true})
+        );
+        let declined =
+            parse(r#"{"model":"m","stream":true,"stream_options":{"include_usage":false,"x":1}}"#)
+                .forward("u", true);
+        let value: serde_json::Value = serde_json::from_slice(&declined).unwrap();
+        assert_eq!(
+            value["stream_options"],
+            serde_json::json!({"include_usage": true, "x": 1})
+        );
+    }
+
+    #[test]
     fn a_missing_model_is_still_added_upstream() {
-        let forwarded = parse(r#"{}"#).forward_with_model("u");
+        let forwarded = parse(r#"{}"#).forward("u", false);
         assert_eq!(&forwarded[..], br#"{"model":"u"}"#);
     }
 }

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, StreamBody};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::ResponseBody;
+use super::{ResponseBody, spend::StreamBilling};
 use crate::{
     error::ApiError,
     provider::{CallError, Usage},
@@ -39,6 +39,12 @@ pub struct StreamEnd {
     in_flight: InFlight,
     /// When the serving attempt started, for its time to first token.
     attempt_started: Instant,
+    /// The call's budget ticket and price: settled when the stream ends with usage, released
+    /// when it ends without.
+    billing: Option<StreamBilling>,
+    /// Set when the client did not ask for usage: the usage chunk the gateway asked for on its
+    /// behalf is taken out of what it receives.
+    usage_filter: Option<UsageFilter>,
 }
 
 impl StreamEnd {
@@ -49,6 +55,7 @@ impl StreamEnd {
         metrics: Arc<Metrics>,
         in_flight: InFlight,
         attempt_started: Instant,
+        billing: StreamBilling,
     ) -> Self {
         Self {
             record,
@@ -59,6 +66,8 @@ impl StreamEnd {
             outcome: None,
             in_flight,
             attempt_started,
+            usage_filter: (!billing.client_wants_usage).then(UsageFilter::default),
+            billing: Some(billing),
         }
     }
 
@@ -83,6 +92,17 @@ impl Drop for StreamEnd {
         if let Some(usage) = self.scanner.usage {
             self.in_flight.signals().add_tokens(usage.total_tokens);
         }
+        if let Some(billing) = self.billing.take() {
+            // A stream cut before its usage arrived has no known cost: its reservation is released.
+            let usage = self.scanner.usage.filter(|_| code == "ok");
+            billing.charge.settle(
+                billing.price,
+                usage,
+                &billing.group,
+                &mut self.record,
+                &self.metrics,
+            );
+        }
         self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         self.metrics.request(
             self.record.endpoint,
@@ -100,31 +120,97 @@ pub fn observe(
 ) -> ResponseBody {
     let frames = futures_util::stream::unfold(Some((upstream, end)), |state| async move {
         let (mut upstream, mut end) = state?;
-        match upstream.next().await {
-            Some(Ok(bytes)) => {
-                end.chunk(&bytes);
-                Some((
-                    Ok::<_, Infallible>(Frame::data(bytes)),
-                    Some((upstream, end)),
-                ))
-            }
-            Some(Err(error)) => {
-                tracing::warn!(request_id = %end.record.request_id, error = %error.message, "upstream stream failed after the first byte");
-                let interrupted = ApiError::stream_interrupted();
-                end.outcome = Some(interrupted.code);
-                Some((Ok(Frame::data(error_chunk(&interrupted))), None))
-            }
-            None => {
-                end.outcome = Some(if end.scanner.saw_error {
-                    UPSTREAM_ERROR_EVENT
-                } else {
-                    "ok"
-                });
-                None
-            }
+        loop {
+            return match upstream.next().await {
+                Some(Ok(bytes)) => {
+                    end.chunk(&bytes);
+                    let bytes = match &mut end.usage_filter {
+                        Some(filter) => filter.push(&bytes),
+                        None => bytes,
+                    };
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    Some((
+                        Ok::<_, Infallible>(Frame::data(bytes)),
+                        Some((upstream, end)),
+                    ))
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(request_id = %end.record.request_id, error = %error.message, "upstream stream failed after the first byte");
+                    let interrupted = ApiError::stream_interrupted();
+                    end.outcome = Some(interrupted.code);
+                    Some((Ok(Frame::data(error_chunk(&interrupted))), None))
+                }
+                None => {
+                    end.outcome = Some(if end.scanner.saw_error {
+                        UPSTREAM_ERROR_EVENT
+                    } else {
+                        "ok"
+                    });
+                    let rest = end.usage_filter.as_mut().map(UsageFilter::finish);
+                    match rest {
+                        Some(rest) if !rest.is_empty() => Some((Ok(Frame::data(rest)), None)),
+                        _ => None,
+                    }
+                }
+            };
         }
     });
     StreamBody::new(frames).boxed_unsync()
+}
+
+/// Takes usage-only chunks (`"choices": []` with a `usage`) out of an SSE byte stream, line by
+/// line; a removed `data:` line leaves an empty event, which SSE clients ignore. Other bytes
+/// pass unchanged, held back only until their line ends.
+#[derive(Default)]
+struct UsageFilter {
+    partial: Vec<u8>,
+}
+
+impl UsageFilter {
+    fn push(&mut self, bytes: &[u8]) -> Bytes {
+        let mut out = Vec::with_capacity(self.partial.len() + bytes.len());
+        let mut rest = bytes;
+        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&rest[..=newline]);
+            if !is_usage_only(&self.partial) {
+                out.extend_from_slice(&self.partial);
+            }
+            self.partial.clear();
+            rest = &rest[newline + 1..];
+        }
+        if self.partial.len() + rest.len() > MAX_LINE {
+            // Too long to be a usage chunk: let it through as it comes.
+            out.append(&mut self.partial);
+            out.extend_from_slice(rest);
+        } else {
+            self.partial.extend_from_slice(rest);
+        }
+        Bytes::from(out)
+    }
+
+    fn finish(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.partial))
+    }
+}
+
+fn is_usage_only(line: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Chunk {
+        #[serde(default)]
+        choices: Vec<serde::de::IgnoredAny>,
+        #[serde(default)]
+        usage: Option<serde::de::IgnoredAny>,
+    }
+    let Some(data) = line.trim_ascii().strip_prefix(b"data:") else {
+        return false;
+    };
+    if !data.windows(7).any(|w| w == b"\"usage\"") {
+        return false;
+    }
+    serde_json::from_slice::<Chunk>(data.trim_ascii())
+        .is_ok_and(|chunk| chunk.choices.is_empty() && chunk.usage.is_some())
 }
 
 /// The last event of a stream that failed after content reached the client: a chunk whose
@@ -203,6 +289,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_usage_chunk_is_removed_however_the_stream_is_split() {
+        let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,\"total_tokens\":8}}\r\n\r\ndata: [DONE]\n\n";
+        let expected = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n\r\ndata: [DONE]\n\n";
+        for split in 0..stream.len() {
+            let mut filter = UsageFilter::default();
+            let mut out = filter.push(&stream[..split]).to_vec();
+            out.extend_from_slice(&filter.push(&stream[split..]));
+            out.extend_from_slice(&filter.finish());
+            assert_eq!(out, expected, "split at {split}");
+        }
+    }
+
+    #[test]
     fn finds_usage_split_across_chunks() {
         let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,\"total_tokens\":8}}\r\n\r\ndata: [DONE]\n\n";
         for split in 0..stream.len() {
@@ -214,7 +313,8 @@ mod tests {
                 Some(Usage {
                     prompt_tokens: 3,
                     completion_tokens: 5,
-                    total_tokens: 8
+                    total_tokens: 8,
+                    ..Usage::default()
                 }),
                 "split at {split}"
             );

@@ -15,6 +15,10 @@ use modelgate_crds::{
 };
 
 use crate::{
+    limits::{
+        KeyLimits,
+        cost::{Price, PriceSource},
+    },
     provider::{self, Provider},
     route::signals::{DeploymentSignals, SignalRegistry},
 };
@@ -57,8 +61,8 @@ pub struct HotFields {
     pub weight: u32,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
-    /// USD per 1M tokens (input, output), when priced.
-    pub prices: Option<(f64, f64)>,
+    /// The deployment's price (its own, else the built-in list price of its model).
+    pub price: Option<Price>,
 }
 
 /// Required capability tags, prepared once per request.
@@ -94,6 +98,8 @@ pub struct KeyEntry {
     /// The whole compiled key; boxed to keep the key table small and cache-friendly.
     pub spec: Box<CompiledKey>,
     pub policy: Option<Arc<Policy>>,
+    /// Budgets and rate limits of the key, its team and its org.
+    pub limits: KeyLimits,
     /// The model table of the key's namespace (a key only reaches its own namespace).
     models: Arc<ModelTable>,
 }
@@ -188,7 +194,7 @@ impl Snapshot {
                                 weight: d.weight,
                                 rpm: d.rpm,
                                 tpm: d.tpm,
-                                prices: d.pricing.as_ref().map(|p| (p.input, p.output)),
+                                price: Price::of(d),
                             },
                             provider,
                             signals: signals.get(&d.id),
@@ -262,12 +268,14 @@ impl Snapshot {
         let mut colliding_keys = Vec::new();
         for (hash_hex, spec) in &config.keys {
             let hash = decode_hash(hash_hex)?;
+            let selected = KeyPolicies::of(&policies, spec);
             let entry = KeyEntry {
                 hash,
                 expires_at: spec.expires_at,
                 allows_all: spec.allowed_models.is_empty(),
+                limits: selected.limits(spec),
                 spec: Box::new(spec.clone()),
-                policy: policy_for(&policies, spec),
+                policy: selected.routing(),
                 models: models.get(&spec.namespace).unwrap_or(&empty).clone(),
             };
             match keys.entry(bucket(&hash)) {
@@ -344,6 +352,20 @@ impl Snapshot {
     pub fn unsupported(&self) -> &[String] {
         &self.unsupported
     }
+
+    /// Ids of deployments without `pricing`, costed from the built-in list price table.
+    pub fn builtin_priced(&self) -> impl Iterator<Item = &str> {
+        self.groups.iter().flat_map(|g| {
+            g.deployments
+                .iter()
+                .filter(|d| {
+                    d.hot
+                        .price
+                        .is_some_and(|p| p.source == PriceSource::Builtin)
+                })
+                .map(|d| &*d.id)
+        })
+    }
 }
 
 /// A bit per distinct capability tag, or `None` past 64 tags.
@@ -367,20 +389,39 @@ fn tag_bits(config: &CompiledConfig) -> Option<HashMap<String, u32>> {
     })
 }
 
-/// A key's team policy beats its org policy, which beats the namespace default.
-fn policy_for(policies: &[Arc<Policy>], key: &CompiledKey) -> Option<Arc<Policy>> {
-    let in_ns = || {
-        policies
-            .iter()
-            .filter(|p| p.spec.namespace == key.namespace)
-    };
-    let team = key
-        .team
-        .as_ref()
-        .and_then(|team| in_ns().find(|p| p.spec.teams.contains(team)));
-    let org = || in_ns().find(|p| p.spec.orgs.contains(&key.org));
-    let default = || in_ns().find(|p| p.spec.orgs.is_empty() && p.spec.teams.is_empty());
-    team.or_else(org).or_else(default).cloned()
+/// The policies that select a key: by its team, by its org, and the namespace default.
+struct KeyPolicies<'a> {
+    team: Option<&'a Arc<Policy>>,
+    org: Option<&'a Arc<Policy>>,
+    default: Option<&'a Arc<Policy>>,
+}
+
+impl<'a> KeyPolicies<'a> {
+    fn of(policies: &'a [Arc<Policy>], key: &CompiledKey) -> Self {
+        let in_ns = || {
+            policies
+                .iter()
+                .filter(|p| p.spec.namespace == key.namespace)
+        };
+        Self {
+            team: key
+                .team
+                .as_ref()
+                .and_then(|team| in_ns().find(|p| p.spec.teams.contains(team))),
+            org: in_ns().find(|p| p.spec.orgs.contains(&key.org)),
+            default: in_ns().find(|p| p.spec.orgs.is_empty() && p.spec.teams.is_empty()),
+        }
+    }
+
+    /// The one that routes the key: team beats org, which beats the namespace default.
+    fn routing(&self) -> Option<Arc<Policy>> {
+        self.team.or(self.org).or(self.default).cloned()
+    }
+
+    /// Budgets and rate limits: the key's own, its team's and its org's, all enforced.
+    fn limits(&self, key: &CompiledKey) -> KeyLimits {
+        KeyLimits::new(key, self.team.map(|p| &p.spec), self.org.map(|p| &p.spec))
+    }
 }
 
 fn bucket(hash: &[u8; 32]) -> u64 {

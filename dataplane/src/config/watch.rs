@@ -94,6 +94,9 @@ impl ConfigLoader {
         for deployment in snapshot.unsupported() {
             tracing::warn!(%deployment, "deployment left out: this data plane has no adapter for its provider yet");
         }
+        for deployment in snapshot.builtin_priced() {
+            tracing::info!(%deployment, "deployment has no pricing: costed at the built-in list price of its model");
+        }
         let checksum = snapshot.checksum().to_owned();
         let groups = snapshot.groups().len();
         self.handle.commit(snapshot);

@@ -28,7 +28,8 @@ impl Provider for Mock {
                 tokio::time::sleep(Duration::from_millis(settings.latency_ms)).await;
             }
             let model = call.deployment.model.as_str();
-            let body: Value = serde_json::from_slice(call.request.body())
+            let forwarded = call.request.forward(model, call.stream);
+            let body: Value = serde_json::from_slice(&forwarded)
                 .map_err(|e| CallError::new(CallErrorKind::Protocol, format!("mock: {e}")))?;
             match call.endpoint {
                 Endpoint::ChatCompletions => {
@@ -160,6 +161,7 @@ impl Reply {
             prompt_tokens: prompt,
             completion_tokens: completion,
             total_tokens: prompt + completion,
+            ..Usage::default()
         }
     }
 
@@ -287,6 +289,7 @@ fn embeddings(body: &Value, model: &str, default_dimensions: u32) -> (Bytes, Usa
         prompt_tokens: tokens,
         completion_tokens: 0,
         total_tokens: tokens,
+        ..Usage::default()
     };
     let response = json!({
         "object": "list", "data": data, "model": model,

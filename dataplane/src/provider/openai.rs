@@ -29,7 +29,7 @@ impl Provider for OpenAi {
                 .as_deref()
                 .unwrap_or(DEFAULT_BASE_URL);
             let url = format!("{base}{}", call.endpoint.openai_path());
-            let body = call.request.forward_with_model(&call.deployment.model);
+            let body = call.request.forward(&call.deployment.model, call.stream);
             let mut request = Request::post(url)
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(

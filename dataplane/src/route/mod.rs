@@ -276,8 +276,9 @@ impl<'a> Ranker<'a> {
             .max_tokens
             .or(g.spec.default_max_tokens.map(u64::from))
             .unwrap_or(DEFAULT_OUTPUT_TOKENS);
-        let cost_usd = d.hot.prices.map(|(input, output_price)| {
-            (self.input.prompt_tokens as f64 * input + output as f64 * output_price) / 1_000_000.0
+        let cost_usd = d.hot.price.map(|price| {
+            (self.input.prompt_tokens as f64 * price.input + output as f64 * price.output)
+                / 1_000_000.0
         });
         CandidateSignals {
             weight: d.hot.weight,

@@ -18,6 +18,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use crate::{
     api::{self, AppState, ResponseBody},
     config::{ConfigHandle, watch::ConfigLoader},
+    limits::{FailMode, Limiter, MemoryStore, RedisStore, Store, StoreError},
     provider::HttpClients,
     resilience::{Breakers, RetryBudget},
     route::signals::SignalRegistry,
@@ -36,7 +37,32 @@ pub struct GatewayOptions {
     pub admin_listen: SocketAddr,
     pub decision_log: Option<DecisionTarget>,
     pub max_body_bytes: usize,
+    /// Where budgets and rate limits are kept.
+    pub state: StateBackend,
+    pub state_fail_mode: FailMode,
 }
+
+/// The store of budgets and rate limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateBackend {
+    /// In this process (one replica); spend saved to the snapshot file when one is given.
+    Memory { snapshot: Option<PathBuf> },
+    /// Shared by every replica (`redis://host:port/db`).
+    Redis { url: String },
+}
+
+impl Default for StateBackend {
+    fn default() -> Self {
+        Self::Memory { snapshot: None }
+    }
+}
+
+/// How long a call to Redis may take before it counts as unavailable.
+const STATE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a reservation lives without a settle (longer than any sane call).
+const RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);
+/// How often changed spend is written to the memory backend's snapshot file.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A running gateway.
 pub struct Gateway {
@@ -45,6 +71,9 @@ pub struct Gateway {
     config: ConfigHandle,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The memory backend, saved once more on shutdown.
+    memory: Option<Arc<MemoryStore>>,
+    store: Arc<dyn Store>,
 }
 
 /// Why the gateway could not start.
@@ -57,6 +86,8 @@ pub enum StartError {
     },
     #[error("cannot open the decision log: {0}")]
     DecisionLog(std::io::Error),
+    #[error("cannot open the budget and rate-limit store: {0}")]
+    State(#[source] StoreError),
 }
 
 impl Gateway {
@@ -81,7 +112,29 @@ impl Gateway {
                 .map_err(StartError::DecisionLog)?,
             None => DecisionLog::disabled(metrics.clone()),
         };
+        let (store, memory): (Arc<dyn Store>, _) = match &options.state {
+            StateBackend::Memory { snapshot } => {
+                let store = MemoryStore::open(snapshot.as_deref()).map_err(StartError::State)?;
+                store.spawn_snapshots(SNAPSHOT_INTERVAL);
+                (store.clone(), Some(store))
+            }
+            StateBackend::Redis { url } => (
+                Arc::new(
+                    RedisStore::connect(url, STATE_TIMEOUT)
+                        .await
+                        .map_err(StartError::State)?,
+                ),
+                None,
+            ),
+        };
+        let limiter = Limiter::new(
+            store.clone(),
+            options.state_fail_mode,
+            RESERVATION_TTL,
+            metrics.clone(),
+        );
         let state = Arc::new(AppState {
+            limiter,
             config: config.clone(),
             http: HttpClients::default(),
             metrics: metrics.clone(),
@@ -116,6 +169,8 @@ impl Gateway {
             config,
             shutdown,
             tasks,
+            memory,
+            store,
         })
     }
 
@@ -125,6 +180,11 @@ impl Gateway {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The budget and rate-limit store, for tests and tools that read spend.
+    pub fn limits_store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// The current config, for readiness checks in tests and tools.
@@ -137,6 +197,11 @@ impl Gateway {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some(memory) = self.memory
+            && let Err(error) = memory.save_if_dirty()
+        {
+            tracing::warn!(%error, "cannot write the spend snapshot on shutdown");
         }
     }
 }

@@ -53,6 +53,15 @@ pub struct DecisionRecord {
     pub error_code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// What the call cost in USD, from the serving deployment's price and the real usage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// Where that price came from: `deployment` (its `pricing`) or `builtin` (list price).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_source: Option<&'static str>,
+    /// The worst-case cost reserved against budgets before the call, in USD.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved_usd: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttft_ms: Option<f64>,
     pub latency_ms: f64,

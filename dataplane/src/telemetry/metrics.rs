@@ -1,6 +1,8 @@
 //! Prometheus metrics with bounded labels: endpoints, providers, error codes and outcomes are all
 //! `&'static str` from fixed sets, never client input.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -39,6 +41,28 @@ pub struct Metrics {
     decisions_dropped: Counter,
     retries: Counter,
     breaker_transitions: Family<TransitionLabels, Counter>,
+    spend: Family<SpendLabels, Counter<f64, AtomicU64>>,
+    limit_refusals: Family<RefusalLabels, Counter>,
+    limit_store_errors: Family<OperationLabels, Counter>,
+}
+
+/// Org, team and model group come from the config, never from the request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpendLabels {
+    org: String,
+    team: String,
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    scope: &'static str,
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,8 +127,29 @@ impl Metrics {
             "Circuit breaker state changes (per org and deployment, summed)",
             breaker_transitions.clone(),
         );
+        let spend = Family::<SpendLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "spend_usd",
+            "Settled spend in USD by org, team and model group",
+            spend.clone(),
+        );
+        let limit_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "limit_refusals",
+            "Requests refused by a budget or rate limit, by scope (key, team, org) and limit",
+            limit_refusals.clone(),
+        );
+        let limit_store_errors = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "limit_store_errors",
+            "Failed calls to the budget and rate-limit store, by operation (admit, settle)",
+            limit_store_errors.clone(),
+        );
         Self {
             registry,
+            spend,
+            limit_refusals,
+            limit_store_errors,
             retries,
             breaker_transitions,
             requests,
@@ -114,6 +159,28 @@ impl Metrics {
             rejected_objects,
             decisions_dropped,
         }
+    }
+
+    pub fn spend(&self, org: &str, team: Option<&str>, model: &str, usd: f64) {
+        self.spend
+            .get_or_create(&SpendLabels {
+                org: org.to_owned(),
+                team: team.unwrap_or_default().to_owned(),
+                model: model.to_owned(),
+            })
+            .inc_by(usd);
+    }
+
+    pub fn limit_refused(&self, scope: &'static str, limit: &'static str) {
+        self.limit_refusals
+            .get_or_create(&RefusalLabels { scope, limit })
+            .inc();
+    }
+
+    pub fn limit_store_error(&self, operation: &'static str) {
+        self.limit_store_errors
+            .get_or_create(&OperationLabels { operation })
+            .inc();
     }
 
     pub fn request(&self, endpoint: &'static str, code: &'static str, seconds: f64) {

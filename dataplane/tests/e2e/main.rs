@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod fleet;
+mod limits;
 mod reload;
 mod resilience;
 mod routing;

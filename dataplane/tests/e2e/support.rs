@@ -11,7 +11,9 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use modelgate_dataplane::{Gateway, GatewayOptions, telemetry::DecisionTarget};
+use modelgate_dataplane::{
+    Gateway, GatewayOptions, StateBackend, limits::FailMode, telemetry::DecisionTarget,
+};
 use serde_json::Value;
 
 pub const KEY: &str = "sk-mg-e2e-test-key-0001";
@@ -79,6 +81,8 @@ impl TestGateway {
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             decision_log: Some(DecisionTarget::File(decision_log.clone())),
             max_body_bytes: 1024 * 1024,
+            state: StateBackend::default(),
+            state_fail_mode: FailMode::Closed,
         })
         .await
         .unwrap();

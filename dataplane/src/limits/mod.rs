@@ -1,0 +1,401 @@
+//! Spend control: per-call cost, budgets (reserve-then-settle) and RPM/TPM limits for a key, its
+//! team and its org, enforced in the one request pipeline every endpoint goes through.
+//!
+//! Before a call, [`Limiter::admit`] reserves the worst-case cost against every budget that
+//! applies and counts the request and its estimated tokens against every rate limit, in one
+//! atomic store operation; if any would be exceeded, nothing is applied and the caller gets 402
+//! or 429. The returned [`Ticket`] settles to the real cost after the call, or releases the
+//! reservation when the call fails, the client goes away, or the request is dropped.
+
+pub mod cost;
+mod memory;
+mod prices;
+mod redis;
+pub mod store;
+
+use std::{sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use modelgate_crds::{
+    common::{Budget, BudgetPeriod},
+    compiled::{CompiledKey, CompiledPolicy},
+    spend::{BudgetWindow, Meter, Subject, counter_key},
+};
+
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+pub use store::{Store, StoreError};
+
+use crate::{error::RateKind, telemetry::Metrics};
+use store::{Admission, BudgetCharge, RateCharge, Settlement, Verdict};
+
+/// What to do when the store cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailMode {
+    /// Refuse with 503 and Retry-After (never 401 or 402).
+    Closed,
+    /// Serve without limits, counting and logging every such request.
+    Open,
+}
+
+/// A counter identity, owned: who a limit applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Owner {
+    Key {
+        namespace: String,
+        name: String,
+    },
+    Team {
+        namespace: String,
+        org: String,
+        team: String,
+    },
+    Org {
+        namespace: String,
+        org: String,
+    },
+}
+
+impl Owner {
+    fn subject(&self) -> Subject<'_> {
+        match self {
+            Self::Key { namespace, name } => Subject::Key { namespace, name },
+            Self::Team {
+                namespace,
+                org,
+                team,
+            } => Subject::Team {
+                namespace,
+                org,
+                team,
+            },
+            Self::Org { namespace, org } => Subject::Org { namespace, org },
+        }
+    }
+}
+
+/// The limits of one scope (the key itself, its team, its org).
+#[derive(Clone, Debug, PartialEq)]
+struct ScopeLimits {
+    owner: Owner,
+    budget: Option<Budget>,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+}
+
+/// Every limit that applies to a key, worked out once per config snapshot.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KeyLimits {
+    scopes: Vec<ScopeLimits>,
+}
+
+impl KeyLimits {
+    /// The key's own limits, its team policy's and its org policy's `limits`. A policy that is
+    /// both (it names the team and the org) counts once, as the team's.
+    pub fn new(
+        key: &CompiledKey,
+        team_policy: Option<&CompiledPolicy>,
+        org_policy: Option<&CompiledPolicy>,
+    ) -> Self {
+        let mut scopes = vec![ScopeLimits {
+            owner: Owner::Key {
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+            },
+            budget: key.budget.clone(),
+            rpm: key.rpm,
+            tpm: key.tpm,
+        }];
+        if let (Some(team), Some(policy)) = (&key.team, team_policy) {
+            scopes.push(ScopeLimits {
+                owner: Owner::Team {
+                    namespace: key.namespace.clone(),
+                    org: key.org.clone(),
+                    team: team.clone(),
+                },
+                budget: policy.budget.clone(),
+                rpm: policy.rpm,
+                tpm: policy.tpm,
+            });
+        }
+        let org_policy = org_policy.filter(|org| {
+            team_policy.is_none_or(|team| {
+                (team.namespace.as_str(), team.name.as_str())
+                    != (org.namespace.as_str(), org.name.as_str())
+            })
+        });
+        if let Some(policy) = org_policy {
+            scopes.push(ScopeLimits {
+                owner: Owner::Org {
+                    namespace: key.namespace.clone(),
+                    org: key.org.clone(),
+                },
+                budget: policy.budget.clone(),
+                rpm: policy.rpm,
+                tpm: policy.tpm,
+            });
+        }
+        scopes.retain(|s| s.budget.is_some() || s.rpm.is_some() || s.tpm.is_some());
+        Self { scopes }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scopes.is_empty()
+    }
+}
+
+/// What one call may cost and consume, estimated before it is made.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Demand {
+    /// The worst-case cost in nano-dollars.
+    pub worst_case_nanos: i64,
+    /// Tokens counted against TPM limits now (corrected to the real count at settle).
+    pub tokens: u64,
+}
+
+/// Why a call was refused before reaching a provider.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refusal {
+    Budget {
+        scope: &'static str,
+        limit_usd: f64,
+        period: BudgetPeriod,
+        /// Seconds until the budget resets; `None` for a `total` budget.
+        retry_after: Option<u64>,
+    },
+    Rate {
+        scope: &'static str,
+        kind: RateKind,
+        limit: u64,
+        retry_after: u64,
+    },
+    /// The store is unreachable and the fail mode is closed.
+    Unavailable,
+}
+
+pub struct Limiter {
+    store: Arc<dyn Store>,
+    fail_mode: FailMode,
+    reservation_ttl: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Limiter {
+    pub fn new(
+        store: Arc<dyn Store>,
+        fail_mode: FailMode,
+        reservation_ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            fail_mode,
+            reservation_ttl,
+            metrics,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Reserves `demand` against every limit in `limits`, atomically.
+    pub async fn admit(
+        &self,
+        limits: &KeyLimits,
+        request_id: &str,
+        demand: Demand,
+    ) -> Result<Ticket, Refusal> {
+        if limits.is_empty() {
+            return Ok(Ticket::unlimited());
+        }
+        let now = Timestamp::now();
+        let now_ms = now.as_millisecond();
+        let minute = now.as_second().div_euclid(60);
+        let minute_ends_ms = (minute + 1) * 60_000;
+        // A rate counter outlives its minute by one more, for settles of long calls.
+        let rate_expiry_ms = minute_ends_ms + 60_000;
+        let mut admission = Admission {
+            id: request_id.to_owned(),
+            now_ms,
+            reservation_ttl_ms: i64::try_from(self.reservation_ttl.as_millis()).unwrap_or(i64::MAX),
+            budgets: Vec::new(),
+            rates: Vec::new(),
+        };
+        // Which scope and limit each charge stands for, to name it in a refusal.
+        let mut budget_of = Vec::new();
+        let mut rate_of = Vec::new();
+        let mut tokens = Vec::new();
+        for scope in &limits.scopes {
+            let subject = scope.owner.subject();
+            if let Some(budget) = &scope.budget {
+                let window = BudgetWindow::containing(budget.period, now);
+                admission.budgets.push(BudgetCharge {
+                    counter: counter_key(subject, Meter::Budget { period: &window.id }),
+                    limit: usd_to_nanos(budget.limit),
+                    amount: demand.worst_case_nanos,
+                    // Kept a week past the reset, so spend stays readable for a while.
+                    expire_at_ms: window.resets_at.map_or(0, |at| (at + 7 * 24 * 3600) * 1000),
+                });
+                budget_of.push((subject.scope(), budget, window));
+            }
+            if let Some(rpm) = scope.rpm {
+                admission.rates.push(RateCharge {
+                    counter: counter_key(subject, Meter::Requests { minute }),
+                    limit: saturating_i64(rpm),
+                    amount: 1,
+                    expire_at_ms: rate_expiry_ms,
+                });
+                rate_of.push((subject.scope(), RateKind::Requests, rpm));
+            }
+            if let Some(tpm) = scope.tpm {
+                let counter = counter_key(subject, Meter::Tokens { minute });
+                admission.rates.push(RateCharge {
+                    counter: counter.clone(),
+                    limit: saturating_i64(tpm),
+                    amount: saturating_i64(demand.tokens),
+                    expire_at_ms: rate_expiry_ms,
+                });
+                rate_of.push((subject.scope(), RateKind::Tokens, tpm));
+                tokens.push(counter);
+            }
+        }
+        let verdict = match self.store.admit(&admission).await {
+            Ok(verdict) => verdict,
+            Err(error) => {
+                self.metrics.limit_store_error("admit");
+                return match self.fail_mode {
+                    FailMode::Closed => {
+                        tracing::warn!(%error, "limit store unreachable; refusing (fail mode closed)");
+                        Err(Refusal::Unavailable)
+                    }
+                    FailMode::Open => {
+                        tracing::warn!(%error, "limit store unreachable; serving unlimited (fail mode open)");
+                        Ok(Ticket::unlimited())
+                    }
+                };
+            }
+        };
+        match verdict {
+            Verdict::Admitted => Ok(Ticket {
+                settle: Some(Pending {
+                    store: self.store.clone(),
+                    metrics: self.metrics.clone(),
+                    id: request_id.to_owned(),
+                    budgets: admission.budgets.into_iter().map(|b| b.counter).collect(),
+                    tokens: tokens
+                        .into_iter()
+                        .map(|c| (c, saturating_i64(demand.tokens)))
+                        .collect(),
+                }),
+            }),
+            Verdict::OverBudget(i) => {
+                let (scope, budget, window) = budget_of.get(i).ok_or(Refusal::Unavailable)?;
+                let scope = *scope;
+                self.metrics.limit_refused(scope, "budget");
+                Err(Refusal::Budget {
+                    scope,
+                    limit_usd: budget.limit,
+                    period: budget.period,
+                    retry_after: window
+                        .resets_at
+                        .map(|at| u64::try_from(at - now.as_second()).unwrap_or(1).max(1)),
+                })
+            }
+            Verdict::OverRate(i) => {
+                let (scope, kind, limit) = rate_of.get(i).copied().ok_or(Refusal::Unavailable)?;
+                self.metrics.limit_refused(
+                    scope,
+                    match kind {
+                        RateKind::Requests => "rpm",
+                        RateKind::Tokens => "tpm",
+                    },
+                );
+                let left_ms = minute_ends_ms - now_ms;
+                Err(Refusal::Rate {
+                    scope,
+                    kind,
+                    limit,
+                    retry_after: u64::try_from(left_ms.div_euclid(1000) + 1).unwrap_or(1),
+                })
+            }
+        }
+    }
+}
+
+/// An admitted call's reservations. Settle it with the real cost; dropped unsettled (a failed
+/// call, a client that went away), it releases them.
+pub struct Ticket {
+    settle: Option<Pending>,
+}
+
+struct Pending {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    id: String,
+    budgets: Vec<String>,
+    /// (TPM counter, tokens counted at admit).
+    tokens: Vec<(String, i64)>,
+}
+
+impl Ticket {
+    /// A ticket with nothing reserved: no limit applies, or the store failed open.
+    pub fn unlimited() -> Self {
+        Self { settle: None }
+    }
+
+    /// Replaces the reservations with the real cost and token count, in the background (the
+    /// answer does not wait for the store).
+    pub fn settle(mut self, cost_nanos: i64, tokens: u64) {
+        if let Some(pending) = self.settle.take() {
+            pending.finish(cost_nanos, Some(tokens));
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(pending) = self.settle.take() {
+            pending.finish(0, None);
+        }
+    }
+}
+
+impl Pending {
+    /// `tokens: None` releases: no cost, and the tokens counted at admit are given back.
+    fn finish(self, cost_nanos: i64, tokens: Option<u64>) {
+        let settlement = Settlement {
+            id: self.id,
+            now_ms: Timestamp::now().as_millisecond(),
+            budgets: self.budgets.into_iter().map(|c| (c, cost_nanos)).collect(),
+            rates: self
+                .tokens
+                .into_iter()
+                .map(|(c, counted)| (c, tokens.map_or(0, saturating_i64) - counted))
+                .collect(),
+        };
+        let (store, metrics) = (self.store, self.metrics);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(error) = store.settle(&settlement).await {
+                metrics.limit_store_error("settle");
+                tracing::warn!(%error, request_id = %settlement.id, "settle failed; the reservation expires on its own");
+            }
+        });
+    }
+}
+
+fn usd_to_nanos(usd: f64) -> i64 {
+    let nanos = (usd * cost::NANOS_PER_USD).floor();
+    if nanos.is_finite() && nanos > 0.0 {
+        nanos.min(i64::MAX as f64) as i64
+    } else {
+        0
+    }
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

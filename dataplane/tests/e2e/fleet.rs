@@ -1,0 +1,175 @@
+//! A fleet on one machine: a real `redis-server` on a free port, and data-plane replicas as
+//! separate processes sharing it, each on port 0 and found through the line it prints.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use crate::support::eventually;
+
+/// A `redis-server` with no persistence, stopped when dropped.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port).await
+    }
+
+    /// Starts on `port` (again, after [`RedisServer::kill`]).
+    pub async fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (make test installs it from Debian's packages)");
+        let server = Self {
+            child: Some(child),
+            port,
+        };
+        let url = server.url();
+        eventually("redis-server to answer PING", || {
+            let url = url.clone();
+            async move { ping(&url).await }
+        })
+        .await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// SIGKILL: Redis disappears mid-run.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn ping(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut connection)
+        .await
+        .is_ok()
+}
+
+/// A `modelgate-dataplane` process.
+pub struct Replica {
+    child: Option<Child>,
+    pub api: SocketAddr,
+}
+
+impl Replica {
+    /// Starts a replica on `config` with extra flags (`--state ...`), and waits until it serves.
+    pub async fn start(config: &Path, flags: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_modelgate-dataplane"))
+            .arg("--config")
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(flags)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let api = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            lines.find_map(|line| {
+                line.ok()?
+                    .strip_prefix("modelgate-dataplane api listening on http://")?
+                    .parse()
+                    .ok()
+            })
+        })
+        .await
+        .unwrap()
+        .expect("the replica never printed its address");
+        let replica = Self {
+            child: Some(child),
+            api,
+        };
+        let ready = format!("http://{api}/v1/models");
+        eventually("the replica to serve", || {
+            let ready = ready.clone();
+            async move {
+                let client = crate::support::client();
+                let request = http::Request::get(ready)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap();
+                // 401 without a key: the listener is up and a config is loaded.
+                client
+                    .request(request)
+                    .await
+                    .is_ok_and(|r| r.status() == 401)
+            }
+        })
+        .await;
+        replica
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    /// SIGTERM, and wait for the graceful exit (which saves the memory backend's spend).
+    pub fn terminate(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let exit = child.wait().unwrap();
+            assert!(exit.success(), "the replica exited with {exit}");
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// How long the fleet tests give a background settle to land.
+pub const SETTLE: Duration = Duration::from_secs(10);

@@ -1,0 +1,548 @@
+//! Spend control end to end: per-call cost, budgets that concurrent requests cannot overspend
+//! (one process on the memory store; three processes sharing a real Redis), RPM/TPM limits,
+//! 402/429/503 answers, failed and cut calls costing nothing, Redis going away and coming back,
+//! and spend surviving a restart.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use fake_provider::{FakeProvider, Script};
+use http::{Method, StatusCode};
+use modelgate_crds::{
+    common::BudgetPeriod,
+    spend::{BudgetWindow, Meter, Subject, counter_key},
+};
+use modelgate_dataplane::limits::{RedisStore, Store, store::BudgetState};
+use serde_json::{Value, json};
+
+use crate::{
+    fleet::{RedisServer, Replica, SETTLE},
+    support::*,
+};
+
+/// USD per 1M tokens: every token costs exactly 1,000,000 nano-dollars.
+const PRICE: f64 = 1000.0;
+const NANOS_PER_TOKEN: i64 = 1_000_000;
+const MAX_TOKENS: i64 = 100;
+const TEAM_KEY: &str = "sk-mg-e2e-teammate-key-02";
+
+fn messages() -> Value {
+    json!([{"role": "user", "content": "hi"}])
+}
+
+fn request() -> Value {
+    json!({"model": "chat", "messages": messages(), "max_tokens": MAX_TOKENS})
+}
+
+/// The gateway's prompt estimate of [`request`] (JSON bytes / 4), which the fake also bills.
+fn prompt_tokens() -> i64 {
+    (messages().to_string().len() / 4) as i64
+}
+
+fn worst_case_nanos() -> i64 {
+    (prompt_tokens() + MAX_TOKENS) * NANOS_PER_TOKEN
+}
+
+fn usd(nanos: i64) -> f64 {
+    nanos as f64 / 1e9
+}
+
+/// Two keys of org `acme`, team `ml`, with `key_extra` on the first; one priced group on the
+/// fake; and `policies` (RoutingPolicy documents).
+fn config(fake: &FakeProvider, key_extra: &str, policies: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: keys}}
+stringData: {{test: {KEY}, mate: {TEAM_KEY}, upstream: sk-upstream-0001}}
+---
+apiVersion: modelgate.io/v1alpha1
+kind: VirtualKey
+metadata: {{name: e2e}}
+spec:
+  org: acme
+  team: ml
+  keySecretRef: {{name: keys, key: test}}
+{key_extra}
+---
+apiVersion: modelgate.io/v1alpha1
+kind: VirtualKey
+metadata: {{name: mate}}
+spec:
+  org: acme
+  team: ml
+  keySecretRef: {{name: keys, key: mate}}
+---
+apiVersion: modelgate.io/v1alpha1
+kind: ModelGroup
+metadata: {{name: chat}}
+spec:
+  models: [chat]
+  deployments:
+    - name: fake
+      provider: openai-compatible
+      model: upstream-fake
+      baseUrl: {}
+      credentials: {{secretKeyRef: {{name: keys, key: upstream}}}}
+      pricing: {{input: {PRICE}, output: {PRICE}}}
+---
+{policies}"#,
+        fake.base_url()
+    )
+}
+
+fn budget_counter(subject: Subject<'_>) -> String {
+    let window = BudgetWindow::containing(BudgetPeriod::Daily, jiff::Timestamp::now());
+    counter_key(subject, Meter::Budget { period: &window.id })
+}
+
+const KEY_SUBJECT: Subject<'static> = Subject::Key {
+    namespace: "default",
+    name: "e2e",
+};
+
+async fn post(url: &str, key: &str, body: &Value) -> Answer {
+    let client = client();
+    let request = http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("{url}/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    use http_body_util::BodyExt;
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+fn cost_nanos(answer: &Answer) -> i64 {
+    let usd: f64 = answer.header("x-modelgate-cost").parse().unwrap();
+    (usd * 1e9).round() as i64
+}
+
+/// 32 requests released together (held upstream once admitted), spread over `bases` with keys
+/// taking turns from `keys`, against a budget with room for `room` worst cases: no more than
+/// `room` are admitted, the rest get 402, and once all are done the budget holds exactly the
+/// sum of the real costs with nothing reserved.
+async fn budget_race(
+    fake: &FakeProvider,
+    bases: &[String],
+    keys: &[&str],
+    room: i64,
+    store: &dyn Store,
+    counter: &str,
+) {
+    for _ in 0..32 {
+        fake.push(Script::Hold);
+    }
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let base = bases[i % bases.len()].clone();
+        let key = keys[i % keys.len()].to_owned();
+        let refused = refused.clone();
+        tasks.push(tokio::spawn(async move {
+            let answer = post(&base, &key, &request()).await;
+            if answer.status != StatusCode::OK {
+                refused.fetch_add(1, Ordering::SeqCst);
+            }
+            answer
+        }));
+    }
+    eventually("every request to be held upstream or refused", || {
+        std::future::ready(fake.request_count() + refused.load(Ordering::SeqCst) == 32)
+    })
+    .await;
+    let admitted = fake.request_count() as i64;
+    assert!(
+        admitted >= 1 && admitted <= room,
+        "{admitted} admitted with room for {room} worst cases"
+    );
+    let held = store.budget(counter).await.unwrap();
+    assert_eq!(held.reserved, admitted * worst_case_nanos());
+    fake.release(32);
+    let mut spent = 0;
+    for task in tasks {
+        let answer = task.await.unwrap();
+        match answer.status {
+            StatusCode::OK => spent += cost_nanos(&answer),
+            StatusCode::PAYMENT_REQUIRED => assert_eq!(answer.error_code(), "budget_exceeded"),
+            other => panic!("unexpected {other}: {}", answer.text()),
+        }
+    }
+    assert!(spent > 0);
+    let mut last = BudgetState::default();
+    let settled = tokio::time::timeout(SETTLE, async {
+        loop {
+            last = store.budget(counter).await.unwrap();
+            if last == (BudgetState { spent, reserved: 0 }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        settled.is_ok(),
+        "expected {spent} spent and nothing reserved, found {last:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_process_never_overspends_a_key_budget_under_concurrency() {
+    let fake = FakeProvider::start().await.unwrap();
+    let limit = usd(worst_case_nanos() * 9 + worst_case_nanos() / 2);
+    let budget = format!("  budget: {{limit: {limit}, period: daily}}");
+    let gw = TestGateway::start(&config(&fake, &budget, "")).await;
+    let base = gw.url("");
+    budget_race(
+        &fake,
+        &[base],
+        &[KEY],
+        9,
+        gw.gateway.limits_store().as_ref(),
+        &budget_counter(KEY_SUBJECT),
+    )
+    .await;
+}
+
+/// Three replicas sharing one Redis: the budget of `scope` is shared by all of them.
+async fn fleet_race(scope: &str) {
+    let redis = RedisServer::start().await;
+    let fake = FakeProvider::start().await.unwrap();
+    let limit = usd(worst_case_nanos() * 9 + worst_case_nanos() / 2);
+    let budget = format!("{{budget: {{limit: {limit}, period: daily}}}}");
+    let (key_extra, policies, counter) = match scope {
+        "key" => (
+            format!("  budget: {{limit: {limit}, period: daily}}"),
+            String::new(),
+            budget_counter(KEY_SUBJECT),
+        ),
+        "team" => (
+            String::new(),
+            format!(
+                "apiVersion: modelgate.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: ml}}\nspec:\n  teams: [ml]\n  limits: {budget}\n"
+            ),
+            budget_counter(Subject::Team {
+                namespace: "default",
+                org: "acme",
+                team: "ml",
+            }),
+        ),
+        _ => (
+            String::new(),
+            format!(
+                "apiVersion: modelgate.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: acme}}\nspec:\n  orgs: [acme]\n  limits: {budget}\n"
+            ),
+            budget_counter(Subject::Org {
+                namespace: "default",
+                org: "acme",
+            }),
+        ),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config(&fake, &key_extra, &policies)).unwrap();
+    let state = redis.url();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(&path, &["--state", &state]).await);
+    }
+    let bases: Vec<String> = replicas.iter().map(|r| r.url("")).collect();
+    // A key budget is the one key's; team and org budgets are shared by both keys of the team.
+    let keys: &[&str] = if scope == "key" {
+        &[KEY]
+    } else {
+        &[KEY, TEAM_KEY]
+    };
+    let store = RedisStore::connect(&state, Duration::from_secs(2))
+        .await
+        .unwrap();
+    budget_race(&fake, &bases, keys, 9, &store, &counter).await;
+}
+
+#[tokio::test]
+async fn three_replicas_on_redis_never_overspend_a_key_budget() {
+    fleet_race("key").await;
+}
+
+#[tokio::test]
+async fn three_replicas_on_redis_never_overspend_a_team_budget() {
+    fleet_race("team").await;
+}
+
+#[tokio::test]
+async fn three_replicas_on_redis_never_overspend_an_org_budget() {
+    fleet_race("org").await;
+}
+
+/// Waits, if needed, until at least `need` seconds are left in the current UTC minute: a rate
+/// test must run inside one window. (This waits for the wall clock, not for state.)
+async fn inside_one_minute(need: i64) {
+    let second = jiff::Timestamp::now().as_second().rem_euclid(60);
+    if 60 - second < need {
+        tokio::time::sleep(Duration::from_secs((60 - second) as u64)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_rpm_limit_holds_across_three_replicas() {
+    let redis = RedisServer::start().await;
+    let fake = FakeProvider::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config(&fake, "  rpm: 10", "")).unwrap();
+    let state = redis.url();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(&path, &["--state", &state]).await);
+    }
+    inside_one_minute(20).await;
+    let mut admitted = 0;
+    for i in 0..30 {
+        let answer = post(&replicas[i % 3].url(""), KEY, &request()).await;
+        match answer.status {
+            StatusCode::OK => admitted += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(answer.error_code(), "rpm_limit_exceeded");
+                assert_eq!(answer.header("x-modelgate-limit"), "key-rpm");
+                let retry: u64 = answer.header("retry-after").parse().unwrap();
+                assert!((1..=60).contains(&retry), "retry-after {retry}");
+            }
+            other => panic!("unexpected {other}: {}", answer.text()),
+        }
+    }
+    assert_eq!(admitted, 10);
+    assert_eq!(
+        fake.request_count(),
+        10,
+        "a refused request reached the provider"
+    );
+}
+
+#[tokio::test]
+async fn a_tpm_limit_bounds_the_tokens_admitted_in_a_minute() {
+    let fake = FakeProvider::start().await.unwrap();
+    let gw = TestGateway::start(&config(&fake, "  tpm: 1000", "")).await;
+    inside_one_minute(20).await;
+    // About 60 prompt tokens each: 30 of them are far more than 1000 tokens.
+    let long = json!({"model": "chat", "max_tokens": MAX_TOKENS,
+        "messages": [{"role": "user", "content": "tell me more ".repeat(18)}]});
+    let (mut tokens, mut refused) = (0, 0);
+    for _ in 0..30 {
+        let answer = post(&gw.url(""), KEY, &long).await;
+        match answer.status {
+            StatusCode::OK => tokens += answer.json()["usage"]["total_tokens"].as_i64().unwrap(),
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(answer.error_code(), "tpm_limit_exceeded");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {}", answer.text()),
+        }
+    }
+    // Every request sets max_tokens, so the estimate bounds it and there is no overshoot.
+    assert!(
+        tokens <= 1000,
+        "{tokens} tokens admitted under a TPM of 1000"
+    );
+    assert!(refused > 0);
+}
+
+#[tokio::test]
+async fn a_budget_refusal_is_a_402_naming_the_budget_with_retry_after_until_the_reset() {
+    let fake = FakeProvider::start().await.unwrap();
+    let limit = usd(worst_case_nanos() / 2);
+    let gw = TestGateway::start(&config(
+        &fake,
+        &format!("  budget: {{limit: {limit}, period: daily}}"),
+        "",
+    ))
+    .await;
+    let answer = post(&gw.url(""), KEY, &request()).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    let error = &answer.json()["error"];
+    assert_eq!(error["code"], "budget_exceeded");
+    assert_eq!(error["type"], "insufficient_quota");
+    assert!(
+        error["message"].as_str().unwrap().contains("key budget"),
+        "{error}"
+    );
+    let retry: i64 = answer.header("retry-after").parse().unwrap();
+    let reset = BudgetWindow::containing(BudgetPeriod::Daily, jiff::Timestamp::now())
+        .resets_at
+        .unwrap();
+    assert!((reset - jiff::Timestamp::now().as_second() - retry).abs() <= 2);
+    assert_eq!(answer.header("x-modelgate-limit"), "key-budget");
+    assert_eq!(fake.request_count(), 0);
+    // A smaller worst case fits.
+    let small = json!({"model": "chat", "messages": messages(), "max_tokens": 1});
+    assert_eq!(post(&gw.url(""), KEY, &small).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn failed_and_cut_calls_cost_nothing_and_streams_are_costed_without_asking_for_usage() {
+    let fake = FakeProvider::start().await.unwrap();
+    let gw = TestGateway::start(&config(&fake, "  budget: {limit: 100, period: daily}", "")).await;
+    let store = gw.gateway.limits_store().clone();
+    let counter = budget_counter(KEY_SUBJECT);
+    fake.push(Script::status(400));
+    let failed = post(&gw.url(""), KEY, &request()).await;
+    assert_eq!(failed.status, StatusCode::BAD_REQUEST);
+    fake.push(Script::CutStreamAfter { chunks: 3 });
+    let mut stream = request();
+    stream["stream"] = json!(true);
+    let cut = post(&gw.url(""), KEY, &stream).await;
+    assert_eq!(cut.status, StatusCode::OK);
+    eventually("both reservations to be released", || {
+        let store = store.clone();
+        let counter = counter.clone();
+        async move { store.budget(&counter).await.unwrap() == BudgetState::default() }
+    })
+    .await;
+
+    // A complete stream is costed although the client did not ask for usage, and the client
+    // does not get the usage chunk the gateway asked for on its behalf.
+    let streamed = post(&gw.url(""), KEY, &stream).await;
+    assert_eq!(streamed.status, StatusCode::OK);
+    assert!(
+        !streamed.text().contains("\"usage\":{"),
+        "{}",
+        streamed.text()
+    );
+    let upstream = fake.requests().last().unwrap().body.clone();
+    assert_eq!(upstream["stream_options"]["include_usage"], true);
+    eventually("the stream to be settled at its real cost", || {
+        let store = store.clone();
+        let counter = counter.clone();
+        async move {
+            let state = store.budget(&counter).await.unwrap();
+            state.reserved == 0 && state.spent > 0 && state.spent < worst_case_nanos()
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redis_going_away_fails_closed_then_recovers_and_fails_open_when_asked() {
+    let mut redis = RedisServer::start().await;
+    let port = redis.port;
+    let fake = FakeProvider::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        config(&fake, "  budget: {limit: 100, period: daily}", ""),
+    )
+    .unwrap();
+    let state = redis.url();
+    let closed = Replica::start(&path, &["--state", &state]).await;
+    let open = Replica::start(&path, &["--state", &state, "--state-fail-mode", "open"]).await;
+    assert_eq!(
+        post(&closed.url(""), KEY, &request()).await.status,
+        StatusCode::OK
+    );
+
+    redis.kill();
+    for _ in 0..3 {
+        let answer = post(&closed.url(""), KEY, &request()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            answer.text()
+        );
+        assert_eq!(answer.error_code(), "limits_unavailable");
+        assert_eq!(answer.header("retry-after"), "1");
+        assert_eq!(
+            post(&open.url(""), KEY, &request()).await.status,
+            StatusCode::OK
+        );
+    }
+
+    let redis = RedisServer::start_on(port).await;
+    let mut recovered = false;
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while tokio::time::Instant::now() < deadline {
+        let answer = post(&closed.url(""), KEY, &request()).await;
+        assert!(
+            matches!(
+                answer.status,
+                StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE
+            ),
+            "{}",
+            answer.text()
+        );
+        if answer.status == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(
+        recovered,
+        "the replica never recovered after Redis came back"
+    );
+    // One call admitted after the restart: exactly its cost is spent, settled once.
+    let store = RedisStore::connect(&redis.url(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let counter = budget_counter(KEY_SUBJECT);
+    eventually("the call after recovery to settle", || {
+        let store = &store;
+        let counter = counter.clone();
+        async move {
+            let s = store.budget(&counter).await.unwrap();
+            s.reserved == 0 && s.spent > 0
+        }
+    })
+    .await;
+    let spent = store.budget(&counter).await.unwrap().spent;
+    assert!(
+        spent < worst_case_nanos(),
+        "settled more than one call: {spent}"
+    );
+}
+
+#[tokio::test]
+async fn spend_survives_a_restart_on_the_memory_store() {
+    let fake = FakeProvider::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let limit = usd(worst_case_nanos() * 3);
+    std::fs::write(
+        &path,
+        config(
+            &fake,
+            &format!("  budget: {{limit: {limit}, period: total}}"),
+            "",
+        ),
+    )
+    .unwrap();
+    let spend_file = dir.path().join("spend.json");
+    let flags = ["--state-file", spend_file.to_str().unwrap()];
+    let replica = Replica::start(&path, &flags).await;
+    let mut served = 0;
+    while post(&replica.url(""), KEY, &request()).await.status == StatusCode::OK {
+        served += 1;
+        assert!(served < 100, "the budget never ran out");
+    }
+    replica.terminate();
+    let restarted = Replica::start(&path, &flags).await;
+    let answer = post(&restarted.url(""), KEY, &request()).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "spend was forgotten: {}",
+        answer.text()
+    );
+}
