@@ -7,13 +7,16 @@
 //! reservations before it checks. The connection manager reconnects on its own, and concurrent
 //! requests share one reconnect attempt.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
 use redis::{
     AsyncCommands, Script,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
+use tokio::sync::mpsc;
+
+use crate::{resilience::Cooldown, telemetry::Metrics};
 
 use super::store::{
     Admission, BudgetState, SETTLED_MEMORY_MS, Settlement, Store, StoreError, Verdict,
@@ -100,6 +103,7 @@ return 1
 ";
 
 pub struct RedisStore {
+    client: redis::Client,
     connection: ConnectionManager,
     admit: Script,
     settle: Script,
@@ -114,14 +118,26 @@ impl RedisStore {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1);
-        let connection = ConnectionManager::new_with_config(client, config)
+        let connection = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| StoreError(e.to_string()))?;
         Ok(Self {
+            client,
             connection,
             admit: Script::new(ADMIT),
             settle: Script::new(SETTLE),
         })
+    }
+}
+
+impl RedisStore {
+    /// Shares this replica's breaker cooldowns with the fleet, and applies the fleet's.
+    pub fn share_cooldowns(
+        &self,
+        apply: Arc<dyn Fn(&Cooldown) + Send + Sync>,
+        metrics: Arc<Metrics>,
+    ) -> mpsc::UnboundedSender<Cooldown> {
+        super::cooldowns::spawn(self.client.clone(), self.connection.clone(), apply, metrics)
     }
 }
 

@@ -7,12 +7,12 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex, OnceLock, RwLock},
     time::Duration,
 };
 
 use modelgate_crds::compiled::CompiledBreaker;
-use tokio::time::Instant;
+use tokio::{sync::mpsc, time::Instant};
 
 use crate::sync;
 
@@ -181,9 +181,24 @@ impl Breaker {
         (!was_open).then_some(Transition::Opened)
     }
 
+    /// How long the breaker stays open from `now`, if it is open.
+    pub fn open_for(&self, now: Instant) -> Option<Duration> {
+        self.lock()
+            .open_until
+            .map(|until| until.saturating_duration_since(now))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         sync::lock(&self.state)
     }
+}
+
+/// A cooldown one replica started, for the others of the fleet to apply too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cooldown {
+    pub org: String,
+    pub deployment: Arc<str>,
+    pub pause: Duration,
 }
 
 /// Breakers by org, then by deployment id: one tenant's failures never touch another tenant's
@@ -191,12 +206,36 @@ impl Breaker {
 #[derive(Default)]
 pub struct Breakers {
     by_org: RwLock<HashMap<String, OrgBreakers>>,
+    /// Where this replica's cooldowns go to reach the rest of the fleet (shared state only).
+    announcer: OnceLock<mpsc::UnboundedSender<Cooldown>>,
 }
 
 /// One org's breakers by deployment id.
 type OrgBreakers = HashMap<Arc<str>, Arc<Breaker>>;
 
 impl Breakers {
+    /// Sends every cooldown this replica starts to `announcer` from now on.
+    pub fn announce_to(&self, announcer: mpsc::UnboundedSender<Cooldown>) {
+        let _ = self.announcer.set(announcer);
+    }
+
+    /// Tells the fleet that `org`'s breaker of `deployment` opened for `pause`.
+    pub fn announce(&self, org: &str, deployment: &Arc<str>, pause: Duration) {
+        if let Some(announcer) = self.announcer.get() {
+            let _ = announcer.send(Cooldown {
+                org: org.to_owned(),
+                deployment: deployment.clone(),
+                pause,
+            });
+        }
+    }
+
+    /// Applies a cooldown another replica started.
+    pub fn apply(&self, cooldown: &Cooldown) {
+        self.get(&cooldown.org, &cooldown.deployment)
+            .cool_down(Instant::now(), cooldown.pause);
+    }
+
     pub fn get(&self, org: &str, deployment: &Arc<str>) -> Arc<Breaker> {
         let found = sync::read(&self.by_org)
             .get(org)

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use tokio::time::Instant;
 
 use breaker::{Breaker, Gate};
-pub use breaker::{BreakerSettings, Breakers, Transition};
+pub use breaker::{BreakerSettings, Breakers, Cooldown, Transition};
 pub use retry::{RetryBudget, RetryPolicy};
 
 use crate::{
@@ -217,6 +217,13 @@ impl Attempts<'_> {
             },
         };
         if let Some(transition) = transition {
+            if transition == Transition::Opened
+                && let Some(pause) = breaker.open_for(Instant::now())
+            {
+                self.run
+                    .breakers
+                    .announce(self.run.org, &deployment.id, pause);
+            }
             self.run.metrics.breaker(transition);
             tracing::info!(org = self.run.org, deployment = %deployment.id, ?transition, "circuit breaker");
         }

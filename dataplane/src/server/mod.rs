@@ -112,20 +112,20 @@ impl Gateway {
                 .map_err(StartError::DecisionLog)?,
             None => DecisionLog::disabled(metrics.clone()),
         };
-        let (store, memory): (Arc<dyn Store>, _) = match &options.state {
+        let (store, memory, redis): (Arc<dyn Store>, _, _) = match &options.state {
             StateBackend::Memory { snapshot } => {
                 let store = MemoryStore::open(snapshot.as_deref()).map_err(StartError::State)?;
                 store.spawn_snapshots(SNAPSHOT_INTERVAL);
-                (store.clone(), Some(store))
+                (store.clone(), Some(store), None)
             }
-            StateBackend::Redis { url } => (
-                Arc::new(
+            StateBackend::Redis { url } => {
+                let store = Arc::new(
                     RedisStore::connect(url, STATE_TIMEOUT)
                         .await
                         .map_err(StartError::State)?,
-                ),
-                None,
-            ),
+                );
+                (store.clone(), None, Some(store))
+            }
         };
         let limiter = Limiter::new(
             store.clone(),
@@ -143,6 +143,15 @@ impl Gateway {
             breakers: Breakers::default(),
             retry_budget: RetryBudget::default(),
         });
+
+        if let Some(redis) = &redis {
+            let breakers = state.clone();
+            let announcer = redis.share_cooldowns(
+                Arc::new(move |cooldown| breakers.breakers.apply(cooldown)),
+                metrics.clone(),
+            );
+            state.breakers.announce_to(announcer);
+        }
 
         let api_listener = bind(options.listen).await?;
         let admin_listener = bind(options.admin_listen).await?;

@@ -44,6 +44,7 @@ pub struct Metrics {
     spend: Family<SpendLabels, Counter<f64, AtomicU64>>,
     limit_refusals: Family<RefusalLabels, Counter>,
     limit_store_errors: Family<OperationLabels, Counter>,
+    remote_cooldowns: Counter,
 }
 
 /// Org, team and model group come from the config, never from the request.
@@ -145,8 +146,15 @@ impl Metrics {
             "Failed calls to the budget and rate-limit store, by operation (admit, settle)",
             limit_store_errors.clone(),
         );
+        let remote_cooldowns = Counter::default();
+        registry.register(
+            "remote_cooldowns",
+            "Breaker cooldowns started by another replica and applied here",
+            remote_cooldowns.clone(),
+        );
         Self {
             registry,
+            remote_cooldowns,
             spend,
             limit_refusals,
             limit_store_errors,
@@ -175,6 +183,10 @@ impl Metrics {
         self.limit_refusals
             .get_or_create(&RefusalLabels { scope, limit })
             .inc();
+    }
+
+    pub fn remote_cooldown(&self) {
+        self.remote_cooldowns.inc();
     }
 
     pub fn limit_store_error(&self, operation: &'static str) {

@@ -93,6 +93,7 @@ async fn ping(url: &str) -> bool {
 pub struct Replica {
     child: Option<Child>,
     pub api: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 impl Replica {
@@ -109,21 +110,21 @@ impl Replica {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let api = tokio::task::spawn_blocking(move || {
+        let (api, admin) = tokio::task::spawn_blocking(move || {
             let mut lines = BufReader::new(stdout).lines();
-            lines.find_map(|line| {
-                line.ok()?
-                    .strip_prefix("modelgate-dataplane api listening on http://")?
-                    .parse()
-                    .ok()
-            })
+            let mut address = |listener: &str| -> Option<SocketAddr> {
+                let prefix = format!("modelgate-dataplane {listener} listening on http://");
+                lines.find_map(|line| line.ok()?.strip_prefix(&prefix)?.parse().ok())
+            };
+            Some((address("api")?, address("admin")?))
         })
         .await
         .unwrap()
-        .expect("the replica never printed its address");
+        .expect("the replica never printed its addresses");
         let replica = Self {
             child: Some(child),
             api,
+            admin,
         };
         let ready = format!("http://{api}/v1/models");
         eventually("the replica to serve", || {
@@ -146,6 +147,23 @@ impl Replica {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.api)
+    }
+
+    /// The value of a counter on the replica's `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let request = http::Request::get(format!("http://{}/metrics", self.admin))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let Ok(response) = crate::support::client().request(request).await else {
+            return 0.0;
+        };
+        use http_body_util::BodyExt;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// SIGTERM, and wait for the graceful exit (which saves the memory backend's spend).

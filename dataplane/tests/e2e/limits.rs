@@ -546,3 +546,50 @@ async fn spend_survives_a_restart_on_the_memory_store() {
         answer.text()
     );
 }
+
+#[tokio::test]
+async fn a_cooldown_one_replica_starts_is_applied_by_the_others() {
+    let redis = RedisServer::start().await;
+    let primary = FakeProvider::start().await.unwrap();
+    let backup = FakeProvider::start().await.unwrap();
+    let groups = format!(
+        "{}{}",
+        group(
+            "chat",
+            &["chat"],
+            &[upstream("primary", &primary.base_url(), 1)],
+            &["backup"]
+        ),
+        group(
+            "backup",
+            &["backup"],
+            &[upstream("backup", &backup.base_url(), 1)],
+            &[]
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config_with(&groups)).unwrap();
+    let state = redis.url();
+    let first = Replica::start(&path, &["--state", &state]).await;
+    let second = Replica::start(&path, &["--state", &state]).await;
+
+    // The primary tells the first replica to back off for a minute; it falls back.
+    primary.push(Script::Status {
+        status: 429,
+        body: None,
+        retry_after: Some("60".to_owned()),
+    });
+    let answer = post(&first.url(""), KEY, &chat("chat")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.header("x-modelgate-deployment"), "backup");
+    eventually("the second replica to apply the cooldown", || async {
+        second.metric("modelgate_remote_cooldowns_total").await >= 1.0
+    })
+    .await;
+    // The second replica never asks the primary: it goes straight to the backup.
+    let answer = post(&second.url(""), KEY, &chat("chat")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.header("x-modelgate-deployment"), "backup");
+    assert_eq!(primary.request_count(), 1);
+}
