@@ -26,13 +26,13 @@ build: ## Build every crate (debug)
 test: check test-rust test-sdk ## Run every test (what CI runs)
 
 test-fast: ## Rust tests without the control plane (no Go builds), for quick iteration
-	tests/install-redis.sh
+	tests/testbin/install-redis.sh
 	$(CARGO) test --workspace --exclude modelgate-operator
 	$(CARGO) test -p modelgate-operator --lib
 
 test-rust: ## Every Rust test: the operator against a real kube-apiserver + etcd, limits on a real Redis
-	tests/k8s/build-testbin.sh >/dev/null
-	tests/install-redis.sh
+	tests/testbin/build-testbin.sh >/dev/null
+	tests/testbin/install-redis.sh
 	$(CARGO) test --workspace
 
 test-sdk: ## The OpenAI Python SDK conformance suite against the built binaries

@@ -24,6 +24,8 @@ use crate::common::{Budget, SecretKeySelector};
     printcolumn = r#"{"name":"Team","type":"string","jsonPath":".spec.team"}"#,
     printcolumn = r#"{"name":"Budget","type":"number","jsonPath":".spec.budget.limit"}"#,
     printcolumn = r#"{"name":"Period","type":"string","jsonPath":".spec.budget.period"}"#,
+    printcolumn = r#"{"name":"Spend","type":"number","jsonPath":".status.spend"}"#,
+    printcolumn = r#"{"name":"Remaining","type":"number","jsonPath":".status.remaining"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -94,4 +96,15 @@ pub struct VirtualKeyStatus {
     /// Checksum of the published config that includes this object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_checksum: Option<String>,
+    /// USD spent (settled calls) in the current budget period, read from the shared state store
+    /// when the operator is given one (`--state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend: Option<f64>,
+    /// USD left in the current budget period (never below 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<f64>,
+    /// The budget period `spend` and `remaining` describe (`d2026-11-23`, `w2026-11-23`,
+    /// `m2026-11`, or `total`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_period: Option<String>,
 }

@@ -17,6 +17,8 @@ use crate::{
 pub struct Timing {
     pub debounce: Duration,
     pub resync_interval: Duration,
+    /// How often spend in VirtualKey status is refreshed, when it is reported at all.
+    pub spend_refresh: Option<Duration>,
 }
 
 pub async fn run(
@@ -29,6 +31,9 @@ pub async fn run(
     let mut queue = WorkQueue::new(timing.debounce);
     let mut resync = tokio::time::interval(timing.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Spend changes with traffic, not with objects: refreshed on its own clock.
+    let mut spend = tokio::time::interval(timing.spend_refresh.unwrap_or(timing.resync_interval));
+    spend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let is_leader = *leading.borrow();
         let next = queue.next_due().filter(|_| is_leader);
@@ -49,6 +54,7 @@ pub async fn run(
                 None => return,
             },
             _ = resync.tick() => add_all(&ctx, &mut queue),
+            _ = spend.tick(), if timing.spend_refresh.is_some() => add_all(&ctx, &mut queue),
             () = sleep_until(next), if next.is_some() => {
                 for namespace in queue.take_due(Instant::now()) {
                     if !*leading.borrow() {

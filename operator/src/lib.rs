@@ -11,6 +11,7 @@ pub mod publish;
 mod queue;
 mod reconcile;
 mod scope;
+mod spend;
 mod status;
 
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub enum RunError {
     Admin(#[source] std::io::Error),
     #[error("the OS random source failed: {0}")]
     Random(String),
+    #[error("cannot reach the state store: {0}")]
+    State(#[source] redis::RedisError),
 }
 
 /// Runs the operator until SIGTERM or SIGINT, then stops cleanly: the current reconcile
@@ -77,11 +80,20 @@ pub async fn run(options: Options) -> Result<(), RunError> {
             instance: Some(identity),
         },
     );
+    let spend = match &options.state {
+        Some(url) => Some(
+            spend::SpendReader::connect(url)
+                .await
+                .map_err(RunError::State)?,
+        ),
+        None => None,
+    };
     let ctx = Arc::new(reconcile::Context {
         client,
         scopes: scopes.clone(),
         recorder,
         metrics: metrics.clone(),
+        spend,
     });
 
     let mut leader_metric = leading.clone();
@@ -110,6 +122,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
                 controller::Timing {
                     debounce: options.debounce,
                     resync_interval: options.resync_interval,
+                    spend_refresh: options.state.as_ref().map(|_| options.spend_refresh_interval),
                 },
                 triggers,
                 leading,

@@ -52,6 +52,15 @@ pub struct Options {
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,
 
+    /// The data planes' shared state store (`redis://host:port/db`): VirtualKey status then shows
+    /// spend and the budget left this period.
+    #[arg(long, env = "MODELGATE_STATE")]
+    pub state: Option<String>,
+
+    /// How often spend in VirtualKey status is refreshed (with `--state`).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub spend_refresh_interval: Duration,
+
     /// Log format: `json` or `text`.
     #[arg(long, env = "MODELGATE_LOG_FORMAT", default_value = "json")]
     pub log_format: String,

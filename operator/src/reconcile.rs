@@ -3,10 +3,10 @@
 //! Invalid objects are reported on their own status and never block the valid ones.
 
 use kube::{Client, ResourceExt, runtime::events::Recorder};
-use modelgate_crds::{CompiledConfig, ObjectKind, ObjectReport, Resources, compile};
+use modelgate_crds::{CompiledConfig, ObjectKind, ObjectReport, Resources, VirtualKey, compile};
 use serde_json::{Map, json};
 
-use crate::{keys, metrics::Metrics, publish, scope::Scopes, status};
+use crate::{keys, metrics::Metrics, publish, scope::Scopes, spend::SpendReader, status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -61,6 +61,8 @@ pub struct Context {
     pub scopes: Scopes,
     pub recorder: Recorder,
     pub metrics: std::sync::Arc<Metrics>,
+    /// Reads spend for VirtualKey status, when a shared state store is configured.
+    pub spend: Option<SpendReader>,
 }
 
 pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, ReconcileError> {
@@ -163,21 +165,42 @@ async fn write_status(
             let Some(object) = find(&resources.virtual_keys, report) else {
                 return Ok(false);
             };
-            status::apply(
-                &ctx.client,
-                &ctx.recorder,
-                object,
-                report,
-                checksum,
-                Map::new(),
-            )
-            .await?
+            let extra = spend_fields(ctx, object).await;
+            status::apply(&ctx.client, &ctx.recorder, object, report, checksum, extra).await?
         }
     };
     if written {
         ctx.metrics.status_written(report.kind.as_str());
     }
     Ok(written)
+}
+
+/// Spend and remaining budget for a budgeted key, when a state store is configured. If the
+/// store cannot be read, the last reported values are kept rather than cleared.
+async fn spend_fields(ctx: &Context, key: &VirtualKey) -> Map<String, serde_json::Value> {
+    let Some(reader) = &ctx.spend else {
+        return Map::new();
+    };
+    match reader.read(key).await {
+        None => Map::new(),
+        Some(Ok(spend)) => spend.status_fields(),
+        Some(Err(error)) => {
+            tracing::warn!(%error, name = %key.name_any(), "cannot read spend from the state store");
+            let mut kept = Map::new();
+            if let Some(status) = &key.status {
+                for (field, value) in [
+                    ("spend", json!(status.spend)),
+                    ("remaining", json!(status.remaining)),
+                    ("budgetPeriod", json!(status.budget_period)),
+                ] {
+                    if !value.is_null() {
+                        kept.insert(field.to_owned(), value);
+                    }
+                }
+            }
+            kept
+        }
+    }
 }
 
 fn find<'a, K: ResourceExt>(objects: &'a [K], report: &ObjectReport) -> Option<&'a K> {

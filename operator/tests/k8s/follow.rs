@@ -23,7 +23,7 @@ use modelgate_dataplane::{Gateway, GatewayOptions, StateBackend, limits::FailMod
 use tokio::time::Instant;
 
 use crate::support::{Operator, OperatorOptions, SETTLE, control_plane, kubectl_apply};
-use k8s_testbin::wait_until;
+use testbin::wait_until;
 
 const KEY: &str = "sk-mg-follow-the-operator-01";
 

@@ -8,7 +8,7 @@ use modelgate_crds::ModelGroup;
 use crate::support::{
     Operator, OperatorOptions, SETTLE, control_plane, kubectl_apply, wait_condition,
 };
-use k8s_testbin::wait_until;
+use testbin::wait_until;
 
 fn group(name: &str) -> String {
     format!(

@@ -11,5 +11,6 @@ mod kubectl;
 mod leader;
 mod publish;
 mod rbac;
+mod spend;
 mod status;
 mod support;

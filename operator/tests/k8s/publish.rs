@@ -8,7 +8,7 @@ use modelgate_crds::{ModelGroup, VirtualKey};
 use crate::support::{
     Operator, OperatorOptions, SETTLE, control_plane, kubectl_apply, wait_condition,
 };
-use k8s_testbin::wait_until;
+use testbin::wait_until;
 
 const OBJECTS: &str = r#"
 apiVersion: modelgate.io/v1alpha1

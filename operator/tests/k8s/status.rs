@@ -174,7 +174,7 @@ async fn each_object_gets_conditions_reasons_and_the_checksum_of_its_config() {
 
     // Events record the transitions: a warning naming the reason, and Ready for the good one.
     let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    let found = k8s_testbin::wait_until(SETTLE, || {
+    let found = testbin::wait_until(SETTLE, || {
         let events = events.clone();
         async move {
             let list = events.list(&ListParams::default()).await.unwrap();
@@ -205,7 +205,7 @@ async fn each_object_gets_conditions_reasons_and_the_checksum_of_its_config() {
         &namespace,
         "apiVersion: modelgate.io/v1alpha1\nkind: ModelGroup\nmetadata: {name: good}\nspec:\n  models: [good-model, good-alias]\n  deployments:\n    - {name: mock, provider: mock, model: mock-1}\n",
     );
-    let settled = k8s_testbin::wait_until(SETTLE, || {
+    let settled = testbin::wait_until(SETTLE, || {
         let client = client.clone();
         let namespace = namespace.clone();
         async move {

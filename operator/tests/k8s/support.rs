@@ -7,12 +7,12 @@ use std::{
     time::Duration,
 };
 
-use k8s_testbin::{ControlPlane, http_get, wait_until};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use testbin::{ControlPlane, http_get, wait_until};
 
-pub use k8s_testbin::shared as control_plane;
+pub use testbin::shared as control_plane;
 
 /// How long a reconcile-driven state may take to appear on a busy 2-core machine.
 pub const SETTLE: Duration = Duration::from_secs(60);
@@ -30,6 +30,8 @@ pub struct OperatorOptions<'a> {
     pub namespace: &'a str,
     pub lease_name: &'a str,
     pub identity: &'a str,
+    /// More flags for this operator.
+    pub extra: &'a [&'a str],
 }
 
 impl<'a> OperatorOptions<'a> {
@@ -40,6 +42,7 @@ impl<'a> OperatorOptions<'a> {
             namespace,
             lease_name: "modelgate-operator",
             identity: "operator-a",
+            extra: &[],
         }
     }
 }
@@ -68,6 +71,7 @@ impl Operator {
                 "--debounce",
                 "50ms",
             ])
+            .args(options.extra)
             .env("KUBECONFIG", options.kubeconfig)
             .env("RUST_LOG", "info,modelgate_operator=debug")
             .stdin(Stdio::null())

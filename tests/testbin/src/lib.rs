@@ -1,13 +1,15 @@
-//! A real control plane for tests: kube-apiserver backed by etcd, built from their Go modules by
+//! Real parts for tests. [`redis::RedisServer`] is a real Redis. The rest of this crate is a real
+//! control plane: kube-apiserver backed by etcd, built from their Go modules by
 //! `build-testbin.sh` (cached outside the clone), started once per test binary on loopback with
 //! the modelgate CRDs installed. Each test takes its own namespace. See
-//! `../shared/reference/k8s-testbin.md` for the recipe this follows.
+//! `../shared/reference/testbin.md` for the recipe this follows.
 //!
 //! Test-only code: it panics with the control plane's logs when something cannot start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod certs;
 mod process;
+pub mod redis;
 
 use std::{
     future::Future,

@@ -1,0 +1,79 @@
+//! Spend in VirtualKey status: with the data planes' Redis, the operator reports each budgeted
+//! key's spend and what is left this period, and `kubectl get vk` shows both.
+
+use modelgate_crds::{
+    VirtualKey,
+    common::BudgetPeriod,
+    spend::{BudgetWindow, Meter, Subject, counter_key},
+};
+use testbin::{redis::RedisServer, wait_until};
+
+use crate::support::{
+    Operator, OperatorOptions, SETTLE, control_plane, get_json, kubectl, kubectl_apply,
+};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn virtual_key_status_shows_spend_and_remaining_budget_from_the_state_store() {
+    let plane = control_plane();
+    let namespace = plane.namespace("spend").await;
+    let client = plane.client().await;
+    let redis = RedisServer::start().await;
+    let state = redis.url();
+    let _operator = Operator::start(OperatorOptions {
+        extra: &["--state", &state, "--spend-refresh-interval", "200ms"],
+        ..OperatorOptions::new(plane, &namespace)
+    })
+    .await;
+    kubectl_apply(
+        plane,
+        &namespace,
+        "apiVersion: modelgate.io/v1alpha1\nkind: VirtualKey\nmetadata: {name: team}\nspec:\n  org: acme\n  budget: {limit: 10, period: monthly}\n",
+    );
+    let period = BudgetWindow::containing(BudgetPeriod::Monthly, jiff::Timestamp::now()).id;
+    let status_is = |spend: f64, remaining: f64| {
+        let client = client.clone();
+        let namespace = namespace.clone();
+        let period = period.clone();
+        async move {
+            let Some(key) = get_json::<VirtualKey>(&client, &namespace, "team").await else {
+                return false;
+            };
+            let status = &key["status"];
+            status["spend"].as_f64() == Some(spend)
+                && status["remaining"].as_f64() == Some(remaining)
+                && status["budgetPeriod"] == period.as_str()
+        }
+    };
+    assert!(wait_until(SETTLE, || status_is(0.0, 10.0)).await);
+
+    // What the data planes settle (here written directly, as their Lua script does) shows up.
+    let counter = counter_key(
+        Subject::Key {
+            namespace: &namespace,
+            name: "team",
+        },
+        Meter::Budget { period: &period },
+    );
+    let mut connection = redis::Client::open(state.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg(&counter)
+        .arg("spent")
+        .arg(2_500_000_000_i64)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(wait_until(SETTLE, || status_is(2.5, 7.5)).await);
+
+    let (ok, table, stderr) = kubectl(plane, &["get", "vk", "-n", &namespace]);
+    assert!(ok, "{stderr}");
+    assert!(
+        table.contains("SPEND") && table.contains("REMAINING"),
+        "{table}"
+    );
+    let row = table.lines().find(|l| l.starts_with("team")).unwrap();
+    assert!(row.contains("2.5") && row.contains("7.5"), "{row}");
+}
