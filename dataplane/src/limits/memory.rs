@@ -3,7 +3,7 @@
 //! atomically in the background when something changed and once more on shutdown.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet, VecDeque},
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
@@ -23,19 +23,59 @@ use crate::sync::lock;
 #[derive(Default)]
 struct Budget {
     spent: i64,
-    /// Reservation id -> (amount, expires at ms).
-    reservations: HashMap<String, (i64, i64)>,
+    /// The sum of the live reservations, kept as they come and go.
+    reserved: i64,
+    /// Reservation id -> amount.
+    reservations: HashMap<String, i64>,
+    /// (expires at ms, reservation id), oldest first: reservations share one TTL, so expiry
+    /// order is arrival order and reaping pops from the front.
+    expiries: VecDeque<(i64, String)>,
     expire_at_ms: i64,
 }
 
 impl Budget {
     fn reap(&mut self, now_ms: i64) {
-        self.reservations
-            .retain(|_, (_, expires)| *expires > now_ms);
+        while self.expiries.front().is_some_and(|(at, _)| *at <= now_ms) {
+            if let Some((_, id)) = self.expiries.pop_front() {
+                self.release(&id);
+            }
+        }
     }
 
-    fn reserved(&self) -> i64 {
-        self.reservations.values().map(|(amount, _)| amount).sum()
+    fn reserve(&mut self, id: &str, amount: i64, expires_ms: i64) {
+        self.release(id);
+        self.reservations.insert(id.to_owned(), amount);
+        self.reserved += amount;
+        self.expiries.push_back((expires_ms, id.to_owned()));
+    }
+
+    fn release(&mut self, id: &str) {
+        if let Some(amount) = self.reservations.remove(id) {
+            self.reserved -= amount;
+        }
+    }
+}
+
+/// Keys that expire, oldest first, so pruning costs only what has expired.
+#[derive(Default)]
+struct Expiring {
+    order: VecDeque<(i64, String)>,
+}
+
+impl Expiring {
+    fn push(&mut self, at_ms: i64, key: &str) {
+        self.order.push_back((at_ms, key.to_owned()));
+    }
+
+    /// Takes every key due by `now_ms`.
+    fn take_due(&mut self, now_ms: i64) -> Vec<String> {
+        let mut due = Vec::new();
+        while self.order.front().is_some_and(|(at, _)| *at <= now_ms) {
+            if let Some((_, key)) = self.order.pop_front() {
+                due.push(key);
+            }
+        }
+        due
     }
 }
 
@@ -44,16 +84,33 @@ struct State {
     budgets: HashMap<String, Budget>,
     /// Counter -> (value, expires at ms).
     rates: HashMap<String, (i64, i64)>,
-    /// Settled request id -> forget at ms.
-    settled: HashMap<String, i64>,
+    rate_expiries: Expiring,
+    /// Settled request ids, remembered for a day so a repeated settle stays a no-op.
+    settled: HashSet<String>,
+    settled_expiries: Expiring,
+    budgets_pruned_at: i64,
 }
 
 impl State {
     fn prune(&mut self, now_ms: i64) {
-        self.rates.retain(|_, (_, expires)| *expires > now_ms);
-        self.settled.retain(|_, forget| *forget > now_ms);
-        self.budgets
-            .retain(|_, b| b.expire_at_ms == 0 || b.expire_at_ms > now_ms);
+        for counter in self.rate_expiries.take_due(now_ms) {
+            if self
+                .rates
+                .get(&counter)
+                .is_some_and(|(_, at)| *at <= now_ms)
+            {
+                self.rates.remove(&counter);
+            }
+        }
+        for id in self.settled_expiries.take_due(now_ms) {
+            self.settled.remove(&id);
+        }
+        // Budgets of past periods are few; a scan a minute is plenty.
+        if now_ms - self.budgets_pruned_at >= 60_000 {
+            self.budgets_pruned_at = now_ms;
+            self.budgets
+                .retain(|_, b| b.expire_at_ms == 0 || b.expire_at_ms > now_ms);
+        }
     }
 }
 
@@ -176,7 +233,7 @@ impl MemoryStore {
         for (i, charge) in a.budgets.iter().enumerate() {
             let budget = state.budgets.entry(charge.counter.clone()).or_default();
             budget.reap(a.now_ms);
-            if budget.spent + budget.reserved() + charge.amount > charge.limit {
+            if budget.spent + budget.reserved + charge.amount > charge.limit {
                 return Verdict::OverBudget(i);
             }
         }
@@ -188,33 +245,36 @@ impl MemoryStore {
         }
         for charge in &a.budgets {
             let budget = state.budgets.entry(charge.counter.clone()).or_default();
-            budget.reservations.insert(
-                a.id.clone(),
-                (charge.amount, a.now_ms + a.reservation_ttl_ms),
-            );
+            budget.reserve(&a.id, charge.amount, a.now_ms + a.reservation_ttl_ms);
             budget.expire_at_ms = charge.expire_at_ms;
         }
         for charge in &a.rates {
-            let entry = state
-                .rates
-                .entry(charge.counter.clone())
-                .or_insert((0, charge.expire_at_ms));
-            entry.0 += charge.amount;
+            match state.rates.get_mut(&charge.counter) {
+                Some(entry) => entry.0 += charge.amount,
+                None => {
+                    state
+                        .rates
+                        .insert(charge.counter.clone(), (charge.amount, charge.expire_at_ms));
+                    state
+                        .rate_expiries
+                        .push(charge.expire_at_ms, &charge.counter);
+                }
+            }
         }
         Verdict::Admitted
     }
 
     fn settle_now(&self, s: &Settlement) {
         let mut state = lock(&self.state);
-        if state.settled.contains_key(&s.id) {
+        if !state.settled.insert(s.id.clone()) {
             return;
         }
         state
-            .settled
-            .insert(s.id.clone(), s.now_ms + SETTLED_MEMORY_MS);
+            .settled_expiries
+            .push(s.now_ms + SETTLED_MEMORY_MS, &s.id);
         for (counter, cost) in &s.budgets {
             let budget = state.budgets.entry(counter.clone()).or_default();
-            budget.reservations.remove(&s.id);
+            budget.release(&s.id);
             budget.spent += cost;
         }
         for (counter, delta) in &s.rates {
@@ -246,7 +306,7 @@ impl Store for MemoryStore {
                 .get(counter)
                 .map_or_else(BudgetState::default, |b| BudgetState {
                     spent: b.spent,
-                    reserved: b.reserved(),
+                    reserved: b.reserved,
                 }))
         })
     }

@@ -47,11 +47,38 @@ pub struct Ranking {
     pub order: Vec<usize>,
     /// The value each candidate was ranked on (None where the strategy uses none).
     pub scores: Vec<Option<f64>>,
-    /// Candidates left out: at their declared RPM/TPM (usage-based).
+    /// Candidates left out: at their declared RPM/TPM this minute.
     pub skipped: Vec<usize>,
 }
 
+/// Orders `candidates` by `strategy`. Whatever the strategy, a deployment at its declared RPM
+/// or TPM for this minute is skipped: it would only answer 429.
 pub fn rank(
+    strategy: Strategy,
+    params: Params,
+    candidates: &[CandidateSignals],
+    rng: &mut fastrand::Rng,
+) -> Ranking {
+    let n = candidates.len();
+    if strategy == Strategy::UsageBased || candidates.iter().all(|c| headroom(c).is_some()) {
+        return rank_open(strategy, params, candidates, rng);
+    }
+    let (open, skipped): (Vec<usize>, Vec<usize>) =
+        (0..n).partition(|&i| headroom(&candidates[i]).is_some());
+    let open_signals: Vec<CandidateSignals> = open.iter().map(|&i| candidates[i].clone()).collect();
+    let inner = rank_open(strategy, params, &open_signals, rng);
+    let mut scores = vec![None; n];
+    for (j, score) in inner.scores.into_iter().enumerate() {
+        scores[open[j]] = score;
+    }
+    Ranking {
+        order: inner.order.into_iter().map(|j| open[j]).collect(),
+        scores,
+        skipped,
+    }
+}
+
+fn rank_open(
     strategy: Strategy,
     params: Params,
     candidates: &[CandidateSignals],

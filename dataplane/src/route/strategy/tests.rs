@@ -193,3 +193,39 @@ fn cost_based_prefers_cheaper_then_faster_and_unpriced_last() {
     );
     assert_eq!(ranking.order, vec![3, 2, 1, 0]);
 }
+
+#[test]
+fn every_strategy_skips_a_deployment_at_its_declared_limit() {
+    let candidates = [
+        signals(|c| {
+            c.weight = 1000;
+            c.rpm_limit = Some(10);
+            c.rpm_used = 10;
+            c.cost_usd = Some(0.0);
+            c.latency_ms = Some(1.0);
+        }),
+        signals(|c| {
+            c.weight = 1;
+            c.tpm_limit = Some(100);
+            c.tpm_used = 150;
+        }),
+        signals(|c| {
+            c.weight = 1;
+            c.in_flight = 5;
+            c.cost_usd = Some(1.0);
+            c.latency_ms = Some(100.0);
+        }),
+    ];
+    for strategy in [
+        Strategy::SimpleShuffle,
+        Strategy::LeastBusy,
+        Strategy::LatencyBased,
+        Strategy::CostBased,
+        Strategy::UsageBased,
+    ] {
+        let ranking = rank(strategy, Params::default(), &candidates, &mut rng());
+        assert_eq!(ranking.order, vec![2], "{strategy:?}");
+        assert_eq!(ranking.skipped, vec![0, 1], "{strategy:?}");
+        assert_eq!(ranking.scores.len(), 3);
+    }
+}
