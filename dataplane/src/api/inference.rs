@@ -325,15 +325,17 @@ async fn run(
     match served.body {
         UpstreamBody::Complete { body, usage } => {
             record.usage = usage;
-            if let Some(cost) = charge.settle(
+            if let Some(settle) = charge.cost(
                 price,
                 usage,
                 &served_group.spec.name,
                 record,
                 &state.metrics,
-            ) && let Ok(value) = HeaderValue::from_str(&format!("{:.9}", usd(cost)))
-            {
-                headers.insert("x-modelgate-cost", value);
+            ) {
+                if let Ok(value) = HeaderValue::from_str(&format!("{:.9}", usd(settle.cost))) {
+                    headers.insert("x-modelgate-cost", value);
+                }
+                settle.now().await;
             }
             let signals = served.in_flight.signals();
             let latency_ms = served.started.elapsed().as_secs_f64() * 1000.0;

@@ -130,26 +130,43 @@ pub struct Charge {
 }
 
 impl Charge {
-    /// Settles the call at its real cost (serving deployment's price times the reported usage),
-    /// records the cost, and returns it in nano-dollars. Without usage the cost is unknown and
-    /// the reservation is released instead.
-    pub fn settle(
+    /// Costs the call (the serving deployment's price times the reported usage), records the
+    /// cost, and returns it in nano-dollars with the ticket to settle at that cost. Without
+    /// usage the cost is unknown: the reservation is released and there is nothing to settle.
+    pub fn cost(
         self,
         price: Option<Price>,
         usage: Option<Usage>,
         group: &str,
         record: &mut DecisionRecord,
         metrics: &Metrics,
-    ) -> Option<i64> {
-        let Some(usage) = usage else {
-            drop(self.ticket);
-            return None;
-        };
+    ) -> Option<Settle> {
+        let usage = usage?;
         let cost = price.map_or(0, |p| p.cost_nanos(&usage));
         record.cost_usd = Some(usd(cost));
         record.price_source = price.map(|p| p.source.as_str());
         metrics.spend(&self.org, self.team.as_deref(), group, usd(cost));
-        self.ticket.settle(cost, usage.total_tokens);
-        Some(cost)
+        Some(Settle {
+            ticket: self.ticket,
+            cost,
+            tokens: usage.total_tokens,
+        })
+    }
+}
+
+/// A costed call, ready to settle.
+pub struct Settle {
+    ticket: Ticket,
+    pub cost: i64,
+    tokens: u64,
+}
+
+impl Settle {
+    pub async fn now(self) {
+        self.ticket.settle(self.cost, self.tokens).await;
+    }
+
+    pub fn in_background(self) {
+        self.ticket.settle_in_background(self.cost, self.tokens);
     }
 }

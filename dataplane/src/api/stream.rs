@@ -95,13 +95,15 @@ impl Drop for StreamEnd {
         if let Some(billing) = self.billing.take() {
             // A stream cut before its usage arrived has no known cost: its reservation is released.
             let usage = self.scanner.usage.filter(|_| code == "ok");
-            billing.charge.settle(
+            if let Some(settle) = billing.charge.cost(
                 billing.price,
                 usage,
                 &billing.group,
                 &mut self.record,
                 &self.metrics,
-            );
+            ) {
+                settle.in_background();
+            }
         }
         self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         self.metrics.request(

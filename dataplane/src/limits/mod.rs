@@ -345,11 +345,18 @@ impl Ticket {
         Self { settle: None }
     }
 
-    /// Replaces the reservations with the real cost and token count, in the background (the
-    /// answer does not wait for the store).
-    pub fn settle(mut self, cost_nanos: i64, tokens: u64) {
+    /// Replaces the reservations with the real cost and token count. Awaited before a complete
+    /// answer goes out, so the caller's next request already sees its spend.
+    pub async fn settle(mut self, cost_nanos: i64, tokens: u64) {
         if let Some(pending) = self.settle.take() {
-            pending.finish(cost_nanos, Some(tokens));
+            pending.settle(cost_nanos, Some(tokens)).await;
+        }
+    }
+
+    /// The same, in the background: for a stream, which ends after its last byte went out.
+    pub fn settle_in_background(mut self, cost_nanos: i64, tokens: u64) {
+        if let Some(pending) = self.settle.take() {
+            pending.spawn(cost_nanos, Some(tokens));
         }
     }
 }
@@ -357,14 +364,14 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some(pending) = self.settle.take() {
-            pending.finish(0, None);
+            pending.spawn(0, None);
         }
     }
 }
 
 impl Pending {
     /// `tokens: None` releases: no cost, and the tokens counted at admit are given back.
-    fn finish(self, cost_nanos: i64, tokens: Option<u64>) {
+    async fn settle(self, cost_nanos: i64, tokens: Option<u64>) {
         let settlement = Settlement {
             id: self.id,
             now_ms: Timestamp::now().as_millisecond(),
@@ -375,16 +382,16 @@ impl Pending {
                 .map(|(c, counted)| (c, tokens.map_or(0, saturating_i64) - counted))
                 .collect(),
         };
-        let (store, metrics) = (self.store, self.metrics);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            if let Err(error) = store.settle(&settlement).await {
-                metrics.limit_store_error("settle");
-                tracing::warn!(%error, request_id = %settlement.id, "settle failed; the reservation expires on its own");
-            }
-        });
+        if let Err(error) = self.store.settle(&settlement).await {
+            self.metrics.limit_store_error("settle");
+            tracing::warn!(%error, request_id = %settlement.id, "settle failed; the reservation expires on its own");
+        }
+    }
+
+    fn spawn(self, cost_nanos: i64, tokens: Option<u64>) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.settle(cost_nanos, tokens));
+        }
     }
 }
 

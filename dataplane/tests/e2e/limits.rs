@@ -199,31 +199,17 @@ async fn budget_race(
     );
 }
 
-#[tokio::test]
-async fn one_process_never_overspends_a_key_budget_under_concurrency() {
-    let fake = FakeProvider::start().await.unwrap();
-    let limit = usd(worst_case_nanos() * 9 + worst_case_nanos() / 2);
-    let budget = format!("  budget: {{limit: {limit}, period: daily}}");
-    let gw = TestGateway::start(&config(&fake, &budget, "")).await;
-    let base = gw.url("");
-    budget_race(
-        &fake,
-        &[base],
-        &[KEY],
-        9,
-        gw.gateway.limits_store().as_ref(),
-        &budget_counter(KEY_SUBJECT),
-    )
-    .await;
-}
-
-/// Three replicas sharing one Redis: the budget of `scope` is shared by all of them.
-async fn fleet_race(scope: &str) {
-    let redis = RedisServer::start().await;
-    let fake = FakeProvider::start().await.unwrap();
+/// The key's extra spec, the policies and the budget counter that put a daily budget with room
+/// for 9.5 worst cases on `scope` (`key`, `team` or `org`).
+fn scoped_budget(scope: &str) -> (String, String, String) {
     let limit = usd(worst_case_nanos() * 9 + worst_case_nanos() / 2);
     let budget = format!("{{budget: {{limit: {limit}, period: daily}}}}");
-    let (key_extra, policies, counter) = match scope {
+    let policy = |name: &str, selector: &str| {
+        format!(
+            "apiVersion: modelgate.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: {name}}}\nspec:\n  {selector}\n  limits: {budget}\n"
+        )
+    };
+    match scope {
         "key" => (
             format!("  budget: {{limit: {limit}, period: daily}}"),
             String::new(),
@@ -231,9 +217,7 @@ async fn fleet_race(scope: &str) {
         ),
         "team" => (
             String::new(),
-            format!(
-                "apiVersion: modelgate.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: ml}}\nspec:\n  teams: [ml]\n  limits: {budget}\n"
-            ),
+            policy("ml", "teams: [ml]"),
             budget_counter(Subject::Team {
                 namespace: "default",
                 org: "acme",
@@ -242,15 +226,54 @@ async fn fleet_race(scope: &str) {
         ),
         _ => (
             String::new(),
-            format!(
-                "apiVersion: modelgate.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: acme}}\nspec:\n  orgs: [acme]\n  limits: {budget}\n"
-            ),
+            policy("acme", "orgs: [acme]"),
             budget_counter(Subject::Org {
                 namespace: "default",
                 org: "acme",
             }),
         ),
-    };
+    }
+}
+
+/// A key budget is the one key's; team and org budgets are shared by both keys of the team.
+fn keys_for(scope: &str) -> &'static [&'static str] {
+    if scope == "key" {
+        &[KEY]
+    } else {
+        &[KEY, TEAM_KEY]
+    }
+}
+
+/// One process on the memory store.
+async fn memory_race(scope: &str) {
+    let fake = FakeProvider::start().await.unwrap();
+    let (key_extra, policies, counter) = scoped_budget(scope);
+    let gw = TestGateway::start(&config(&fake, &key_extra, &policies)).await;
+    let store = gw.gateway.limits_store().clone();
+    let bases = [gw.url("")];
+    budget_race(&fake, &bases, keys_for(scope), 9, store.as_ref(), &counter).await;
+}
+
+#[tokio::test]
+async fn one_process_never_overspends_a_key_budget_under_concurrency() {
+    memory_race("key").await;
+}
+
+#[tokio::test]
+async fn one_process_never_overspends_a_team_budget() {
+    memory_race("team").await;
+}
+
+#[tokio::test]
+async fn one_process_never_overspends_an_org_budget() {
+    memory_race("org").await;
+}
+
+/// Three replicas sharing one Redis: the budget of `scope` is shared by all of them.
+async fn fleet_race(scope: &str) {
+    let redis = RedisServer::start().await;
+    let fake = FakeProvider::start().await.unwrap();
+    let (key_extra, policies, counter) = scoped_budget(scope);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, config(&fake, &key_extra, &policies)).unwrap();
@@ -260,16 +283,10 @@ async fn fleet_race(scope: &str) {
         replicas.push(Replica::start(&path, &["--state", &state]).await);
     }
     let bases: Vec<String> = replicas.iter().map(|r| r.url("")).collect();
-    // A key budget is the one key's; team and org budgets are shared by both keys of the team.
-    let keys: &[&str] = if scope == "key" {
-        &[KEY]
-    } else {
-        &[KEY, TEAM_KEY]
-    };
     let store = RedisStore::connect(&state, Duration::from_secs(2))
         .await
         .unwrap();
-    budget_race(&fake, &bases, keys, 9, &store, &counter).await;
+    budget_race(&fake, &bases, keys_for(scope), 9, &store, &counter).await;
 }
 
 #[tokio::test]
@@ -332,16 +349,24 @@ async fn an_rpm_limit_holds_across_three_replicas() {
 }
 
 #[tokio::test]
-async fn a_tpm_limit_bounds_the_tokens_admitted_in_a_minute() {
+async fn a_tpm_limit_bounds_the_tokens_admitted_in_a_minute_across_three_replicas() {
+    let redis = RedisServer::start().await;
     let fake = FakeProvider::start().await.unwrap();
-    let gw = TestGateway::start(&config(&fake, "  tpm: 1000", "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config(&fake, "  tpm: 1000", "")).unwrap();
+    let state = redis.url();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(&path, &["--state", &state]).await);
+    }
     inside_one_minute(20).await;
     // About 60 prompt tokens each: 30 of them are far more than 1000 tokens.
     let long = json!({"model": "chat", "max_tokens": MAX_TOKENS,
         "messages": [{"role": "user", "content": "tell me more ".repeat(18)}]});
     let (mut tokens, mut refused) = (0, 0);
-    for _ in 0..30 {
-        let answer = post(&gw.url(""), KEY, &long).await;
+    for i in 0..30 {
+        let answer = post(&replicas[i % 3].url(""), KEY, &long).await;
         match answer.status {
             StatusCode::OK => tokens += answer.json()["usage"]["total_tokens"].as_i64().unwrap(),
             StatusCode::TOO_MANY_REQUESTS => {
@@ -592,4 +617,42 @@ async fn a_cooldown_one_replica_starts_is_applied_by_the_others() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     assert_eq!(answer.header("x-modelgate-deployment"), "backup");
     assert_eq!(primary.request_count(), 1);
+}
+
+#[tokio::test]
+async fn settling_a_request_twice_on_redis_counts_it_once() {
+    use modelgate_dataplane::limits::store::{Admission, BudgetCharge, Settlement};
+    let redis = RedisServer::start().await;
+    let store = RedisStore::connect(&redis.url(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let admission = Admission {
+        id: "req_twice".to_owned(),
+        now_ms: 0,
+        reservation_ttl_ms: 60_000,
+        budgets: vec![BudgetCharge {
+            counter: "mg:twice".to_owned(),
+            limit: 1_000,
+            amount: 100,
+            expire_at_ms: 0,
+        }],
+        rates: Vec::new(),
+    };
+    store.admit(&admission).await.unwrap();
+    let settlement = Settlement {
+        id: "req_twice".to_owned(),
+        now_ms: 0,
+        budgets: vec![("mg:twice".to_owned(), 40)],
+        rates: Vec::new(),
+    };
+    // A settle retried after a reconnect, or sent twice, lands once.
+    store.settle(&settlement).await.unwrap();
+    store.settle(&settlement).await.unwrap();
+    assert_eq!(
+        store.budget("mg:twice").await.unwrap(),
+        BudgetState {
+            spent: 40,
+            reserved: 0
+        }
+    );
 }
