@@ -182,12 +182,24 @@ pub struct CompiledBreaker {
 }
 
 /// Response cache settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CompiledCache {
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    #[serde(default)]
+    pub scope: crate::routing_policy::CacheScope,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypass_above_temperature: Option<f64>,
+    #[serde(default = "yes")]
+    pub hits_count_against_rpm: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for CompiledCache {
@@ -195,6 +207,10 @@ impl Default for CompiledCache {
         Self {
             enabled: true,
             ttl_ms: None,
+            scope: crate::routing_policy::CacheScope::Org,
+            share_group: None,
+            bypass_above_temperature: None,
+            hits_count_against_rpm: true,
         }
     }
 }

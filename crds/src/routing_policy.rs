@@ -200,13 +200,44 @@ pub struct CircuitBreaker {
 /// Response cache settings.
 #[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.scope) || self.scope != 'group' || has(self.shareGroup)").message("scope group needs shareGroup"))]
 pub struct CachePolicy {
     /// Serve exact repeats from the cache (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// How long an entry lives, e.g. `1h`.
+    /// How long an entry lives, e.g. `1h` (default 1h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<DurationString>,
+    /// Who shares entries: `org` (default: every key of the caller's org), `key` (only the
+    /// same key), or `group` (every org whose policy names the same `shareGroup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<CacheScope>,
+    /// With `scope: group`: the name of the share group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub share_group: Option<String>,
+    /// Requests with a `temperature` above this bypass the cache, for teams that want fresh
+    /// samples. Unset: every exact repeat is served from the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 2.0))]
+    pub bypass_above_temperature: Option<f64>,
+    /// Whether a cache hit counts against the caller's RPM (default true; it never costs
+    /// budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hits_count_against_rpm: Option<bool>,
+}
+
+/// Who shares response-cache entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheScope {
+    /// Every key of the caller's org (in the namespace).
+    #[default]
+    Org,
+    /// Only the same key.
+    Key,
+    /// Every org whose policy names the same `shareGroup`.
+    Group,
 }
 
 /// What the operator last observed about a RoutingPolicy.

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod limits;
@@ -15,4 +16,4 @@ pub mod sse;
 mod sync;
 pub mod telemetry;
 
-pub use server::{Gateway, GatewayOptions, StartError, StateBackend};
+pub use server::{CacheBackend, Gateway, GatewayOptions, StartError, StateBackend};

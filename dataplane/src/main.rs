@@ -4,7 +4,7 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use modelgate_dataplane::{
-    Gateway, GatewayOptions, StateBackend, limits::FailMode, route::explain::replay,
+    CacheBackend, Gateway, GatewayOptions, StateBackend, limits::FailMode, route::explain::replay,
     telemetry::DecisionTarget,
 };
 use tracing_subscriber::EnvFilter;
@@ -43,6 +43,16 @@ struct Args {
     /// serves without budgets and rate limits (counted and logged).
     #[arg(long, env = "MODELGATE_STATE_FAIL_MODE", value_parser = ["closed", "open"], default_value = "closed")]
     state_fail_mode: String,
+    /// The response cache: `memory` (this process), `state` (the `--state` Redis),
+    /// `redis://host:port/db`, or `off`.
+    #[arg(long, env = "MODELGATE_CACHE", default_value = "memory")]
+    cache: String,
+    /// With `--cache memory`: the most bytes the cache holds (least recently used go first).
+    #[arg(long, env = "MODELGATE_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    cache_max_bytes: u64,
+    /// Answers larger than this are not cached.
+    #[arg(long, env = "MODELGATE_CACHE_MAX_ENTRY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    cache_max_entry_bytes: usize,
     /// Log format on stderr.
     #[arg(long, env = "MODELGATE_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -96,6 +106,25 @@ async fn run(args: Args, config: PathBuf) -> ExitCode {
         admin_listen: args.admin_listen,
         decision_log,
         max_body_bytes: args.max_body_bytes,
+        cache: match args.cache.as_str() {
+            "off" => CacheBackend::Off,
+            "memory" => CacheBackend::Memory {
+                max_bytes: args.cache_max_bytes,
+                max_entry_bytes: args.cache_max_entry_bytes,
+            },
+            "state" if args.state != "memory" => CacheBackend::Redis {
+                url: args.state.clone(),
+                max_entry_bytes: args.cache_max_entry_bytes,
+            },
+            "state" => CacheBackend::Memory {
+                max_bytes: args.cache_max_bytes,
+                max_entry_bytes: args.cache_max_entry_bytes,
+            },
+            url => CacheBackend::Redis {
+                url: url.to_owned(),
+                max_entry_bytes: args.cache_max_entry_bytes,
+            },
+        },
         state: if args.state == "memory" {
             StateBackend::Memory {
                 snapshot: args.state_file,

@@ -291,13 +291,29 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             process.stop()
 
 
-def make_client(stack: Stack, api_key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.api_url}/v1", api_key=api_key, max_retries=0, timeout=30)
+def make_client(stack: Stack, api_key: str, cache: bool = False) -> openai.OpenAI:
+    """A client as the suite uses it. Most tests watch each request reach the fake provider, so
+    they opt out of the response cache (on by default) with its request header; the cache tests
+    use `cached_client`."""
+    headers = {} if cache else {"x-modelgate-cache": "false"}
+    return openai.OpenAI(
+        base_url=f"{stack.api_url}/v1",
+        api_key=api_key,
+        max_retries=0,
+        timeout=30,
+        default_headers=headers,
+    )
 
 
 @pytest.fixture(scope="session")
 def client(stack: Stack) -> openai.OpenAI:
     return make_client(stack, SDK_KEY)
+
+
+@pytest.fixture(scope="session")
+def cached_client(stack: Stack) -> openai.OpenAI:
+    """The same key, with the response cache as a client gets it by default."""
+    return make_client(stack, SDK_KEY, cache=True)
 
 
 @pytest.fixture(scope="session")

@@ -94,6 +94,13 @@ fn compile_one(
     let retries = spec.retries.clone().unwrap_or_default();
     let breaker = spec.circuit_breaker.clone().unwrap_or_default();
     let cache = spec.cache.clone().unwrap_or_default();
+    if cache.scope == Some(crate::routing_policy::CacheScope::Group) && cache.share_group.is_none()
+    {
+        return Err(Rejection::new(
+            Reason::InvalidSpec,
+            "spec.cache.shareGroup is required with scope group",
+        ));
+    }
     let limits = spec.limits.clone().unwrap_or_default();
     if let Some(budget) = &limits.budget
         && (!budget.limit.is_finite() || budget.limit <= 0.0)
@@ -199,6 +206,10 @@ fn compile_one(
         cache: CompiledCache {
             enabled: cache.enabled.unwrap_or(true),
             ttl_ms: duration_ms(cache.ttl.as_ref(), "spec.cache.ttl")?,
+            scope: cache.scope.unwrap_or_default(),
+            share_group: cache.share_group,
+            bypass_above_temperature: cache.bypass_above_temperature,
+            hits_count_against_rpm: cache.hits_count_against_rpm.unwrap_or(true),
         },
         default_tags: spec.default_tags.clone(),
         budget: limits.budget,

@@ -12,13 +12,14 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{
-    AppState, EXTENSION_FIELD, JsonRequest, ResponseBody, error_response, full,
+    AppState, EXTENSION_FIELD, JsonRequest, ResponseBody, cached, error_response, full,
     response::REQUEST_ID,
     spend::{self, Charge, StreamBilling},
     stream::{StreamEnd, observe},
 };
 use crate::{
     auth,
+    cache::{self, Decision},
     config::{Deployment, KeyEntry},
     error::ApiError,
     limits::cost::usd,
@@ -34,6 +35,8 @@ const MAX_METADATA_ENTRIES: usize = 16;
 const MAX_METADATA_BYTES: usize = 256;
 
 const TAGS_HEADER: &str = "x-modelgate-tags";
+/// On a request, `false` opts out of the cache; on an answer, what the cache did.
+pub(super) const CACHE_HEADER: &str = "x-modelgate-cache";
 const STRATEGY_HEADER: &str = "x-modelgate-strategy";
 const RETRIES_HEADER: &str = "x-modelgate-retries";
 /// The provider code of a request too long for the model's context window.
@@ -54,12 +57,15 @@ struct Extension {
     /// Free-form labels copied into the decision log.
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
+    /// `false` keeps this request out of the response cache (no lookup, no store).
+    #[serde(default)]
+    cache: Option<bool>,
 }
 
 /// An error answer plus the headers that explain it.
-struct Rejected {
-    error: ApiError,
-    headers: Vec<(HeaderName, HeaderValue)>,
+pub(super) struct Rejected {
+    pub(super) error: ApiError,
+    pub(super) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl From<ApiError> for Rejected {
@@ -71,7 +77,7 @@ impl From<ApiError> for Rejected {
     }
 }
 
-enum Answer {
+pub(super) enum Answer {
     /// Complete: the decision is logged now.
     Complete(Response<ResponseBody>),
     /// Streaming: the stream logs the decision when it ends.
@@ -111,6 +117,11 @@ pub async fn handle(
             );
             let mut response = error_response(&rejected.error, Some(&record.request_id));
             response.headers_mut().extend(rejected.headers);
+            if let Some(cache) = record.cache {
+                response
+                    .headers_mut()
+                    .insert(CACHE_HEADER, HeaderValue::from_static(cache));
+            }
             response
         }
     };
@@ -137,6 +148,8 @@ async fn run(
     record.org = Some(key.spec.org.clone());
     record.team = key.spec.team.clone();
     let tag_header = header_text(request.headers(), TAGS_HEADER)?;
+    let cache_opt_out = header_text(request.headers(), CACHE_HEADER)?
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
     let retries_override = header_text(request.headers(), RETRIES_HEADER)?
         .map(|v| {
             v.trim().parse::<u32>().map_err(|_| {
@@ -208,6 +221,43 @@ async fn run(
 
     // Spend control, before any provider is called: the worst case is reserved against every
     // budget that applies and the call counted against every rate limit, or it is refused here.
+    // The response cache: an exact repeat is answered here, without a provider, at no cost.
+    let cache = state.cache.decide(
+        key,
+        snapshot.group(routed_group),
+        endpoint,
+        &parsed,
+        cache_opt_out || extension.cache == Some(false),
+    );
+    if let Decision::Use {
+        key: cache_key,
+        hits_count_against_rpm,
+        ..
+    } = &cache
+        && let Some(body) = state.cache.get(cache_key).await
+    {
+        return cached::serve(
+            state,
+            key,
+            cached::Hit {
+                group: &snapshot.group(routed_group).spec.name,
+                body,
+                stream,
+                client_wants_usage,
+                hits_count_against_rpm: *hits_count_against_rpm,
+            },
+            record,
+        )
+        .await;
+    }
+    let cache_result = if cache == Decision::Bypass {
+        "bypass"
+    } else {
+        "miss"
+    };
+    record.cache = Some(cache_result);
+    state.metrics.cache(cache_result);
+
     let demand = spend::demand(
         &snapshot,
         &plan,
@@ -344,6 +394,20 @@ async fn run(
             if let Some(usage) = usage {
                 signals.add_tokens(usage.total_tokens);
             }
+            if let Decision::Use {
+                key: cache_key,
+                ttl,
+                ..
+            } = cache
+                && !(cache::storable(endpoint, &body)
+                    && state.cache.put(cache_key, body.clone(), ttl))
+            {
+                record.cache = Some("store-skipped");
+                state.metrics.cache("store-skipped");
+            }
+            if let Some(result) = record.cache {
+                headers.insert(CACHE_HEADER, HeaderValue::from_static(result));
+            }
             headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -357,6 +421,9 @@ async fn run(
                 HeaderValue::from_static("text/event-stream"),
             );
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            if let Some(result) = record.cache {
+                headers.insert(CACHE_HEADER, HeaderValue::from_static(result));
+            }
             record.status = StatusCode::OK.as_u16();
             let end = StreamEnd::new(
                 std::mem::take(record),
@@ -370,6 +437,10 @@ async fn run(
                     price,
                     group: served_group.spec.name.clone(),
                     client_wants_usage,
+                    cache: match cache {
+                        Decision::Use { key, ttl, .. } => Some((state.cache.clone(), key, ttl)),
+                        Decision::Bypass => None,
+                    },
                 },
             );
             *response.body_mut() = observe(upstream, end);

@@ -1,6 +1,7 @@
 //! The OpenAI-compatible surface: routes each request to its handler. Every route is listed in
 //! [`ROUTES`] with whether it needs a virtual key, so the auth requirement of each is explicit.
 
+mod cached;
 mod inference;
 mod models;
 mod request;
@@ -14,6 +15,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::{
+    cache::Cache,
     config::ConfigHandle,
     error::ApiError,
     limits::Limiter,
@@ -30,6 +32,8 @@ pub struct AppState {
     pub config: ConfigHandle,
     /// Budgets and rate limits.
     pub limiter: Limiter,
+    /// The response cache.
+    pub cache: Arc<Cache>,
     pub http: HttpClients,
     pub metrics: Arc<Metrics>,
     pub decisions: DecisionLog,

@@ -100,6 +100,13 @@ impl JsonRequest {
         Bytes::from(out)
     }
 
+    /// Every top-level member as (key, raw JSON value), in body order.
+    pub fn members(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.members
+            .iter()
+            .map(|m| (&*m.key, &self.body[m.value.clone()]))
+    }
+
     /// The whole body as received.
     pub fn body(&self) -> &Bytes {
         &self.body

@@ -2,10 +2,13 @@
 //! worst case over every deployment its plan may reach), the refusal a client sees when a limit
 //! has no room, and the settlement with the real cost afterwards.
 
+use std::{sync::Arc, time::Duration};
+
 use http::{HeaderName, HeaderValue, header};
 use modelgate_crds::common::BudgetPeriod;
 
 use crate::{
+    cache::{Cache, CacheKey},
     config::Snapshot,
     error::ApiError,
     limits::{
@@ -58,6 +61,7 @@ pub fn demand(
         // TPM counts what is known before the call: the prompt and an explicit output bound.
         // The real count replaces it at settle.
         tokens: prompt_tokens + max_tokens.unwrap_or(0).min(MAX_WORST_CASE_OUTPUT),
+        rates_only: false,
     }
 }
 
@@ -120,6 +124,8 @@ pub struct StreamBilling {
     pub group: String,
     /// Whether the client asked for the usage chunk (the gateway always asks upstream).
     pub client_wants_usage: bool,
+    /// Where to store the stream once it completes, when the cache applies.
+    pub cache: Option<(Arc<Cache>, CacheKey, Duration)>,
 }
 
 /// An admitted call's ticket with what is needed to cost it once it is served.

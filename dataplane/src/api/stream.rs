@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::{ResponseBody, spend::StreamBilling};
 use crate::{
+    cache::assemble::StreamAssembler,
     error::ApiError,
     provider::{CallError, Usage},
     route::signals::InFlight,
@@ -45,6 +46,8 @@ pub struct StreamEnd {
     /// Set when the client did not ask for usage: the usage chunk the gateway asked for on its
     /// behalf is taken out of what it receives.
     usage_filter: Option<UsageFilter>,
+    /// Assembles the answer for the cache while it streams, when the cache applies.
+    assembler: Option<StreamAssembler>,
 }
 
 impl StreamEnd {
@@ -67,6 +70,7 @@ impl StreamEnd {
             in_flight,
             attempt_started,
             usage_filter: (!billing.client_wants_usage).then(UsageFilter::default),
+            assembler: billing.cache.as_ref().map(|_| StreamAssembler::default()),
             billing: Some(billing),
         }
     }
@@ -78,6 +82,9 @@ impl StreamEnd {
             self.in_flight.signals().record_ttft(attempt_ttft);
         }
         self.scanner.feed(bytes);
+        if let Some(assembler) = &mut self.assembler {
+            assembler.feed(bytes);
+        }
     }
 }
 
@@ -93,6 +100,19 @@ impl Drop for StreamEnd {
             self.in_flight.signals().add_tokens(usage.total_tokens);
         }
         if let Some(billing) = self.billing.take() {
+            // A stream that completed is stored; a cut or failed one never is.
+            if let (Some((cache, key, ttl)), Some(assembler)) =
+                (billing.cache.as_ref(), self.assembler.take())
+                && code == "ok"
+            {
+                let stored = assembler
+                    .finish()
+                    .is_some_and(|answer| cache.put(*key, answer, *ttl));
+                if !stored {
+                    self.record.cache = Some("store-skipped");
+                    self.metrics.cache("store-skipped");
+                }
+            }
             // A stream cut before its usage arrived has no known cost: its reservation is released.
             let usage = self.scanner.usage.filter(|_| code == "ok");
             if let Some(settle) = billing.charge.cost(

@@ -152,6 +152,8 @@ pub struct Demand {
     pub worst_case_nanos: i64,
     /// Tokens counted against TPM limits now (corrected to the real count at settle).
     pub tokens: u64,
+    /// Counts the request against rate limits only: a cache hit, which costs nothing.
+    pub rates_only: bool,
 }
 
 /// Why a call was refused before reaching a provider.
@@ -229,7 +231,7 @@ impl Limiter {
         let mut tokens = Vec::new();
         for scope in &limits.scopes {
             let subject = scope.owner.subject();
-            if let Some(budget) = &scope.budget {
+            if let Some(budget) = scope.budget.as_ref().filter(|_| !demand.rates_only) {
                 let window = BudgetWindow::containing(budget.period, now);
                 admission.budgets.push(BudgetCharge {
                     counter: counter_key(subject, Meter::Budget { period: &window.id }),

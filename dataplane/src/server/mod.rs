@@ -17,6 +17,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{
     api::{self, AppState, ResponseBody},
+    cache::{Cache, MemoryCache, RedisCache},
     config::{ConfigHandle, watch::ConfigLoader},
     limits::{FailMode, Limiter, MemoryStore, RedisStore, Store, StoreError},
     provider::HttpClients,
@@ -40,6 +41,30 @@ pub struct GatewayOptions {
     /// Where budgets and rate limits are kept.
     pub state: StateBackend,
     pub state_fail_mode: FailMode,
+    pub cache: CacheBackend,
+}
+
+/// Where response-cache entries live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheBackend {
+    /// No caching at all, whatever the policies say.
+    Off,
+    /// In this process, bounded by `max_bytes`.
+    Memory {
+        max_bytes: u64,
+        max_entry_bytes: usize,
+    },
+    /// In Redis (`redis://host:port/db`), shared by the fleet.
+    Redis { url: String, max_entry_bytes: usize },
+}
+
+impl Default for CacheBackend {
+    fn default() -> Self {
+        Self::Memory {
+            max_bytes: 256 * 1024 * 1024,
+            max_entry_bytes: 4 * 1024 * 1024,
+        }
+    }
 }
 
 /// The store of budgets and rate limits.
@@ -133,7 +158,31 @@ impl Gateway {
             RESERVATION_TTL,
             metrics.clone(),
         );
+        let cache = match &options.cache {
+            CacheBackend::Off => Cache::new(None, 0, metrics.clone()),
+            CacheBackend::Memory {
+                max_bytes,
+                max_entry_bytes,
+            } => Cache::new(
+                Some(Arc::new(MemoryCache::new(*max_bytes))),
+                *max_entry_bytes,
+                metrics.clone(),
+            ),
+            CacheBackend::Redis {
+                url,
+                max_entry_bytes,
+            } => Cache::new(
+                Some(Arc::new(
+                    RedisCache::connect(url, STATE_TIMEOUT, metrics.clone())
+                        .await
+                        .map_err(|e| StartError::State(StoreError(e.to_string())))?,
+                )),
+                *max_entry_bytes,
+                metrics.clone(),
+            ),
+        };
         let state = Arc::new(AppState {
+            cache: Arc::new(cache),
             limiter,
             config: config.clone(),
             http: HttpClients::default(),

@@ -59,6 +59,9 @@ pub struct DecisionRecord {
     /// Where that price came from: `deployment` (its `pricing`) or `builtin` (list price).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub price_source: Option<&'static str>,
+    /// The response cache's decision: `hit`, `miss`, `bypass` or `store-skipped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
     /// The worst-case cost reserved against budgets before the call, in USD.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reserved_usd: Option<f64>,

@@ -45,6 +45,9 @@ pub struct Metrics {
     limit_refusals: Family<RefusalLabels, Counter>,
     limit_store_errors: Family<OperationLabels, Counter>,
     remote_cooldowns: Counter,
+    cache_requests: Family<ResultLabels, Counter>,
+    cache_stored_bytes: Counter,
+    cache_errors: Family<OperationLabels, Counter>,
 }
 
 /// Org, team and model group come from the config, never from the request.
@@ -146,6 +149,24 @@ impl Metrics {
             "Failed calls to the budget and rate-limit store, by operation (admit, settle)",
             limit_store_errors.clone(),
         );
+        let cache_requests = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cache_requests",
+            "Cache decisions by result (hit, miss, bypass, store-skipped)",
+            cache_requests.clone(),
+        );
+        let cache_stored_bytes = Counter::default();
+        registry.register(
+            "cache_stored_bytes",
+            "Bytes of answers written to the response cache",
+            cache_stored_bytes.clone(),
+        );
+        let cache_errors = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "cache_errors",
+            "Failed cache store calls, served as misses (get, put)",
+            cache_errors.clone(),
+        );
         let remote_cooldowns = Counter::default();
         registry.register(
             "remote_cooldowns",
@@ -155,6 +176,9 @@ impl Metrics {
         Self {
             registry,
             remote_cooldowns,
+            cache_requests,
+            cache_stored_bytes,
+            cache_errors,
             spend,
             limit_refusals,
             limit_store_errors,
@@ -182,6 +206,22 @@ impl Metrics {
     pub fn limit_refused(&self, scope: &'static str, limit: &'static str) {
         self.limit_refusals
             .get_or_create(&RefusalLabels { scope, limit })
+            .inc();
+    }
+
+    pub fn cache(&self, result: &'static str) {
+        self.cache_requests
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn cache_stored(&self, bytes: usize) {
+        self.cache_stored_bytes.inc_by(bytes as u64);
+    }
+
+    pub fn cache_error(&self, operation: &'static str) {
+        self.cache_errors
+            .get_or_create(&OperationLabels { operation })
             .inc();
     }
 

@@ -22,11 +22,18 @@ pub struct Replica {
 
 impl Replica {
     /// Starts a replica on `config` with extra flags (`--state ...`), and waits until it serves.
+    /// The response cache is off unless `flags` name one: these tests count upstream calls.
     pub async fn start(config: &Path, flags: &[&str]) -> Self {
+        let cache_off: &[&str] = if flags.contains(&"--cache") {
+            &[]
+        } else {
+            &["--cache", "off"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_modelgate-dataplane"))
             .arg("--config")
             .arg(config)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(cache_off)
             .args(flags)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())

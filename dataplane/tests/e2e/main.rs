@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod cache;
 mod fleet;
 mod limits;
 mod reload;

@@ -12,7 +12,8 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use modelgate_dataplane::{
-    Gateway, GatewayOptions, StateBackend, limits::FailMode, telemetry::DecisionTarget,
+    CacheBackend, Gateway, GatewayOptions, StateBackend, limits::FailMode,
+    telemetry::DecisionTarget,
 };
 use serde_json::Value;
 
@@ -72,8 +73,25 @@ impl TestGateway {
         Self::start_at(dir, config_path).await
     }
 
-    /// Starts a gateway on an existing file in `dir`.
+    /// Starts a gateway on an existing file in `dir`, with the response cache off: these tests
+    /// watch each request reach (or not reach) the upstream. `cache.rs` turns it on.
     pub async fn start_at(dir: tempfile::TempDir, config_path: PathBuf) -> Self {
+        Self::start_with_cache(dir, config_path, CacheBackend::Off).await
+    }
+
+    /// Starts a gateway on `config` with the given cache backend.
+    pub async fn start_cached(config: &str, cache: CacheBackend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        Self::start_with_cache(dir, config_path, cache).await
+    }
+
+    async fn start_with_cache(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        cache: CacheBackend,
+    ) -> Self {
         let decision_log = dir.path().join("decisions.jsonl");
         let gateway = Gateway::start(GatewayOptions {
             config_path: config_path.clone(),
@@ -83,6 +101,7 @@ impl TestGateway {
             max_body_bytes: 1024 * 1024,
             state: StateBackend::default(),
             state_fail_mode: FailMode::Closed,
+            cache,
         })
         .await
         .unwrap();

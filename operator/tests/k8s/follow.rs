@@ -19,7 +19,7 @@ use kube::{
     Api,
     runtime::{WatchStreamExt, watcher},
 };
-use modelgate_dataplane::{Gateway, GatewayOptions, StateBackend, limits::FailMode};
+use modelgate_dataplane::{CacheBackend, Gateway, GatewayOptions, StateBackend, limits::FailMode};
 use tokio::time::Instant;
 
 use crate::support::{Operator, OperatorOptions, SETTLE, control_plane, kubectl_apply};
@@ -113,6 +113,7 @@ async fn the_data_plane_serves_what_the_operator_publishes() {
         max_body_bytes: 1 << 20,
         state: StateBackend::default(),
         state_fail_mode: FailMode::Closed,
+        cache: CacheBackend::default(),
     })
     .await
     .unwrap();

@@ -1,0 +1,153 @@
+//! The response cache: exact-match, on by default, tenant-scoped, streaming-aware. An exact
+//! repeat of a request (same tenant scope, same resolved model group, same output-changing
+//! parameters) is served without calling a provider and costs nothing.
+//!
+//! Entries are complete answers. A streamed answer is assembled when its stream completes; a hit
+//! on a streaming request is replayed as SSE; a hit on a complete request for an answer that was
+//! streamed returns the assembled completion. Only complete successful answers are stored: never
+//! an error, never a cut stream, never a choice that did not finish.
+
+pub mod assemble;
+mod key;
+pub mod replay;
+pub mod store;
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use modelgate_crds::{compiled::CompiledCache, routing_policy::CacheScope};
+
+pub use key::CacheKey;
+pub use store::{CacheStore, MemoryCache, RedisCache};
+
+use crate::{
+    api::JsonRequest,
+    config::{Group, KeyEntry},
+    provider::Endpoint,
+    telemetry::Metrics,
+};
+
+/// How long an entry lives when the policy sets no `ttl`.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+
+/// What the cache does with one request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Neither looked up nor stored.
+    Bypass,
+    Use {
+        key: CacheKey,
+        ttl: Duration,
+        hits_count_against_rpm: bool,
+    },
+}
+
+pub struct Cache {
+    store: Option<Arc<dyn CacheStore>>,
+    max_entry_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Cache {
+    /// `store: None` turns the cache off for every request.
+    pub fn new(
+        store: Option<Arc<dyn CacheStore>>,
+        max_entry_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            max_entry_bytes,
+            metrics,
+        }
+    }
+
+    /// Whether and under which key this request uses the cache.
+    pub fn decide(
+        &self,
+        caller: &KeyEntry,
+        group: &Group,
+        endpoint: Endpoint,
+        request: &JsonRequest,
+        opted_out: bool,
+    ) -> Decision {
+        let default = CompiledCache::default();
+        let policy = caller.policy.as_ref().map_or(&default, |p| &p.spec.cache);
+        let sampled = policy.bypass_above_temperature.is_some_and(|threshold| {
+            request
+                .field::<f64>("temperature")
+                .ok()
+                .flatten()
+                .is_some_and(|t| t > threshold)
+        });
+        if self.store.is_none()
+            || !policy.enabled
+            || opted_out
+            || sampled
+            || endpoint == Endpoint::ImageGenerations
+        {
+            return Decision::Bypass;
+        }
+        let key = &caller.spec;
+        let scope = match policy.scope {
+            CacheScope::Org => format!("org|{}|{}", key.namespace, key.org),
+            CacheScope::Key => format!("key|{}|{}", key.namespace, key.name),
+            CacheScope::Group => format!(
+                "group|{}|{}",
+                key.namespace,
+                policy.share_group.as_deref().unwrap_or_default()
+            ),
+        };
+        match key::derive(&scope, &group.id, endpoint, request) {
+            Some(cache_key) => Decision::Use {
+                key: cache_key,
+                ttl: policy.ttl_ms.map_or(DEFAULT_TTL, Duration::from_millis),
+                hits_count_against_rpm: policy.hits_count_against_rpm,
+            },
+            None => Decision::Bypass,
+        }
+    }
+
+    pub async fn get(&self, key: &CacheKey) -> Option<Bytes> {
+        self.store.as_ref()?.get(key).await
+    }
+
+    /// Stores `body` in the background; returns false when it is too large to store.
+    pub fn put(&self, key: CacheKey, body: Bytes, ttl: Duration) -> bool {
+        let Some(store) = self.store.clone() else {
+            return false;
+        };
+        if body.len() > self.max_entry_bytes {
+            return false;
+        }
+        self.metrics.cache_stored(body.len());
+        tokio::spawn(async move { store.put(key, body, ttl).await });
+        true
+    }
+}
+
+/// Whether a complete answer may be stored: an embedding list, or a chat completion in which
+/// every choice finished.
+pub fn storable(endpoint: Endpoint, body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Completion {
+        choices: Vec<Choice>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Choice {
+        finish_reason: Option<String>,
+    }
+    match endpoint {
+        Endpoint::Embeddings => true,
+        Endpoint::ChatCompletions => serde_json::from_slice::<Completion>(body).is_ok_and(|c| {
+            !c.choices.is_empty()
+                && c.choices.iter().all(|choice| {
+                    choice
+                        .finish_reason
+                        .as_deref()
+                        .is_some_and(|r| r != "error")
+                })
+        }),
+        Endpoint::ImageGenerations => false,
+    }
+}

@@ -1,0 +1,270 @@
+//! The response cache end to end: tenant scoping (org by default, narrowed to the key, widened
+//! to a share group), opt-outs and policy, errors and cut streams never stored, a hit costing
+//! nothing against budgets while counting against RPM, and Redis shared by replicas and going
+//! away (a miss, never an error).
+
+use fake_provider::{FakeProvider, Script};
+use http::StatusCode;
+use modelgate_dataplane::CacheBackend;
+use serde_json::{Value, json};
+
+use crate::{
+    fleet::{RedisServer, Replica},
+    support::*,
+};
+
+const ACME_2: &str = "sk-mg-e2e-acme-second-key";
+const GLOBEX: &str = "sk-mg-e2e-globex-key-0001";
+
+/// Keys `e2e` and `acme-2` (org acme) and `globex` (org globex); one group on the fake; and
+/// `policies`.
+fn config(fake: &FakeProvider, policies: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: keys}}
+stringData: {{a: {KEY}, a2: {ACME_2}, g: {GLOBEX}, upstream: sk-upstream-0001}}
+---
+apiVersion: modelgate.io/v1alpha1
+kind: VirtualKey
+metadata: {{name: e2e}}
+spec: {{org: acme, keySecretRef: {{name: keys, key: a}}, budget: {{limit: 100, period: daily}}, rpm: 1000}}
+---
+apiVersion: modelgate.io/v1alpha1
+kind: VirtualKey
+metadata: {{name: acme-2}}
+spec: {{org: acme, keySecretRef: {{name: keys, key: a2}}}}
+---
+apiVersion: modelgate.io/v1alpha1
+kind: VirtualKey
+metadata: {{name: globex}}
+spec: {{org: globex, keySecretRef: {{name: keys, key: g}}}}
+---
+apiVersion: modelgate.io/v1alpha1
+kind: ModelGroup
+metadata: {{name: chat}}
+spec:
+  models: [chat]
+  deployments:
+    - name: fake
+      provider: openai-compatible
+      model: upstream-fake
+      baseUrl: {}
+      credentials: {{secretKeyRef: {{name: keys, key: upstream}}}}
+      pricing: {{input: 1000, output: 1000}}
+---
+{policies}"#,
+        fake.base_url()
+    )
+}
+
+fn policy(name: &str, selector: &str, cache: &str) -> String {
+    format!(
+        "apiVersion: modelgate.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: {name}}}\nspec:\n  {selector}\n  cache: {cache}\n---\n"
+    )
+}
+
+async fn cached_gateway(config: &str) -> TestGateway {
+    TestGateway::start_cached(config, CacheBackend::default()).await
+}
+
+fn question(text: &str) -> Value {
+    json!({"model": "chat", "messages": [{"role": "user", "content": text}]})
+}
+
+async fn ask(gw: &TestGateway, key: &str, body: &Value) -> Answer {
+    gw.post_as("/v1/chat/completions", Some(key), body.clone())
+        .await
+}
+
+#[tokio::test]
+async fn entries_are_shared_within_an_org_and_never_across_orgs() {
+    let fake = FakeProvider::start().await.unwrap();
+    let gw = cached_gateway(&config(&fake, "")).await;
+    let q = question("scoping");
+    assert_eq!(ask(&gw, KEY, &q).await.header("x-modelgate-cache"), "miss");
+    assert_eq!(
+        ask(&gw, ACME_2, &q).await.header("x-modelgate-cache"),
+        "hit"
+    );
+    assert_eq!(
+        ask(&gw, GLOBEX, &q).await.header("x-modelgate-cache"),
+        "miss"
+    );
+    assert_eq!(fake.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_policy_narrows_the_scope_to_the_key_or_widens_it_to_a_share_group() {
+    let fake = FakeProvider::start().await.unwrap();
+    let narrow = policy("acme", "orgs: [acme]", "{scope: key}");
+    let gw = cached_gateway(&config(&fake, &narrow)).await;
+    let q = question("narrow");
+    ask(&gw, KEY, &q).await;
+    assert_eq!(
+        ask(&gw, ACME_2, &q).await.header("x-modelgate-cache"),
+        "miss"
+    );
+    assert_eq!(ask(&gw, KEY, &q).await.header("x-modelgate-cache"), "hit");
+
+    let fake = FakeProvider::start().await.unwrap();
+    let shared = format!(
+        "{}{}",
+        policy(
+            "acme",
+            "orgs: [acme]",
+            "{scope: group, shareGroup: partners}"
+        ),
+        policy(
+            "globex",
+            "orgs: [globex]",
+            "{scope: group, shareGroup: partners}"
+        )
+    );
+    let gw = cached_gateway(&config(&fake, &shared)).await;
+    let q = question("wide");
+    ask(&gw, KEY, &q).await;
+    assert_eq!(
+        ask(&gw, GLOBEX, &q).await.header("x-modelgate-cache"),
+        "hit"
+    );
+    assert_eq!(fake.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_policy_can_turn_the_cache_off_or_exempt_sampled_requests() {
+    let fake = FakeProvider::start().await.unwrap();
+    let policies = format!(
+        "{}{}",
+        policy("acme", "orgs: [acme]", "{bypassAboveTemperature: 0.5}"),
+        policy("globex", "orgs: [globex]", "{enabled: false}")
+    );
+    let gw = cached_gateway(&config(&fake, &policies)).await;
+    let mut sampled = question("sampled");
+    sampled["temperature"] = json!(0.9);
+    ask(&gw, KEY, &sampled).await;
+    assert_eq!(
+        ask(&gw, KEY, &sampled).await.header("x-modelgate-cache"),
+        "bypass"
+    );
+    let mut cool = question("cool");
+    cool["temperature"] = json!(0.2);
+    ask(&gw, KEY, &cool).await;
+    assert_eq!(
+        ask(&gw, KEY, &cool).await.header("x-modelgate-cache"),
+        "hit"
+    );
+    let off = question("off");
+    ask(&gw, GLOBEX, &off).await;
+    assert_eq!(
+        ask(&gw, GLOBEX, &off).await.header("x-modelgate-cache"),
+        "bypass"
+    );
+}
+
+#[tokio::test]
+async fn errors_and_cut_streams_are_never_stored() {
+    let fake = FakeProvider::start().await.unwrap();
+    let gw = cached_gateway(&config(&fake, "")).await;
+    let q = question("failing");
+    fake.push(Script::status(400));
+    assert_eq!(ask(&gw, KEY, &q).await.status, StatusCode::BAD_REQUEST);
+    let after = ask(&gw, KEY, &q).await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert_eq!(after.header("x-modelgate-cache"), "miss");
+
+    let mut stream = question("cut");
+    stream["stream"] = json!(true);
+    fake.push(Script::CutStreamAfter { chunks: 3 });
+    let cut = ask(&gw, KEY, &stream).await;
+    assert!(cut.text().contains("error"), "{}", cut.text());
+    let calls = fake.request_count();
+    let again = ask(&gw, KEY, &stream).await;
+    assert_eq!(again.header("x-modelgate-cache"), "miss");
+    assert_eq!(
+        fake.request_count(),
+        calls + 1,
+        "a cut stream was served from the cache"
+    );
+}
+
+#[tokio::test]
+async fn a_hit_costs_nothing_and_still_counts_against_rpm() {
+    let fake = FakeProvider::start().await.unwrap();
+    let gw = cached_gateway(&config(&fake, "")).await;
+    let store = gw.gateway.limits_store().clone();
+    let window = modelgate_crds::spend::BudgetWindow::containing(
+        modelgate_crds::common::BudgetPeriod::Daily,
+        jiff::Timestamp::now(),
+    );
+    let subject = modelgate_crds::spend::Subject::Key {
+        namespace: "default",
+        name: "e2e",
+    };
+    let budget = modelgate_crds::spend::counter_key(
+        subject,
+        modelgate_crds::spend::Meter::Budget { period: &window.id },
+    );
+    let q = question("free");
+    let miss = ask(&gw, KEY, &q).await;
+    assert_ne!(miss.header("x-modelgate-cost"), "0.000000000");
+    let spent = store.budget(&budget).await.unwrap();
+    let minute = jiff::Timestamp::now().as_second().div_euclid(60);
+    let rpm = modelgate_crds::spend::counter_key(
+        subject,
+        modelgate_crds::spend::Meter::Requests { minute },
+    );
+    let counted = store.rate(&rpm).await.unwrap();
+    let hit = ask(&gw, KEY, &q).await;
+    assert_eq!(hit.header("x-modelgate-cache"), "hit");
+    assert_eq!(hit.header("x-modelgate-cost"), "0.000000000");
+    assert_eq!(store.budget(&budget).await.unwrap(), spent);
+    // Same minute (or the next, if the clock just turned): the hit was counted.
+    let now = jiff::Timestamp::now().as_second().div_euclid(60);
+    if now == minute {
+        assert_eq!(store.rate(&rpm).await.unwrap(), counted + 1);
+    }
+}
+
+#[tokio::test]
+async fn replicas_share_entries_through_redis_and_a_redis_outage_is_a_miss() {
+    let mut redis = RedisServer::start().await;
+    let fake = FakeProvider::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config(&fake, "")).unwrap();
+    let url = redis.url();
+    let first = Replica::start(&path, &["--cache", &url]).await;
+    let second = Replica::start(&path, &["--cache", &url]).await;
+    let client = client();
+    let ask_replica = |replica: &Replica, text: &str| {
+        let request = http::Request::post(replica.url("/v1/chat/completions"))
+            .header("authorization", format!("Bearer {ACME_2}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                question(text).to_string(),
+            )))
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let response = client.request(request).await.unwrap();
+            let status = response.status();
+            let cache = response.headers()["x-modelgate-cache"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (status, cache)
+        }
+    };
+    assert_eq!(ask_replica(&first, "shared").await.1, "miss");
+    eventually("the entry to reach Redis", || async {
+        ask_replica(&second, "shared").await.1 == "hit"
+    })
+    .await;
+    let calls = fake.request_count();
+
+    redis.kill();
+    let (status, cache) = ask_replica(&second, "shared").await;
+    assert_eq!((status, cache.as_str()), (StatusCode::OK, "miss"));
+    assert_eq!(fake.request_count(), calls + 1);
+}
