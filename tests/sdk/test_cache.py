@@ -96,3 +96,12 @@ def test_opting_out_bypasses_the_cache(stack, cached_client: openai.OpenAI):
         model=CHAT, messages=messages, extra_headers={"x-modelgate-cache": "false"}
     )
     assert by_header.headers["x-modelgate-cache"] == "bypass"
+
+
+def test_embeddings_are_cached_too(stack, cached_client: openai.OpenAI):
+    inputs = [f"embed me {uuid.uuid4()}"]
+    first = cached_client.embeddings.with_raw_response.create(model="text-embedding-3-small", input=inputs)
+    assert first.headers["x-modelgate-cache"] == "miss"
+    again = cached_client.embeddings.with_raw_response.create(model="text-embedding-3-small", input=inputs)
+    assert again.headers["x-modelgate-cache"] == "hit"
+    assert again.parse().data[0].embedding == first.parse().data[0].embedding
