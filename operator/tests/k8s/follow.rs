@@ -118,8 +118,12 @@ async fn the_data_plane_serves_what_the_operator_publishes() {
     .await
     .unwrap();
 
-    let (status, _) = chat(&gateway, "alpha").await;
-    assert_eq!(status, StatusCode::OK);
+    // kubectl creates the objects one by one, so the first publish may predate `alpha`.
+    let serves_alpha = wait_until(SETTLE, || async {
+        chat(&gateway, "alpha").await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(serves_alpha, "alpha was never served:\n{}", operator.logs());
     let (status, body) = chat(&gateway, "beta").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(body.contains("model_not_found"), "{body}");
