@@ -9,7 +9,6 @@ use super::{
     AppState, full,
     inference::{Answer, CACHE_HEADER, Rejected},
     response::REQUEST_ID,
-    spend,
 };
 use crate::{
     cache::replay, config::KeyEntry, error::ApiError, limits::Demand, telemetry::DecisionRecord,
@@ -41,10 +40,7 @@ pub(super) async fn serve(
             .limiter
             .admit(&key.limits, &record.request_id, demand)
             .await
-            .map_err(|refusal| {
-                let (error, headers) = spend::refused(&refusal);
-                Rejected { error, headers }
-            })?;
+            .map_err(Rejected::from)?;
         ticket.settle(0, 0).await;
     }
     let (body, content_type) = if hit.stream {

@@ -22,7 +22,7 @@ use crate::{
     cache::{self, Decision},
     config::{Deployment, KeyEntry},
     error::ApiError,
-    limits::cost::usd,
+    limits::{Refusal, cost::usd},
     provider::{AttemptTimeouts, Call, DEFAULT_CONNECT_TIMEOUT, Endpoint, UpstreamBody},
     resilience::{self, BreakerSettings, Execution, Failed, RetryPolicy},
     route::{self, RouteInput, tags::RequestTags},
@@ -66,6 +66,13 @@ struct Extension {
 pub(super) struct Rejected {
     pub(super) error: ApiError,
     pub(super) headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl From<Refusal> for Rejected {
+    fn from(refusal: Refusal) -> Self {
+        let (error, headers) = spend::refused(&refusal);
+        Self { error, headers }
+    }
 }
 
 impl From<ApiError> for Rejected {
@@ -269,10 +276,7 @@ async fn run(
         .limiter
         .admit(&key.limits, &record.request_id, demand)
         .await
-        .map_err(|refusal| {
-            let (error, headers) = spend::refused(&refusal);
-            Rejected { error, headers }
-        })?;
+        .map_err(Rejected::from)?;
     if !key.limits.is_empty() {
         record.reserved_usd = Some(usd(demand.worst_case_nanos));
     }

@@ -40,21 +40,8 @@ kind: VirtualKey
 metadata: {{name: globex}}
 spec: {{org: globex, keySecretRef: {{name: keys, key: g}}}}
 ---
-apiVersion: modelgate.io/v1alpha1
-kind: ModelGroup
-metadata: {{name: chat}}
-spec:
-  models: [chat]
-  deployments:
-    - name: fake
-      provider: openai-compatible
-      model: upstream-fake
-      baseUrl: {}
-      credentials: {{secretKeyRef: {{name: keys, key: upstream}}}}
-      pricing: {{input: 1000, output: 1000}}
----
-{policies}"#,
-        fake.base_url()
+{}{policies}"#,
+        priced_chat_group(fake, 1000.0)
     )
 }
 

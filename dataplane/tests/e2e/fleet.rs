@@ -120,5 +120,20 @@ impl Drop for Replica {
     }
 }
 
+/// Three replicas on `config` sharing a fresh Redis for their state; keep all three values alive
+/// for the test.
+pub async fn three_replicas(config: &str) -> (RedisServer, tempfile::TempDir, Vec<Replica>) {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    let state = redis.url();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(&path, &["--state", &state]).await);
+    }
+    (redis, dir, replicas)
+}
+
 /// How long the fleet tests give a background settle to land.
 pub const SETTLE: Duration = Duration::from_secs(10);

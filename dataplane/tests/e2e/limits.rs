@@ -22,7 +22,7 @@ use modelgate_dataplane::limits::{RedisStore, Store, store::BudgetState};
 use serde_json::{Value, json};
 
 use crate::{
-    fleet::{RedisServer, Replica, SETTLE},
+    fleet::{RedisServer, Replica, SETTLE, three_replicas},
     support::*,
 };
 
@@ -79,21 +79,8 @@ spec:
   team: ml
   keySecretRef: {{name: keys, key: mate}}
 ---
-apiVersion: modelgate.io/v1alpha1
-kind: ModelGroup
-metadata: {{name: chat}}
-spec:
-  models: [chat]
-  deployments:
-    - name: fake
-      provider: openai-compatible
-      model: upstream-fake
-      baseUrl: {}
-      credentials: {{secretKeyRef: {{name: keys, key: upstream}}}}
-      pricing: {{input: {PRICE}, output: {PRICE}}}
----
-{policies}"#,
-        fake.base_url()
+{}{policies}"#,
+        priced_chat_group(fake, PRICE)
     )
 }
 
@@ -271,19 +258,11 @@ async fn one_process_never_overspends_an_org_budget() {
 
 /// Three replicas sharing one Redis: the budget of `scope` is shared by all of them.
 async fn fleet_race(scope: &str) {
-    let redis = RedisServer::start().await;
     let fake = FakeProvider::start().await.unwrap();
     let (key_extra, policies, counter) = scoped_budget(scope);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, config(&fake, &key_extra, &policies)).unwrap();
-    let state = redis.url();
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(Replica::start(&path, &["--state", &state]).await);
-    }
+    let (redis, _dir, replicas) = three_replicas(&config(&fake, &key_extra, &policies)).await;
     let bases: Vec<String> = replicas.iter().map(|r| r.url("")).collect();
-    let store = RedisStore::connect(&state, Duration::from_secs(2))
+    let store = RedisStore::connect(&redis.url(), Duration::from_secs(2))
         .await
         .unwrap();
     budget_race(&fake, &bases, keys_for(scope), 9, &store, &counter).await;
@@ -315,16 +294,8 @@ async fn inside_one_minute(need: i64) {
 
 #[tokio::test]
 async fn an_rpm_limit_holds_across_three_replicas() {
-    let redis = RedisServer::start().await;
     let fake = FakeProvider::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, config(&fake, "  rpm: 10", "")).unwrap();
-    let state = redis.url();
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(Replica::start(&path, &["--state", &state]).await);
-    }
+    let (_redis, _dir, replicas) = three_replicas(&config(&fake, "  rpm: 10", "")).await;
     inside_one_minute(20).await;
     let mut admitted = 0;
     for i in 0..30 {
@@ -350,16 +321,8 @@ async fn an_rpm_limit_holds_across_three_replicas() {
 
 #[tokio::test]
 async fn a_tpm_limit_bounds_the_tokens_admitted_in_a_minute_across_three_replicas() {
-    let redis = RedisServer::start().await;
     let fake = FakeProvider::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, config(&fake, "  tpm: 1000", "")).unwrap();
-    let state = redis.url();
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(Replica::start(&path, &["--state", &state]).await);
-    }
+    let (_redis, _dir, replicas) = three_replicas(&config(&fake, "  tpm: 1000", "")).await;
     inside_one_minute(20).await;
     // About 60 prompt tokens each: 30 of them are far more than 1000 tokens.
     let long = json!({"model": "chat", "max_tokens": MAX_TOKENS,

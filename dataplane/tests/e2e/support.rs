@@ -371,3 +371,12 @@ pub fn deployments_of(answers: &[Answer]) -> Vec<String> {
         .map(|a| a.header("x-modelgate-deployment").to_owned())
         .collect()
 }
+
+/// The ModelGroup `chat` with one deployment on `fake` at `price` USD per 1M tokens in and out,
+/// its credential from the Secret `keys` (key `upstream`).
+pub fn priced_chat_group(fake: &FakeProvider, price: f64) -> String {
+    format!(
+        "apiVersion: modelgate.io/v1alpha1\nkind: ModelGroup\nmetadata: {{name: chat}}\nspec:\n  models: [chat]\n  deployments:\n    - name: fake\n      provider: openai-compatible\n      model: upstream-fake\n      baseUrl: {}\n      credentials: {{secretKeyRef: {{name: keys, key: upstream}}}}\n      pricing: {{input: {price}, output: {price}}}\n---\n",
+        fake.base_url()
+    )
+}

@@ -6,31 +6,9 @@ use kube::{Api, api::ListParams};
 use modelgate_crds::{ModelGroup, VirtualKey};
 
 use crate::support::{
-    Operator, OperatorOptions, SETTLE, control_plane, kubectl_apply, wait_condition,
+    MIXED_OBJECTS, Operator, OperatorOptions, SETTLE, control_plane, kubectl_apply, wait_condition,
 };
 use testbin::wait_until;
-
-const OBJECTS: &str = r#"
-apiVersion: modelgate.io/v1alpha1
-kind: ModelGroup
-metadata: {name: chat}
-spec:
-  models: [chat]
-  deployments: [{name: mock, provider: mock, model: mock-1}]
----
-apiVersion: modelgate.io/v1alpha1
-kind: ModelGroup
-metadata: {name: broken}
-spec:
-  models: [broken]
-  deployments: [{name: mock, provider: mock, model: mock-1}]
-  fallbacks: [missing]
----
-apiVersion: modelgate.io/v1alpha1
-kind: VirtualKey
-metadata: {name: team}
-spec: {org: acme}
-"#;
 
 /// resourceVersions of everything the operator writes in `namespace`.
 async fn versions(client: &kube::Client, namespace: &str) -> Vec<(String, String)> {
@@ -77,7 +55,7 @@ async fn nothing_is_rewritten_when_the_config_does_not_change_or_the_operator_re
     let namespace = plane.namespace("publish").await;
     let client = plane.client().await;
     let operator = Operator::start(OperatorOptions::new(plane, &namespace)).await;
-    kubectl_apply(plane, &namespace, OBJECTS);
+    kubectl_apply(plane, &namespace, MIXED_OBJECTS);
     wait_condition::<ModelGroup>(&client, &namespace, "chat", "Ready", "True", None).await;
     wait_condition::<ModelGroup>(&client, &namespace, "broken", "Ready", "False", None).await;
     wait_condition::<VirtualKey>(&client, &namespace, "team", "Ready", "True", None).await;

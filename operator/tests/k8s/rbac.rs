@@ -6,7 +6,7 @@ use kube::Api;
 use modelgate_crds::{ModelGroup, VirtualKey};
 
 use crate::support::{
-    Operator, OperatorOptions, control_plane, kubectl, kubectl_apply, wait_condition,
+    MIXED_OBJECTS, Operator, OperatorOptions, control_plane, kubectl, kubectl_apply, wait_condition,
 };
 
 const RBAC: &str = concat!(
@@ -108,31 +108,7 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]
         ..OperatorOptions::new(plane, &namespace)
     })
     .await;
-    kubectl_apply(
-        plane,
-        &namespace,
-        r#"
-apiVersion: modelgate.io/v1alpha1
-kind: ModelGroup
-metadata: {name: chat}
-spec:
-  models: [chat]
-  deployments: [{name: mock, provider: mock, model: mock-1}]
----
-apiVersion: modelgate.io/v1alpha1
-kind: ModelGroup
-metadata: {name: broken}
-spec:
-  models: [broken]
-  deployments: [{name: mock, provider: mock, model: mock-1}]
-  fallbacks: [missing]
----
-apiVersion: modelgate.io/v1alpha1
-kind: VirtualKey
-metadata: {name: team}
-spec: {org: acme}
-"#,
-    );
+    kubectl_apply(plane, &namespace, MIXED_OBJECTS);
     let client = plane.client().await;
     wait_condition::<ModelGroup>(&client, &namespace, "chat", "Ready", "True", None).await;
     wait_condition::<ModelGroup>(&client, &namespace, "broken", "Ready", "False", None).await;

@@ -14,6 +14,30 @@ use testbin::{ControlPlane, http_get, wait_until};
 
 pub use testbin::shared as control_plane;
 
+/// A namespace's worth of objects: a valid group `chat`, a group `broken` whose fallback does not
+/// exist, and a VirtualKey `team` whose key the operator generates.
+pub const MIXED_OBJECTS: &str = r#"
+apiVersion: modelgate.io/v1alpha1
+kind: ModelGroup
+metadata: {name: chat}
+spec:
+  models: [chat]
+  deployments: [{name: mock, provider: mock, model: mock-1}]
+---
+apiVersion: modelgate.io/v1alpha1
+kind: ModelGroup
+metadata: {name: broken}
+spec:
+  models: [broken]
+  deployments: [{name: mock, provider: mock, model: mock-1}]
+  fallbacks: [missing]
+---
+apiVersion: modelgate.io/v1alpha1
+kind: VirtualKey
+metadata: {name: team}
+spec: {org: acme}
+"#;
+
 /// How long a reconcile-driven state may take to appear on a busy 2-core machine.
 pub const SETTLE: Duration = Duration::from_secs(60);
 
