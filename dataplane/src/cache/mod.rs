@@ -151,3 +151,41 @@ pub fn storable(endpoint: Endpoint, body: &[u8]) -> bool {
         Endpoint::ImageGenerations => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_answers_whose_every_choice_finished_are_storable() {
+        let chat = Endpoint::ChatCompletions;
+        assert!(storable(
+            chat,
+            br#"{"choices":[{"finish_reason":"stop"},{"finish_reason":"length"}]}"#
+        ));
+        assert!(!storable(
+            chat,
+            br#"{"choices":[{"finish_reason":"stop"},{"finish_reason":null}]}"#
+        ));
+        assert!(!storable(chat, br#"{"choices":[]}"#));
+        assert!(!storable(chat, br#"{"error":{"message":"x"}}"#));
+        assert!(storable(Endpoint::Embeddings, br#"{"data":[]}"#));
+        assert!(!storable(Endpoint::ImageGenerations, br#"{"data":[]}"#));
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_entry_limit_is_not_stored() {
+        let store: Arc<dyn CacheStore> = Arc::new(MemoryCache::new(1 << 20));
+        let cache = Cache::new(Some(store), 8, Arc::new(Metrics::new()));
+        assert!(!cache.put(
+            CacheKey([0; 32]),
+            Bytes::from_static(b"123456789"),
+            DEFAULT_TTL
+        ));
+        assert!(cache.put(
+            CacheKey([1; 32]),
+            Bytes::from_static(b"12345678"),
+            DEFAULT_TTL
+        ));
+    }
+}

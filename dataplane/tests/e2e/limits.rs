@@ -283,15 +283,6 @@ async fn three_replicas_on_redis_never_overspend_an_org_budget() {
     fleet_race("org").await;
 }
 
-/// Waits, if needed, until at least `need` seconds are left in the current UTC minute: a rate
-/// test must run inside one window. (This waits for the wall clock, not for state.)
-async fn inside_one_minute(need: i64) {
-    let second = jiff::Timestamp::now().as_second().rem_euclid(60);
-    if 60 - second < need {
-        tokio::time::sleep(Duration::from_secs((60 - second) as u64)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_rpm_limit_holds_across_three_replicas() {
     let fake = FakeProvider::start().await.unwrap();

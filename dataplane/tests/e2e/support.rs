@@ -380,3 +380,12 @@ pub fn priced_chat_group(fake: &FakeProvider, price: f64) -> String {
         fake.base_url()
     )
 }
+
+/// Waits, if needed, until at least `need` seconds are left in the current UTC minute: a rate
+/// test must run inside one window. (This waits for the wall clock, not for state.)
+pub async fn inside_one_minute(need: i64) {
+    let second = jiff::Timestamp::now().as_second().rem_euclid(60);
+    if 60 - second < need {
+        tokio::time::sleep(Duration::from_secs((60 - second) as u64)).await;
+    }
+}
