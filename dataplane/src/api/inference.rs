@@ -226,8 +226,6 @@ async fn run(
         .map(|a| snapshot.group(a.group).deployments[a.deployment].id.clone())
         .collect();
 
-    // Spend control, before any provider is called: the worst case is reserved against every
-    // budget that applies and the call counted against every rate limit, or it is refused here.
     // The response cache: an exact repeat is answered here, without a provider, at no cost.
     let cache = state.cache.decide(
         key,
@@ -265,6 +263,8 @@ async fn run(
     record.cache = Some(cache_result);
     state.metrics.cache(cache_result);
 
+    // Spend control, before any provider is called: the worst case is reserved against every
+    // budget that applies and the call counted against every rate limit, or it is refused here.
     let demand = spend::demand(
         &snapshot,
         &plan,
