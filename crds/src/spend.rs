@@ -21,6 +21,9 @@ pub enum Subject<'a> {
     },
     /// An org, in a namespace (a RoutingPolicy selecting the org).
     Org { namespace: &'a str, org: &'a str },
+    /// A deployment, by its id (`namespace/group/deployment`): its provider quota, shared by the
+    /// fleet.
+    Deployment { id: &'a str },
 }
 
 impl Subject<'_> {
@@ -30,6 +33,7 @@ impl Subject<'_> {
             Self::Key { .. } => "key",
             Self::Team { .. } => "team",
             Self::Org { .. } => "org",
+            Self::Deployment { .. } => "deployment",
         }
     }
 }
@@ -73,6 +77,10 @@ pub fn counter_key(subject: Subject<'_>, meter: Meter<'_>) -> String {
             field("org");
             field(namespace);
             field(org);
+        }
+        Subject::Deployment { id } => {
+            field("deployment");
+            field(id);
         }
     }
     match meter {

@@ -9,6 +9,7 @@
 
 mod cooldowns;
 pub mod cost;
+pub mod fleet_usage;
 mod memory;
 mod prices;
 mod redis;

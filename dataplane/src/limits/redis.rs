@@ -16,7 +16,7 @@ use redis::{
 };
 use tokio::sync::mpsc;
 
-use crate::{resilience::Cooldown, telemetry::Metrics};
+use crate::{config::ConfigHandle, resilience::Cooldown, telemetry::Metrics};
 
 use super::store::{
     Admission, BudgetState, SETTLED_MEMORY_MS, Settlement, Store, StoreError, Verdict,
@@ -131,6 +131,11 @@ impl RedisStore {
 }
 
 impl RedisStore {
+    /// Shares this replica's deployment usage with the fleet, and reads the fleet's.
+    pub fn share_deployment_usage(&self, config: ConfigHandle, metrics: Arc<Metrics>) {
+        super::fleet_usage::spawn(self.connection.clone(), config, metrics);
+    }
+
     /// Shares this replica's breaker cooldowns with the fleet, and applies the fleet's.
     pub fn share_cooldowns(
         &self,

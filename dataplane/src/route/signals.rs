@@ -45,6 +45,10 @@ pub struct DeploymentSignals {
     clock: Clock,
     in_flight: AtomicU64,
     counters: Mutex<Counters>,
+    /// Requests and tokens not yet added to the fleet's shared counts.
+    unshared: Mutex<(u64, u64)>,
+    /// The fleet's requests and tokens this minute, as last read, with the minute read in.
+    fleet: Mutex<Option<(u64, u64, u64)>>,
 }
 
 /// Decrements the in-flight count when the call ends, however it ends.
@@ -68,6 +72,8 @@ impl DeploymentSignals {
             clock,
             in_flight: AtomicU64::new(0),
             counters: Mutex::new(Counters::default()),
+            unshared: Mutex::new((0, 0)),
+            fleet: Mutex::new(None),
         }
     }
 
@@ -76,12 +82,32 @@ impl DeploymentSignals {
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.with_window(|c| c.requests += 1);
+        lock(&self.unshared).0 += 1;
         InFlight(self.clone())
     }
 
     /// Adds tokens to the current minute.
     pub fn add_tokens(&self, tokens: u64) {
         self.with_window(|c| c.tokens += tokens);
+        lock(&self.unshared).1 += tokens;
+    }
+
+    /// Takes the requests and tokens counted here since the last call, to add to the fleet's.
+    pub fn take_unshared(&self) -> (u64, u64) {
+        std::mem::take(&mut *lock(&self.unshared))
+    }
+
+    /// Gives back counts that could not be shared, to try again.
+    pub fn give_back(&self, requests: u64, tokens: u64) {
+        let mut unshared = lock(&self.unshared);
+        unshared.0 += requests;
+        unshared.1 += tokens;
+    }
+
+    /// The fleet's requests and tokens this minute; routing reads the larger of these and the
+    /// local counts.
+    pub fn set_fleet(&self, requests: u64, tokens: u64) {
+        *lock(&self.fleet) = Some((self.clock.minute(), requests, tokens));
     }
 
     pub fn record_ttft(&self, ms: f64) {
@@ -105,12 +131,16 @@ impl DeploymentSignals {
 
     /// The values, with `minute` as the current minute.
     pub fn values_at(&self, minute: u64) -> SignalValues {
+        let (fleet_requests, fleet_tokens) = match *lock(&self.fleet) {
+            Some((at, requests, tokens)) if at == minute => (requests, tokens),
+            _ => (0, 0),
+        };
         let c = lock(&self.counters);
         let current = c.minute == minute;
         SignalValues {
             in_flight: self.in_flight.load(Ordering::Relaxed),
-            rpm_used: if current { c.requests } else { 0 },
-            tpm_used: if current { c.tokens } else { 0 },
+            rpm_used: if current { c.requests } else { 0 }.max(fleet_requests),
+            tpm_used: if current { c.tokens } else { 0 }.max(fleet_tokens),
             ttft_ms: c.ttft_ms,
             per_token_ms: c.per_token_ms,
         }
@@ -203,6 +233,27 @@ mod tests {
         assert!(
             Arc::ptr_eq(&signals, &registry.get("ns/g/d")),
             "one entry per id"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn routing_sees_the_larger_of_local_and_fleet_usage_and_unshared_counts_are_taken_once() {
+        let signals = SignalRegistry::default().get("x");
+        drop(signals.begin());
+        signals.add_tokens(10);
+        assert_eq!(signals.take_unshared(), (1, 10));
+        assert_eq!(signals.take_unshared(), (0, 0));
+        signals.give_back(1, 10);
+        assert_eq!(signals.take_unshared(), (1, 10));
+        signals.set_fleet(7, 5);
+        assert_eq!(
+            (signals.values().rpm_used, signals.values().tpm_used),
+            (7, 10)
+        );
+        tokio::time::advance(std::time::Duration::from_secs(61)).await;
+        assert_eq!(
+            (signals.values().rpm_used, signals.values().tpm_used),
+            (0, 0)
         );
     }
 

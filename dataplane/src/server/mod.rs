@@ -200,6 +200,7 @@ impl Gateway {
                 metrics.clone(),
             );
             state.breakers.announce_to(announcer);
+            redis.share_deployment_usage(config.clone(), metrics.clone());
         }
 
         let api_listener = bind(options.listen).await?;

@@ -45,6 +45,7 @@ pub struct Metrics {
     limit_refusals: Family<RefusalLabels, Counter>,
     limit_store_errors: Family<OperationLabels, Counter>,
     remote_cooldowns: Counter,
+    fleet_usage_syncs: Counter,
     cache_requests: Family<ResultLabels, Counter>,
     cache_stored_bytes: Counter,
     cache_errors: Family<OperationLabels, Counter>,
@@ -167,6 +168,12 @@ impl Metrics {
             "Failed cache store calls, served as misses (get, put)",
             cache_errors.clone(),
         );
+        let fleet_usage_syncs = Counter::default();
+        registry.register(
+            "fleet_usage_syncs",
+            "Rounds of sharing deployment usage with the fleet and reading its totals",
+            fleet_usage_syncs.clone(),
+        );
         let remote_cooldowns = Counter::default();
         registry.register(
             "remote_cooldowns",
@@ -176,6 +183,7 @@ impl Metrics {
         Self {
             registry,
             remote_cooldowns,
+            fleet_usage_syncs,
             cache_requests,
             cache_stored_bytes,
             cache_errors,
@@ -223,6 +231,10 @@ impl Metrics {
         self.cache_errors
             .get_or_create(&OperationLabels { operation })
             .inc();
+    }
+
+    pub fn fleet_usage_synced(&self) {
+        self.fleet_usage_syncs.inc();
     }
 
     pub fn remote_cooldown(&self) {

@@ -610,3 +610,67 @@ async fn settling_a_request_twice_on_redis_counts_it_once() {
         }
     );
 }
+
+#[tokio::test]
+async fn a_deployment_quota_is_shared_by_the_fleet() {
+    let limited = FakeProvider::start().await.unwrap();
+    let spare = FakeProvider::start().await.unwrap();
+    // Cost-based routing tries the cheap, quota-limited deployment first, then the spare.
+    let groups = format!(
+        "{}{}",
+        group(
+            "chat",
+            &["chat"],
+            &[
+                upstream_with(
+                    "limited",
+                    &limited.base_url(),
+                    "      rpm: 4\n      pricing: {input: 1, output: 1}\n",
+                ),
+                upstream_with(
+                    "spare",
+                    &spare.base_url(),
+                    "      pricing: {input: 100, output: 100}\n",
+                ),
+            ],
+            &[],
+        ),
+        policy("acme", "  orgs: [acme]\n  strategy: cost-based"),
+    );
+    let (_redis, _dir, replicas) = three_replicas(&config_with(&groups)).await;
+    let (first, second) = (&replicas[0], &replicas[1]);
+    for _ in 0..4 {
+        let answer = post(&first.url(""), KEY, &chat("chat")).await;
+        assert_eq!(
+            answer.header("x-modelgate-deployment"),
+            "limited",
+            "{}",
+            answer.text()
+        );
+    }
+    // Wait for the first replica to share its counts, then for the second to read them.
+    let shared = first.metric("modelgate_fleet_usage_syncs_total").await;
+    eventually("the first replica to share its usage", || async {
+        first.metric("modelgate_fleet_usage_syncs_total").await > shared
+    })
+    .await;
+    let read = second.metric("modelgate_fleet_usage_syncs_total").await;
+    eventually("the second replica to read the fleet's usage", || async {
+        second.metric("modelgate_fleet_usage_syncs_total").await > read
+    })
+    .await;
+    for _ in 0..3 {
+        let answer = post(&second.url(""), KEY, &chat("chat")).await;
+        assert_eq!(
+            answer.header("x-modelgate-deployment"),
+            "spare",
+            "{}",
+            answer.text()
+        );
+    }
+    assert_eq!(
+        limited.request_count(),
+        4,
+        "the fleet went past the deployment's quota"
+    );
+}
