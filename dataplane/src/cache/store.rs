@@ -7,11 +7,10 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use moka::{Expiry, sync::Cache};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::Instant;
 
 use super::key::CacheKey;
-use crate::telemetry::Metrics;
+use crate::{limits::connection::SharedConnection, telemetry::Metrics};
 
 pub trait CacheStore: Send + Sync {
     fn get<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Option<Bytes>>;
@@ -95,25 +94,16 @@ impl CacheStore for MemoryCache {
 
 /// Entries in Redis under `mg:c:<key hash>`, expiring with `PX`.
 pub struct RedisCache {
-    connection: ConnectionManager,
+    connection: SharedConnection,
     metrics: Arc<Metrics>,
 }
 
 impl RedisCache {
-    pub async fn connect(
-        url: &str,
-        timeout: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        Ok(Self {
-            connection: ConnectionManager::new_with_config(client, config).await?,
+    pub fn new(connection: SharedConnection, metrics: Arc<Metrics>) -> Self {
+        Self {
+            connection,
             metrics,
-        })
+        }
     }
 
     fn name(key: &CacheKey) -> String {
@@ -124,11 +114,14 @@ impl RedisCache {
 impl CacheStore for RedisCache {
     fn get<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Option<Bytes>> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
-            let found: Result<Option<Vec<u8>>, _> = redis::cmd("GET")
-                .arg(Self::name(key))
-                .query_async(&mut connection)
-                .await;
+            let found: Result<Option<Vec<u8>>, String> = match self.connection.get() {
+                Ok(mut connection) => redis::cmd("GET")
+                    .arg(Self::name(key))
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(error) => Err(error.0),
+            };
             match found {
                 Ok(body) => body.map(Bytes::from),
                 Err(error) => {
@@ -142,15 +135,18 @@ impl CacheStore for RedisCache {
 
     fn put<'a>(&'a self, key: CacheKey, body: Bytes, ttl: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
             let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-            let stored: Result<(), _> = redis::cmd("SET")
-                .arg(Self::name(&key))
-                .arg(body.as_ref())
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async(&mut connection)
-                .await;
+            let stored: Result<(), String> = match self.connection.get() {
+                Ok(mut connection) => redis::cmd("SET")
+                    .arg(Self::name(&key))
+                    .arg(body.as_ref())
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(error) => Err(error.0),
+            };
             if let Err(error) = stored {
                 self.metrics.cache_error("put");
                 tracing::debug!(%error, "cache write failed");

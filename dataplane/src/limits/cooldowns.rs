@@ -6,10 +6,10 @@
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::connection::SharedConnection;
 use crate::{resilience::Cooldown, telemetry::Metrics};
 
 const CHANNEL: &str = "mg:cooldowns";
@@ -30,8 +30,7 @@ struct Message {
 
 /// Starts publishing this replica's cooldowns and applying the fleet's.
 pub fn spawn(
-    client: redis::Client,
-    publisher: ConnectionManager,
+    connection: SharedConnection,
     apply: Arc<dyn Fn(&Cooldown) + Send + Sync>,
     metrics: Arc<Metrics>,
 ) -> mpsc::UnboundedSender<Cooldown> {
@@ -39,8 +38,8 @@ pub fn spawn(
     let (announcer, mut announcements) = mpsc::unbounded_channel::<Cooldown>();
     let me = replica.clone();
     let publish_metrics = metrics.clone();
+    let client = connection.client().clone();
     tokio::spawn(async move {
-        let mut connection = publisher;
         while let Some(cooldown) = announcements.recv().await {
             let message = Message {
                 replica: me.clone(),
@@ -51,11 +50,15 @@ pub fn spawn(
             let Ok(payload) = serde_json::to_string(&message) else {
                 continue;
             };
-            let published: Result<i64, _> = redis::cmd("PUBLISH")
-                .arg(CHANNEL)
-                .arg(payload)
-                .query_async(&mut connection)
-                .await;
+            let published = match connection.get() {
+                Ok(mut publisher) => redis::cmd("PUBLISH")
+                    .arg(CHANNEL)
+                    .arg(payload)
+                    .query_async::<i64>(&mut publisher)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(error) => Err(error.0),
+            };
             if let Err(error) = published {
                 publish_metrics.limit_store_error("publish_cooldown");
                 tracing::warn!(%error, "cannot share a cooldown with the fleet");

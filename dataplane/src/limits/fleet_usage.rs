@@ -10,6 +10,8 @@ use std::{sync::Arc, time::Duration};
 use modelgate_crds::spend::{Meter, Subject, counter_key};
 use redis::aio::ConnectionManager;
 
+use super::connection::SharedConnection;
+
 use crate::{config::ConfigHandle, route::signals::DeploymentSignals, telemetry::Metrics};
 
 /// How often a replica shares its counts and reads the fleet's.
@@ -17,9 +19,8 @@ pub const INTERVAL: Duration = Duration::from_millis(500);
 /// Counters outlive their minute by this much.
 const KEEP_MS: i64 = 120_000;
 
-pub fn spawn(connection: ConnectionManager, config: ConfigHandle, metrics: Arc<Metrics>) {
+pub fn spawn(connection: SharedConnection, config: ConfigHandle, metrics: Arc<Metrics>) {
     tokio::spawn(async move {
-        let mut connection = connection;
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -38,7 +39,10 @@ pub fn spawn(connection: ConnectionManager, config: ConfigHandle, metrics: Arc<M
             if limited.is_empty() {
                 continue;
             }
-            sync(&mut connection, &limited, &metrics).await;
+            // Not connected yet: the counts stay unshared until Redis answers.
+            if let Ok(mut connection) = connection.get() {
+                sync(&mut connection, &limited, &metrics).await;
+            }
         }
     });
 }

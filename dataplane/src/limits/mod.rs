@@ -7,6 +7,7 @@
 //! or 429. The returned [`Ticket`] settles to the real cost after the call, or releases the
 //! reservation when the call fails, the client goes away, or the request is dropped.
 
+pub mod connection;
 mod cooldowns;
 pub mod cost;
 pub mod fleet_usage;

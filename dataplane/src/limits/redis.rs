@@ -10,14 +10,12 @@
 use std::{sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
-use redis::{
-    AsyncCommands, Script,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 
 use crate::{config::ConfigHandle, resilience::Cooldown, telemetry::Metrics};
 
+use super::connection::SharedConnection;
 use super::store::{
     Admission, BudgetState, SETTLED_MEMORY_MS, Settlement, Store, StoreError, Verdict,
 };
@@ -103,30 +101,26 @@ return 1
 ";
 
 pub struct RedisStore {
-    client: redis::Client,
-    connection: ConnectionManager,
+    connection: SharedConnection,
     admit: Script,
     settle: Script,
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://host:port/db`). Every command gives up after `timeout`, so an
+    /// Connects to `url` (`redis://host:port/db`), or keeps trying in the background when Redis
+    /// does not answer within `timeout`; every command gives up after `timeout`, so an
     /// unreachable Redis shows up as an error, not a hung request.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError(e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let connection = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(|e| StoreError(e.to_string()))?;
         Ok(Self {
-            client,
-            connection,
+            connection: SharedConnection::open(url, timeout).await?,
             admit: Script::new(ADMIT),
             settle: Script::new(SETTLE),
         })
+    }
+
+    /// The connection, for the cache and the fleet tasks.
+    pub fn connection(&self) -> &SharedConnection {
+        &self.connection
     }
 }
 
@@ -142,7 +136,7 @@ impl RedisStore {
         apply: Arc<dyn Fn(&Cooldown) + Send + Sync>,
         metrics: Arc<Metrics>,
     ) -> mpsc::UnboundedSender<Cooldown> {
-        super::cooldowns::spawn(self.client.clone(), self.connection.clone(), apply, metrics)
+        super::cooldowns::spawn(self.connection.clone(), apply, metrics)
     }
 }
 
@@ -182,7 +176,7 @@ impl Store for RedisStore {
             for c in &a.rates {
                 invocation.arg(c.limit).arg(c.amount).arg(c.expire_at_ms);
             }
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection.get()?;
             let (kind, index): (i64, usize) = invocation
                 .invoke_async(&mut connection)
                 .await
@@ -218,7 +212,7 @@ impl Store for RedisStore {
                 invocation.arg(*delta);
             }
             invocation.arg(&s.id);
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection.get()?;
             let _settled: i64 = invocation
                 .invoke_async(&mut connection)
                 .await
@@ -229,7 +223,7 @@ impl Store for RedisStore {
 
     fn budget<'a>(&'a self, counter: &'a str) -> BoxFuture<'a, Result<BudgetState, StoreError>> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection.get()?;
             let (spent, reserved): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
                 .arg(counter)
                 .arg("spent")
@@ -246,7 +240,7 @@ impl Store for RedisStore {
 
     fn rate<'a>(&'a self, counter: &'a str) -> BoxFuture<'a, Result<i64, StoreError>> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection.get()?;
             let value: Option<i64> = connection.get(counter).await.map_err(unavailable)?;
             Ok(value.unwrap_or(0))
         })

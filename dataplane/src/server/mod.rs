@@ -19,7 +19,9 @@ use crate::{
     api::{self, AppState, ResponseBody},
     cache::{Cache, MemoryCache, RedisCache},
     config::{ConfigHandle, watch::ConfigLoader},
-    limits::{FailMode, Limiter, MemoryStore, RedisStore, Store, StoreError},
+    limits::{
+        FailMode, Limiter, MemoryStore, RedisStore, Store, StoreError, connection::SharedConnection,
+    },
     provider::HttpClients,
     resilience::{Breakers, RetryBudget},
     route::signals::SignalRegistry,
@@ -171,15 +173,22 @@ impl Gateway {
             CacheBackend::Redis {
                 url,
                 max_entry_bytes,
-            } => Cache::new(
-                Some(Arc::new(
-                    RedisCache::connect(url, STATE_TIMEOUT, metrics.clone())
+            } => {
+                // The same Redis as the limits shares their connection.
+                let connection = match (&redis, &options.state) {
+                    (Some(store), StateBackend::Redis { url: state }) if state == url => {
+                        store.connection().clone()
+                    }
+                    _ => SharedConnection::open(url, STATE_TIMEOUT)
                         .await
-                        .map_err(|e| StartError::State(StoreError(e.to_string())))?,
-                )),
-                *max_entry_bytes,
-                metrics.clone(),
-            ),
+                        .map_err(StartError::State)?,
+                };
+                Cache::new(
+                    Some(Arc::new(RedisCache::new(connection, metrics.clone()))),
+                    *max_entry_bytes,
+                    metrics.clone(),
+                )
+            }
         };
         let state = Arc::new(AppState {
             cache: Arc::new(cache),

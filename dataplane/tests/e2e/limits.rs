@@ -674,3 +674,39 @@ async fn a_deployment_quota_is_shared_by_the_fleet() {
         "the fleet went past the deployment's quota"
     );
 }
+
+#[tokio::test]
+async fn a_replica_starts_while_redis_is_down_and_connects_when_it_comes_up() {
+    let fake = FakeProvider::start().await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        config(&fake, "  budget: {limit: 100, period: daily}", ""),
+    )
+    .unwrap();
+    let state = format!("redis://127.0.0.1:{port}/");
+    let replica = Replica::start(&path, &["--state", &state]).await;
+    let answer = post(&replica.url(""), KEY, &request()).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.text()
+    );
+    assert_eq!(answer.error_code(), "limits_unavailable");
+
+    let _redis = RedisServer::start_on(port).await;
+    let mut served = false;
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while !served && tokio::time::Instant::now() < deadline {
+        served = post(&replica.url(""), KEY, &request()).await.status == StatusCode::OK;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(served, "the replica never connected to Redis");
+}
