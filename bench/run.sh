@@ -389,8 +389,10 @@ spec:
 EOF
 
 log "starting modelgate-dataplane ($GATEWAY_BIN)"
+# The response cache is off: every benchmark request is the same, so with it on this would
+# measure cache hits, not the proxy path.
 RUST_LOG=${RUST_LOG:-warn} "$GATEWAY_BIN" --config "$TMP/bench-config.yaml" \
-	--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+	--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --cache off \
 	>"$TMP/gateway.out.log" 2>"$TMP/gateway.err.log" &
 GATEWAY_PID=$!
 PIDS+=("$GATEWAY_PID")

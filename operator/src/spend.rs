@@ -2,7 +2,9 @@
 //! reads each budgeted key's counter for the current period, through the same counter naming the
 //! data planes use (`modelgate_crds::spend`), and reports spend and what is left.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+use arc_swap::ArcSwapOption;
 
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -16,7 +18,9 @@ use serde_json::{Map, Value, json};
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct SpendReader {
-    connection: ConnectionManager,
+    /// Made in the background when Redis does not answer at start, so the operator runs (and
+    /// keeps the last reported spend) while Redis is away.
+    connection: Arc<ArcSwapOption<ConnectionManager>>,
 }
 
 /// One key's budget period as the store has it.
@@ -44,9 +48,26 @@ impl SpendReader {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT));
-        Ok(Self {
-            connection: ConnectionManager::new_with_config(client, config).await?,
-        })
+        let connection = Arc::new(ArcSwapOption::empty());
+        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+            Ok(manager) => connection.store(Some(Arc::new(manager))),
+            Err(error) => {
+                tracing::warn!(%error, "the state store is unreachable; connecting in the background");
+                let slot = connection.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if let Ok(manager) =
+                            ConnectionManager::new_with_config(client.clone(), config.clone()).await
+                        {
+                            slot.store(Some(Arc::new(manager)));
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(Self { connection })
     }
 
     /// The key's spend this period; `None` when the key has no budget.
@@ -62,7 +83,13 @@ impl SpendReader {
             },
             Meter::Budget { period: &window.id },
         );
-        let mut connection = self.connection.clone();
+        let Some(connection) = self.connection.load_full() else {
+            return Some(Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "not connected to the state store yet",
+            ))));
+        };
+        let mut connection = ConnectionManager::clone(&connection);
         let spent: Result<Option<i64>, _> = redis::cmd("HGET")
             .arg(&counter)
             .arg("spent")

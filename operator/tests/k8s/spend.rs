@@ -1,5 +1,6 @@
 //! Spend in VirtualKey status: with the data planes' Redis, the operator reports each budgeted
-//! key's spend and what is left this period, and `kubectl get vk` shows both.
+//! key's spend and what is left this period, and `kubectl get vk` shows both. Redis may come up
+//! after the operator.
 
 use modelgate_crds::{
     VirtualKey,
@@ -10,6 +11,7 @@ use testbin::{redis::RedisServer, wait_until};
 
 use crate::support::{
     Operator, OperatorOptions, SETTLE, control_plane, get_json, kubectl, kubectl_apply,
+    wait_condition,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -17,8 +19,13 @@ async fn virtual_key_status_shows_spend_and_remaining_budget_from_the_state_stor
     let plane = control_plane();
     let namespace = plane.namespace("spend").await;
     let client = plane.client().await;
-    let redis = RedisServer::start().await;
-    let state = redis.url();
+    // The operator starts before Redis does, and reports spend once Redis is up.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let state = format!("redis://127.0.0.1:{port}/");
     let _operator = Operator::start(OperatorOptions {
         extra: &["--state", &state, "--spend-refresh-interval", "200ms"],
         ..OperatorOptions::new(plane, &namespace)
@@ -29,6 +36,8 @@ async fn virtual_key_status_shows_spend_and_remaining_budget_from_the_state_stor
         &namespace,
         "apiVersion: modelgate.io/v1alpha1\nkind: VirtualKey\nmetadata: {name: team}\nspec:\n  org: acme\n  budget: {limit: 10, period: monthly}\n",
     );
+    wait_condition::<VirtualKey>(&client, &namespace, "team", "Ready", "True", None).await;
+    let _redis = RedisServer::start_on(port).await;
     let period = BudgetWindow::containing(BudgetPeriod::Monthly, jiff::Timestamp::now()).id;
     let status_is = |spend: f64, remaining: f64| {
         let client = client.clone();
