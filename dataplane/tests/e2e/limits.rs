@@ -710,3 +710,121 @@ async fn a_replica_starts_while_redis_is_down_and_connects_when_it_comes_up() {
     }
     assert!(served, "the replica never connected to Redis");
 }
+
+/// Threat model T7: every path a request can take (chat or embeddings, streamed or not, served
+/// by the primary or a fallback) reserves and settles against the same key counter, and a key at
+/// its cap is refused on every one of them before any provider is called.
+#[tokio::test]
+async fn every_path_counts_against_the_same_budget_and_is_refused_at_the_cap() {
+    let primary = FakeProvider::start().await.unwrap();
+    let backup = FakeProvider::start().await.unwrap();
+    let priced = "      pricing: {input: 1000, output: 1000}\n";
+    let groups = |limit: f64| {
+        format!(
+            "{}{}{}",
+            group(
+                "chat",
+                &["chat"],
+                &[upstream_with("primary", &primary.base_url(), priced)],
+                &["backup"]
+            ),
+            group(
+                "backup",
+                &["backup"],
+                &[upstream_with("backup", &backup.base_url(), priced)],
+                &[]
+            ),
+            group(
+                "embed",
+                &["embed"],
+                &[upstream_with("embedder", &primary.base_url(), priced)],
+                &[]
+            ),
+        ) + &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: capped-keys}}\nstringData: {{k: {TEAM_KEY}}}\n---\napiVersion: modelgate.io/v1alpha1\nkind: VirtualKey\nmetadata: {{name: capped}}\nspec:\n  org: acme\n  keySecretRef: {{name: capped-keys, key: k}}\n  budget: {{limit: {limit}, period: daily}}\n---\n"
+        )
+    };
+    let gw = TestGateway::start(&config_with(&groups(100.0))).await;
+    let store = gw.gateway.limits_store().clone();
+    let counter = budget_counter(Subject::Key {
+        namespace: "default",
+        name: "capped",
+    });
+    let chat_body = |stream: bool| {
+        json!({"model": "chat", "stream": stream, "max_tokens": 20,
+        "messages": [{"role": "user", "content": "paths"}]})
+    };
+    let embed_body = json!({"model": "embed", "input": ["paths"]});
+    let paths: Vec<(&str, &str, Value, bool)> = vec![
+        (
+            "chat, primary",
+            "/v1/chat/completions",
+            chat_body(false),
+            false,
+        ),
+        (
+            "stream, primary",
+            "/v1/chat/completions",
+            chat_body(true),
+            false,
+        ),
+        (
+            "chat, fallback",
+            "/v1/chat/completions",
+            chat_body(false),
+            true,
+        ),
+        (
+            "stream, fallback",
+            "/v1/chat/completions",
+            chat_body(true),
+            true,
+        ),
+        ("embeddings", "/v1/embeddings", embed_body.clone(), false),
+    ];
+    let mut spent = 0;
+    for (path, route, body, fail_primary) in &paths {
+        if *fail_primary {
+            // Every retry of the primary fails: the backup serves.
+            for _ in 0..8 {
+                primary.push(Script::status(500));
+            }
+        }
+        let answer = gw.post_as(route, Some(TEAM_KEY), body.clone()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.text());
+        let served_by = match (*route, *fail_primary) {
+            ("/v1/embeddings", _) => "embedder",
+            (_, true) => "backup",
+            (_, false) => "primary",
+        };
+        assert_eq!(answer.header("x-modelgate-deployment"), served_by, "{path}");
+        primary.reset();
+        let before = spent;
+        eventually(&format!("{path} to be settled"), || {
+            let store = store.clone();
+            let counter = counter.clone();
+            async move {
+                let state = store.budget(&counter).await.unwrap();
+                state.reserved == 0 && state.spent > before
+            }
+        })
+        .await;
+        spent = store.budget(&counter).await.unwrap().spent;
+    }
+
+    // The key is now capped at what it spent: every path is refused, and no provider called.
+    gw.write_config(&config_with(&groups(usd(spent))));
+    gw.wait_for_config(&config_with(&groups(usd(spent)))).await;
+    let calls = (primary.request_count(), backup.request_count());
+    for (path, route, body, _) in &paths {
+        let answer = gw.post_as(route, Some(TEAM_KEY), body.clone()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::PAYMENT_REQUIRED,
+            "{path}: {}",
+            answer.text()
+        );
+        assert_eq!(answer.error_code(), "budget_exceeded", "{path}");
+    }
+    assert_eq!((primary.request_count(), backup.request_count()), calls);
+}
