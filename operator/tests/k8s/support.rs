@@ -51,7 +51,10 @@ pub struct Operator {
 
 pub struct OperatorOptions<'a> {
     pub kubeconfig: &'a Path,
+    /// The namespace it reconciles (unless `cluster_wide`) and holds its Lease in.
     pub namespace: &'a str,
+    /// Reconcile every namespace instead of `namespace` alone.
+    pub cluster_wide: bool,
     pub lease_name: &'a str,
     pub identity: &'a str,
     /// More flags for this operator.
@@ -64,6 +67,7 @@ impl<'a> OperatorOptions<'a> {
         Self {
             kubeconfig: plane.admin_kubeconfig(),
             namespace,
+            cluster_wide: false,
             lease_name: "modelgate-operator",
             identity: "operator-a",
             extra: &[],
@@ -76,10 +80,14 @@ impl Operator {
     pub async fn start(options: OperatorOptions<'_>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("operator.log");
+        let scope: &[&str] = if options.cluster_wide {
+            &[]
+        } else {
+            &["--namespace", options.namespace]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_modelgate-operator"))
+            .args(scope)
             .args([
-                "--namespace",
-                options.namespace,
                 "--lease-namespace",
                 options.namespace,
                 "--lease-name",
