@@ -9,7 +9,7 @@ use modelgate_dataplane::CacheBackend;
 use serde_json::{Value, json};
 
 use crate::{
-    fleet::{RedisServer, Replica},
+    fleet::{RedisServer, Replica, config_file},
     support::*,
 };
 
@@ -218,9 +218,7 @@ async fn a_hit_costs_nothing_and_still_counts_against_rpm() {
 async fn replicas_share_entries_through_redis_and_a_redis_outage_is_a_miss() {
     let mut redis = RedisServer::start().await;
     let fake = FakeProvider::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, config(&fake, "")).unwrap();
+    let (_dir, path) = config_file(&config(&fake, ""));
     let url = redis.url();
     let first = Replica::start(&path, &["--cache", &url]).await;
     let second = Replica::start(&path, &["--cache", &url]).await;

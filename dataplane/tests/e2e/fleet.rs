@@ -4,7 +4,7 @@
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -120,13 +120,19 @@ impl Drop for Replica {
     }
 }
 
+/// `config` written to `config.yaml` in a fresh directory, for replicas to start on.
+pub fn config_file(config: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    (dir, path)
+}
+
 /// Three replicas on `config` sharing a fresh Redis for their state; keep all three values alive
 /// for the test.
 pub async fn three_replicas(config: &str) -> (RedisServer, tempfile::TempDir, Vec<Replica>) {
     let redis = RedisServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, config).unwrap();
+    let (dir, path) = config_file(config);
     let state = redis.url();
     let mut replicas = Vec::new();
     for _ in 0..3 {

@@ -22,7 +22,7 @@ use modelgate_dataplane::limits::{RedisStore, Store, store::BudgetState};
 use serde_json::{Value, json};
 
 use crate::{
-    fleet::{RedisServer, Replica, SETTLE, three_replicas},
+    fleet::{RedisServer, Replica, SETTLE, config_file, three_replicas},
     support::*,
 };
 
@@ -417,13 +417,7 @@ async fn redis_going_away_fails_closed_then_recovers_and_fails_open_when_asked()
     let mut redis = RedisServer::start().await;
     let port = redis.port;
     let fake = FakeProvider::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(
-        &path,
-        config(&fake, "  budget: {limit: 100, period: daily}", ""),
-    )
-    .unwrap();
+    let (_dir, path) = config_file(&config(&fake, "  budget: {limit: 100, period: daily}", ""));
     let state = redis.url();
     let closed = Replica::start(&path, &["--state", &state]).await;
     let open = Replica::start(&path, &["--state", &state, "--state-fail-mode", "open"]).await;
@@ -495,18 +489,12 @@ async fn redis_going_away_fails_closed_then_recovers_and_fails_open_when_asked()
 #[tokio::test]
 async fn spend_survives_a_restart_on_the_memory_store() {
     let fake = FakeProvider::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
     let limit = usd(worst_case_nanos() * 3);
-    std::fs::write(
-        &path,
-        config(
-            &fake,
-            &format!("  budget: {{limit: {limit}, period: total}}"),
-            "",
-        ),
-    )
-    .unwrap();
+    let (dir, path) = config_file(&config(
+        &fake,
+        &format!("  budget: {{limit: {limit}, period: total}}"),
+        "",
+    ));
     let spend_file = dir.path().join("spend.json");
     let flags = ["--state-file", spend_file.to_str().unwrap()];
     let replica = Replica::start(&path, &flags).await;
@@ -546,9 +534,7 @@ async fn a_cooldown_one_replica_starts_is_applied_by_the_others() {
             &[]
         ),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, config_with(&groups)).unwrap();
+    let (_dir, path) = config_file(&config_with(&groups));
     let state = redis.url();
     let first = Replica::start(&path, &["--state", &state]).await;
     let second = Replica::start(&path, &["--state", &state]).await;
@@ -678,18 +664,8 @@ async fn a_deployment_quota_is_shared_by_the_fleet() {
 #[tokio::test]
 async fn a_replica_starts_while_redis_is_down_and_connects_when_it_comes_up() {
     let fake = FakeProvider::start().await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(
-        &path,
-        config(&fake, "  budget: {limit: 100, period: daily}", ""),
-    )
-    .unwrap();
+    let port = testbin::free_port();
+    let (_dir, path) = config_file(&config(&fake, "  budget: {limit: 100, period: daily}", ""));
     let state = format!("redis://127.0.0.1:{port}/");
     let replica = Replica::start(&path, &["--state", &state]).await;
     let answer = post(&replica.url(""), KEY, &request()).await;

@@ -20,11 +20,7 @@ async fn virtual_key_status_shows_spend_and_remaining_budget_from_the_state_stor
     let namespace = plane.namespace("spend").await;
     let client = plane.client().await;
     // The operator starts before Redis does, and reports spend once Redis is up.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testbin::free_port();
     let state = format!("redis://127.0.0.1:{port}/");
     let _operator = Operator::start(OperatorOptions {
         extra: &["--state", &state, "--spend-refresh-interval", "200ms"],

@@ -313,7 +313,8 @@ fn build_binaries() -> PathBuf {
     )
 }
 
-fn free_port() -> u16 {
+/// A loopback port free a moment ago, for a process the test starts (which retries a lost race).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("bind port 0")
