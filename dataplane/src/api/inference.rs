@@ -22,7 +22,7 @@ use crate::{
     cache::{self, Decision},
     config::{Deployment, KeyEntry},
     error::ApiError,
-    limits::{Refusal, cost::usd},
+    limits::{Refusal, Ticket, cost::usd},
     provider::{AttemptTimeouts, Call, DEFAULT_CONNECT_TIMEOUT, Endpoint, UpstreamBody},
     resilience::{self, BreakerSettings, Execution, Failed, RetryPolicy},
     route::{self, RouteInput, tags::RequestTags},
@@ -186,9 +186,10 @@ async fn run(
     let stream =
         endpoint == Endpoint::ChatCompletions && parsed.field::<bool>("stream")?.unwrap_or(false);
     record.stream = stream;
-    let client_wants_usage = parsed
-        .field::<serde_json::Value>("stream_options")?
-        .is_some_and(|o| o.get("include_usage") == Some(&serde_json::Value::Bool(true)));
+    let client_wants_usage = stream
+        && parsed
+            .field::<serde_json::Value>("stream_options")?
+            .is_some_and(|o| o.get("include_usage") == Some(&serde_json::Value::Bool(true)));
 
     let input_seed = fastrand::u64(..);
     let tags = RequestTags::from_request(&parsed, extension.tags, tag_header.as_deref())?;
@@ -265,21 +266,24 @@ async fn run(
 
     // Spend control, before any provider is called: the worst case is reserved against every
     // budget that applies and the call counted against every rate limit, or it is refused here.
-    let demand = spend::demand(
-        &snapshot,
-        &plan,
-        endpoint,
-        input.prompt_tokens,
-        input.max_tokens,
-    );
-    let ticket = state
-        .limiter
-        .admit(&key.limits, &record.request_id, demand)
-        .await
-        .map_err(Rejected::from)?;
-    if !key.limits.is_empty() {
+    // A key without limits skips all of it.
+    let ticket = if key.limits.is_empty() {
+        Ticket::unlimited()
+    } else {
+        let demand = spend::demand(
+            &snapshot,
+            &plan,
+            endpoint,
+            input.prompt_tokens,
+            input.max_tokens,
+        );
         record.reserved_usd = Some(usd(demand.worst_case_nanos));
-    }
+        state
+            .limiter
+            .admit(&key.limits, &record.request_id, demand)
+            .await
+            .map_err(Rejected::from)?
+    };
     let charge = Charge {
         ticket,
         org: key.spec.org.clone(),
