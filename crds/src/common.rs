@@ -2,6 +2,7 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -24,12 +25,32 @@ pub struct SecretKeySelector {
     pub key: String,
 }
 
-/// Where a deployment's upstream credential comes from.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// Where a deployment's upstream credential comes from: one Secret key, or AWS access keys.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("has(self.secretKeyRef) != has(self.aws)").message("credentials take exactly one of secretKeyRef and aws"))]
 #[serde(rename_all = "camelCase")]
 pub struct Credentials {
-    /// The Secret key holding the provider API key. It is sent upstream only, never logged.
-    pub secret_key_ref: SecretKeySelector,
+    /// The Secret key holding the provider credential: the API key (Azure `api-key`, Bedrock
+    /// API key, ...), or for `vertex` the service-account JSON key. Sent upstream only, never
+    /// logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeySelector>,
+    /// AWS access keys, for Bedrock requests signed with SigV4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsCredentials>,
+}
+
+/// AWS access keys in Secrets (same namespace).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsCredentials {
+    /// The access key id (`AKIA...`).
+    pub access_key_id_ref: SecretKeySelector,
+    /// The secret access key.
+    pub secret_access_key_ref: SecretKeySelector,
+    /// The session token of temporary credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token_ref: Option<SecretKeySelector>,
 }
 
 /// How the deployments of a model group are ordered for one request.

@@ -65,6 +65,14 @@ pub struct CompiledDeployment {
     pub base_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<Sensitive>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<CompiledAws>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
     pub weight: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpm: Option<u64>,
@@ -76,6 +84,16 @@ pub struct CompiledDeployment {
     pub timeouts: CompiledTimeouts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<CompiledMock>,
+}
+
+/// AWS access keys resolved from their Secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompiledAws {
+    pub access_key_id: Sensitive,
+    pub secret_access_key: Sensitive,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<Sensitive>,
 }
 
 /// Timeouts in milliseconds; absent means "inherit" (deployment) or "built-in default" (policy).

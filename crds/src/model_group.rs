@@ -65,6 +65,9 @@ pub struct ModelGroupSpec {
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[x_kube(validation = Rule::new("!(self.provider in ['openai-compatible', 'azure']) || has(self.baseUrl)").message("baseUrl is required for openai-compatible and azure deployments"))]
 #[x_kube(validation = Rule::new("self.provider != 'mock' || !has(self.credentials)").message("mock deployments take no credentials"))]
+#[x_kube(validation = Rule::new("self.provider != 'bedrock' || has(self.region)").message("bedrock deployments need a region"))]
+#[x_kube(validation = Rule::new("self.provider != 'vertex' || (has(self.region) && has(self.project))").message("vertex deployments need a project and a region"))]
+#[x_kube(validation = Rule::new("!has(self.credentials) || !has(self.credentials.aws) || self.provider == 'bedrock'").message("aws credentials are for bedrock deployments only"))]
 #[serde(rename_all = "camelCase")]
 pub struct Deployment {
     /// Name of the deployment, unique within the group; it appears in headers, logs and metrics.
@@ -84,9 +87,23 @@ pub struct Deployment {
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("baseUrl must be an http or https URL"))]
     #[schemars(length(max = 2048))]
     pub base_url: Option<String>,
-    /// The provider credential, as a reference to a Secret key.
+    /// The provider credential, as a reference to Secret keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Credentials>,
+    /// The cloud region: the AWS region of a `bedrock` deployment (e.g. `us-east-1`), the
+    /// location of a `vertex` one (e.g. `us-central1`, or `global`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub region: Option<String>,
+    /// The Google Cloud project of a `vertex` deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub project: Option<String>,
+    /// The `api-version` of an `azure` deployment (default `2024-10-21`); `v1` selects Azure's
+    /// v1 API, where `model` is the deployment name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[A-Za-z0-9.-]+$"))]
+    pub api_version: Option<String>,
     /// Relative share of traffic under simple-shuffle (default 1; 0 takes it out of rotation
     /// while keeping it as a fallback).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,8 @@
 //! Client-facing errors: the only place an error becomes an HTTP response. Every error is the
 //! OpenAI error body with a stable `code`; messages never carry keys or upstream secrets.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::StatusCode;
 use serde::Serialize;
@@ -21,7 +23,7 @@ pub struct ApiError {
     /// Stable machine-readable code; also the bounded metric label.
     pub code: &'static str,
     pub message: String,
-    pub param: Option<&'static str>,
+    pub param: Option<Cow<'static, str>>,
 }
 
 #[derive(Serialize)]
@@ -54,8 +56,8 @@ impl ApiError {
         }
     }
 
-    pub fn with_param(mut self, param: &'static str) -> Self {
-        self.param = Some(param);
+    pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
+        self.param = Some(param.into());
         self
     }
 
@@ -187,8 +189,15 @@ impl ApiError {
     }
 
     /// A client error the provider reported (bad request, context too long, ...), passed back.
-    pub fn upstream_client_error(status: StatusCode, code: &'static str, message: String) -> Self {
-        Self::new(status, "invalid_request_error", code, message)
+    pub fn upstream_client_error(
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        param: Option<String>,
+    ) -> Self {
+        let mut error = Self::new(status, "invalid_request_error", code, message);
+        error.param = param.map(Cow::Owned);
+        error
     }
 
     pub fn override_not_allowed(param: &'static str) -> Self {
@@ -289,7 +298,7 @@ impl ApiError {
             error: Body {
                 message: &self.message,
                 kind: self.kind,
-                param: self.param,
+                param: self.param.as_deref(),
                 code: self.code,
             },
         };

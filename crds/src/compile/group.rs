@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::{
-    compiled::{CompiledDeployment, CompiledMock, CompiledModelGroup, Sensitive},
+    common::SecretKeySelector,
+    compiled::{CompiledAws, CompiledDeployment, CompiledMock, CompiledModelGroup, Sensitive},
     model_group::{Deployment, ModelGroup, ProviderKind},
     report::{Reason, Rejection},
 };
@@ -169,18 +170,35 @@ fn compile_deployment(
             }
         }
     }
-    let api_key = d
-        .credentials
-        .as_ref()
-        .map(|c| {
-            secrets.resolve(
+    let resolve = |selector: &SecretKeySelector, name: &str| {
+        secrets
+            .resolve(
                 &object.namespace,
-                &c.secret_key_ref,
-                &format!("{field}.credentials"),
+                selector,
+                &format!("{field}.credentials.{name}"),
             )
+            .map(|value| Sensitive::new(value.trim()))
+    };
+    let credentials = d.credentials.as_ref();
+    let api_key = credentials
+        .and_then(|c| c.secret_key_ref.as_ref())
+        .map(|selector| resolve(selector, "secretKeyRef"))
+        .transpose()?;
+    let aws = credentials
+        .and_then(|c| c.aws.as_ref())
+        .map(|aws| {
+            Ok::<_, Rejection>(CompiledAws {
+                access_key_id: resolve(&aws.access_key_id_ref, "aws.accessKeyIdRef")?,
+                secret_access_key: resolve(&aws.secret_access_key_ref, "aws.secretAccessKeyRef")?,
+                session_token: aws
+                    .session_token_ref
+                    .as_ref()
+                    .map(|s| resolve(s, "aws.sessionTokenRef"))
+                    .transpose()?,
+            })
         })
-        .transpose()?
-        .map(|k| Sensitive::new(k.trim()));
+        .transpose()?;
+    check_provider_settings(d, &field)?;
     let mock = match d.provider {
         ProviderKind::Mock => {
             let settings = d.mock.clone().unwrap_or_default();
@@ -204,6 +222,10 @@ fn compile_deployment(
         model: d.model.clone(),
         base_url,
         api_key,
+        aws,
+        region: d.region.clone(),
+        project: d.project.clone(),
+        api_version: d.api_version.clone(),
         weight: d.weight.unwrap_or(1),
         rpm: d.rpm,
         tpm: d.tpm,
@@ -212,6 +234,34 @@ fn compile_deployment(
         timeouts: compile_timeouts(d.timeouts.as_ref(), &format!("{field}.timeouts"))?,
         mock,
     })
+}
+
+/// The settings a provider cannot work without, and the ones it cannot use (the CRD's CEL rules
+/// say the same; standalone files are only checked here).
+fn check_provider_settings(d: &Deployment, field: &str) -> Result<(), Rejection> {
+    let invalid = |message: String| Err(Rejection::new(Reason::InvalidSpec, message));
+    let provider = d.provider.as_str();
+    if d.provider == ProviderKind::Bedrock && d.region.is_none() {
+        return invalid(format!("{field}.region is required for provider bedrock"));
+    }
+    if d.provider == ProviderKind::Vertex && (d.region.is_none() || d.project.is_none()) {
+        return invalid(format!(
+            "{field}.project and {field}.region are required for provider vertex"
+        ));
+    }
+    if let Some(c) = &d.credentials {
+        if c.secret_key_ref.is_some() == c.aws.is_some() {
+            return invalid(format!(
+                "{field}.credentials takes exactly one of secretKeyRef and aws"
+            ));
+        }
+        if c.aws.is_some() && d.provider != ProviderKind::Bedrock {
+            return invalid(format!(
+                "{field}.credentials.aws is for bedrock deployments, not {provider}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Upstream URLs come only from config, so they are checked here once: http(s), a host, no

@@ -41,6 +41,7 @@ const STRATEGY_HEADER: &str = "x-modelgate-strategy";
 const RETRIES_HEADER: &str = "x-modelgate-retries";
 /// The provider code of a request too long for the model's context window.
 const CONTEXT_LENGTH_EXCEEDED: &str = "context_length_exceeded";
+const UNSUPPORTED_PARAMETER: &str = crate::provider::UNSUPPORTED;
 /// Deadline across every attempt of one request when the policy sets none.
 const DEFAULT_TOTAL: Duration = Duration::from_secs(600);
 
@@ -341,7 +342,7 @@ async fn run(
             let count = calls_made(&attempts);
             record.attempts = attempts;
             return Err(Rejected {
-                error: ApiError::upstream_client_error(status, code, error.message),
+                error: ApiError::upstream_client_error(status, code, error.message, error.param),
                 headers: vec![attempts_header(count)],
             });
         }
@@ -583,6 +584,7 @@ fn client_error_code(provider_code: Option<&str>) -> &'static str {
     match provider_code {
         Some(CONTEXT_LENGTH_EXCEEDED) => CONTEXT_LENGTH_EXCEEDED,
         Some("content_filter" | "content_policy_violation") => "content_policy_violation",
+        Some(UNSUPPORTED_PARAMETER) => UNSUPPORTED_PARAMETER,
         _ => "invalid_request",
     }
 }

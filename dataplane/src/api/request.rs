@@ -197,7 +197,7 @@ mod tests {
         assert_eq!(req.field::<u32>("absent").unwrap(), None);
         let err = req.field::<u32>("model").unwrap_err();
         assert_eq!(err.code, "invalid_request");
-        assert_eq!(err.param, Some("model"));
+        assert_eq!(err.param.as_deref(), Some("model"));
     }
 
     #[test]

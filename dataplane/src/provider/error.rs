@@ -37,6 +37,72 @@ pub struct CallError {
     /// The provider's own error code, when it gave one (e.g. `context_length_exceeded`).
     pub provider_code: Option<String>,
     pub message: String,
+    /// The request member a client error is about.
+    pub param: Option<String>,
+}
+
+/// `provider_code` of a request an adapter cannot carry to its provider.
+pub const UNSUPPORTED: &str = "unsupported_parameter";
+
+/// What kind of failure an error is, across providers: what the executor and the client branch on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// 429: wait for `retry_after`, or try another deployment.
+    RateLimit,
+    /// The provider is shedding load (Anthropic 529, Gemini 503, Bedrock throttling of capacity).
+    Overloaded,
+    /// Our credential was refused: the deployment's config is wrong.
+    Auth,
+    /// The request is too long for the model's context window.
+    ContextLength,
+    /// The provider's content policy refused the request.
+    ContentPolicy,
+    /// Anything else the caller got wrong, including parameters an adapter cannot carry.
+    InvalidRequest,
+    /// The model or deployment does not exist upstream.
+    NotFound,
+    /// A server-side failure, a timeout or a broken connection.
+    Upstream,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimit => "rate_limit",
+            Self::Overloaded => "overloaded",
+            Self::Auth => "auth",
+            Self::ContextLength => "context_length",
+            Self::ContentPolicy => "content_policy",
+            Self::InvalidRequest => "invalid_request",
+            Self::NotFound => "not_found",
+            Self::Upstream => "upstream",
+        }
+    }
+
+    /// The status the gateway reports for the class, in OpenAI's vocabulary (an overloaded
+    /// provider is a 503, which every OpenAI SDK retries).
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::RateLimit => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Auth => StatusCode::UNAUTHORIZED,
+            Self::ContextLength | Self::ContentPolicy | Self::InvalidRequest => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Upstream => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The stable `code` an OpenAI-shaped body carries for the class, when it has one.
+    pub fn code(self) -> Option<&'static str> {
+        match self {
+            Self::ContextLength => Some("context_length_exceeded"),
+            Self::ContentPolicy => Some("content_policy_violation"),
+            Self::RateLimit => Some("rate_limit_exceeded"),
+            _ => None,
+        }
+    }
 }
 
 impl CallError {
@@ -47,6 +113,80 @@ impl CallError {
             retry_after: None,
             provider_code: None,
             message: message.into(),
+            param: None,
+        }
+    }
+
+    /// A request the provider would refuse, caught before sending: a 400 with the message.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self {
+            kind: CallErrorKind::Status,
+            status: Some(StatusCode::BAD_REQUEST),
+            retry_after: None,
+            provider_code: None,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// A request member the provider has no way to honour: a 400 `unsupported_parameter`.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        let mut error = Self::invalid_request(message);
+        error.provider_code = Some(UNSUPPORTED.to_owned());
+        error
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// A provider error, classified: the status becomes the class's OpenAI status, `code` the
+    /// class's stable code (or the provider's own), and the provider's message is kept for the
+    /// caller's own mistakes only (others, auth above all, may quote our credential).
+    pub fn classified(
+        class: ErrorClass,
+        headers: &HeaderMap,
+        retry_after: Option<Duration>,
+        provider_message: Option<String>,
+        provider: &str,
+    ) -> Self {
+        let status = class.status();
+        let mut error = Self::status(
+            status,
+            headers,
+            class.code().map(str::to_owned),
+            format!("{provider} answered: {}", class.as_str().replace('_', " ")),
+        );
+        if retry_after.is_some() {
+            error.retry_after = retry_after;
+        }
+        if error.is_client_error()
+            && let Some(message) = provider_message
+        {
+            error.message = message;
+        }
+        error
+    }
+
+    /// The class of this error, for logs and tests.
+    pub fn class(&self) -> ErrorClass {
+        match (self.kind, self.status) {
+            (CallErrorKind::Status, Some(status)) => match status.as_u16() {
+                429 => ErrorClass::RateLimit,
+                401 | 403 => ErrorClass::Auth,
+                404 => ErrorClass::NotFound,
+                503 | 529 => ErrorClass::Overloaded,
+                400..=499 => match self.provider_code.as_deref() {
+                    Some("context_length_exceeded") => ErrorClass::ContextLength,
+                    Some("content_filter" | "content_policy_violation") => {
+                        ErrorClass::ContentPolicy
+                    }
+                    _ => ErrorClass::InvalidRequest,
+                },
+                _ => ErrorClass::Upstream,
+            },
+            _ => ErrorClass::Upstream,
         }
     }
 
@@ -66,6 +206,7 @@ impl CallError {
             }),
             provider_code,
             message,
+            param: None,
         }
     }
 

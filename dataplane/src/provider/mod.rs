@@ -2,10 +2,14 @@
 //! An adapter turns the client's OpenAI-shaped request into its provider's call and the answer
 //! back into OpenAI's shape.
 
+pub mod chat;
 mod error;
 mod http;
 mod mock;
 mod openai;
+pub mod output;
+pub mod translated;
+mod transport;
 
 use std::time::Duration;
 
@@ -15,7 +19,7 @@ use modelgate_crds::{ProviderKind, compiled::CompiledDeployment};
 
 use crate::api::JsonRequest;
 
-pub use error::{CallError, CallErrorKind};
+pub use error::{CallError, CallErrorKind, ErrorClass, UNSUPPORTED};
 pub use http::{DEFAULT_CONNECT_TIMEOUT, HttpClient, HttpClients};
 
 /// The OpenAI API operations the gateway serves.
@@ -67,6 +71,27 @@ pub struct Call<'a> {
     pub timeouts: AttemptTimeouts,
 }
 
+impl Call<'_> {
+    /// What the call asks for, without the means to send it: what translations read.
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            endpoint: self.endpoint,
+            request: self.request,
+            stream: self.stream,
+            deployment: self.deployment,
+        }
+    }
+}
+
+/// The pure part of a call: the client's request and the deployment it goes to.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub endpoint: Endpoint,
+    pub request: &'a JsonRequest,
+    pub stream: bool,
+    pub deployment: &'a CompiledDeployment,
+}
+
 /// Token counts as the provider reported them, in OpenAI's accounting: cached prompt tokens are
 /// part of `prompt_tokens`, reasoning tokens part of `completion_tokens`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -116,19 +141,20 @@ pub trait Provider: Send + Sync {
 }
 
 /// OpenAI itself and every OpenAI-compatible server speak the same wire format.
-static OPENAI: openai::OpenAi = openai::OpenAi;
+static OPENAI: openai::OpenAi = openai::OpenAi(openai::Flavor::OpenAi);
+static AZURE: openai::OpenAi = openai::OpenAi(openai::Flavor::Azure);
 static MOCK: mock::Mock = mock::Mock;
 
 /// The adapter for `kind`, or `None` when this data plane has none yet.
 pub fn registry(kind: ProviderKind) -> Option<&'static dyn Provider> {
     match kind {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI),
+        ProviderKind::Azure => Some(&AZURE),
         ProviderKind::Mock => Some(&MOCK),
         ProviderKind::Anthropic
         | ProviderKind::Gemini
         | ProviderKind::Vertex
         | ProviderKind::Bedrock
-        | ProviderKind::Azure
         | ProviderKind::Cohere
         | ProviderKind::Mistral
         | ProviderKind::Deepseek => None,

@@ -1,110 +1,76 @@
-//! OpenAI and every OpenAI-compatible server: the client's body is forwarded as received, with
-//! only `model` replaced and modelgate's own extension removed; answers pass through untouched.
+//! OpenAI, every OpenAI-compatible server, and Azure OpenAI: the client's body is forwarded as
+//! received, with only `model` replaced and modelgate's own extension removed; answers pass
+//! through untouched. Azure differs only in its URLs, its `api-key` header and the empty
+//! prompt-filter chunk it opens streams with, which is taken out.
 
-use std::time::Duration;
-
-use bytes::{Bytes, BytesMut};
-use futures_util::{StreamExt, future::BoxFuture, stream};
-use http::{HeaderValue, Request, header};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use futures_util::future::BoxFuture;
+use http::header;
 use serde::Deserialize;
 
-use super::{Call, CallError, CallErrorKind, Provider, UpstreamBody, Usage};
+use super::{
+    Call, CallError, CallErrorKind, Endpoint, Provider, UpstreamBody, Usage,
+    translated::{StreamTranslator, translate_stream},
+    transport,
+};
+use modelgate_crds::compiled::CompiledDeployment;
 
 const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
-/// Largest non-streaming answer accepted (images as base64 can be large).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-/// Error bodies are read only this far: enough for a message, not for abuse.
-const MAX_ERROR_BYTES: usize = 64 * 1024;
+/// The Azure OpenAI GA version used when a deployment names none.
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
 
-pub struct OpenAi;
+/// Which OpenAI-format service a deployment talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    OpenAi,
+    Azure,
+}
+
+pub struct OpenAi(pub Flavor);
 
 impl Provider for OpenAi {
     fn call<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<UpstreamBody, CallError>> {
         Box::pin(async move {
-            let base = call
-                .deployment
-                .base_url
-                .as_deref()
-                .unwrap_or(DEFAULT_BASE_URL);
-            let url = format!("{base}{}", call.endpoint.openai_path());
+            let flavor = self.0;
+            let url = url(flavor, call.deployment, call.endpoint);
             let body = call.request.forward(&call.deployment.model, call.stream);
-            let mut request = Request::post(url)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(
-                    header::USER_AGENT,
-                    concat!("modelgate/", env!("CARGO_PKG_VERSION")),
-                );
-            if call.stream {
-                request = request.header(header::ACCEPT, "text/event-stream");
-            }
+            let mut request = transport::json_post(&url, call.stream);
             if let Some(key) = &call.deployment.api_key {
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-                    .map_err(|_| {
-                        CallError::new(
-                            CallErrorKind::Connect,
-                            "the deployment's API key is not a valid header value",
-                        )
-                    })?;
-                value.set_sensitive(true);
-                request = request.header(header::AUTHORIZATION, value);
+                request = match flavor {
+                    Flavor::OpenAi => request.header(
+                        header::AUTHORIZATION,
+                        transport::secret_header(&format!("Bearer {}", key.expose()))?,
+                    ),
+                    Flavor::Azure => {
+                        request.header("api-key", transport::secret_header(key.expose())?)
+                    }
+                };
             }
-            let request = request.body(Full::new(body)).map_err(|e| {
-                CallError::new(
-                    CallErrorKind::Connect,
-                    format!("cannot build the upstream request: {e}"),
-                )
-            })?;
-
-            let response =
-                tokio::time::timeout(call.timeouts.first_byte, call.http.request(request))
-                    .await
-                    .map_err(|_| {
-                        CallError::new(
-                            CallErrorKind::Timeout,
-                            "no response head within the first-byte timeout",
-                        )
-                    })?
-                    .map_err(|e| {
-                        let kind = if e.is_connect() {
-                            CallErrorKind::Connect
-                        } else {
-                            CallErrorKind::Protocol
-                        };
-                        CallError::new(kind, describe_client_error(&e))
-                    })?;
+            let request = transport::build(request, body)?;
+            let response = transport::send(&call.http, request, call.timeouts).await?;
 
             let status = response.status();
             if !status.is_success() {
                 let (parts, body) = response.into_parts();
-                let bytes = read_body(body, MAX_ERROR_BYTES, call.timeouts.idle)
+                let bytes = transport::read_body(body, transport::MAX_ERROR_BYTES, call.timeouts.idle)
                     .await
                     .unwrap_or_default();
-                let mut error = CallError::status(
-                    status,
-                    &parts.headers,
-                    None,
-                    format!("upstream answered {status}"),
-                );
-                // Only the caller's own mistakes carry the provider's words back: other errors
-                // (auth above all) may quote our credential, even partly masked.
-                if error.is_client_error()
-                    && let Some((code, message)) = upstream_error(&bytes)
-                {
-                    error.provider_code = code;
-                    error.message = message;
-                }
-                return Err(error);
+                return Err(error(status, &parts.headers, &bytes));
             }
             if call.stream {
-                return Ok(UpstreamBody::Stream(body_stream(
-                    response.into_body(),
-                    call.timeouts.idle,
-                )));
+                let stream = transport::body_stream(response.into_body(), call.timeouts.idle);
+                return Ok(UpstreamBody::Stream(match flavor {
+                    Flavor::OpenAi => stream,
+                    Flavor::Azure => {
+                        translate_stream(stream, Box::new(AzureStream::default()), "azure")
+                    }
+                }));
             }
-            let body =
-                read_body(response.into_body(), MAX_RESPONSE_BYTES, call.timeouts.idle).await?;
+            let body = transport::read_body(
+                response.into_body(),
+                transport::MAX_RESPONSE_BYTES,
+                call.timeouts.idle,
+            )
+            .await?;
             // One parse both validates the body (a broken answer is a failed attempt, never
             // something to hand a client) and reads the usage.
             let usage = serde_json::from_slice::<WithUsage>(&body)
@@ -120,87 +86,80 @@ impl Provider for OpenAi {
     }
 }
 
-/// The chain of a hyper client error, without URLs (they may carry a path the operator considers
-/// private) and without headers.
-fn describe_client_error(error: &hyper_util::client::legacy::Error) -> String {
-    let mut message = String::from(if error.is_connect() {
-        "connect error"
-    } else {
-        "upstream error"
-    });
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
-/// Reads a whole body, failing when it grows past `limit` or stalls for `idle`.
-async fn read_body(mut body: Incoming, limit: usize, idle: Duration) -> Result<Bytes, CallError> {
-    let mut out = BytesMut::new();
-    loop {
-        let frame = tokio::time::timeout(idle, body.frame())
-            .await
-            .map_err(|_| CallError::new(CallErrorKind::Timeout, "the response body stalled"))?;
-        match frame {
-            None => return Ok(out.freeze()),
-            Some(Err(e)) => {
-                return Err(CallError::new(
-                    CallErrorKind::Protocol,
-                    format!("response body broke: {e}"),
-                ));
-            }
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    if out.len() + data.len() > limit {
-                        return Err(CallError::new(
-                            CallErrorKind::Protocol,
-                            format!("response body larger than {limit} bytes"),
-                        ));
-                    }
-                    out.extend_from_slice(&data);
-                }
-            }
-        }
+/// The upstream URL of `endpoint` at `deployment`.
+fn url(flavor: Flavor, deployment: &CompiledDeployment, endpoint: Endpoint) -> String {
+    let base = deployment.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
+    match flavor {
+        Flavor::OpenAi => format!("{base}{}", endpoint.openai_path()),
+        Flavor::Azure => match deployment.api_version.as_deref() {
+            Some("v1") => format!("{base}/openai/v1{}", endpoint.openai_path()),
+            version => format!(
+                "{base}/openai/deployments/{}{}?api-version={}",
+                deployment.model,
+                endpoint.openai_path(),
+                version.unwrap_or(AZURE_DEFAULT_API_VERSION)
+            ),
+        },
     }
 }
 
-/// The body as a stream of chunks; a stall longer than `idle` ends it with a timeout error.
-fn body_stream(
-    body: Incoming,
-    idle: Duration,
-) -> futures_util::stream::BoxStream<'static, Result<Bytes, CallError>> {
-    stream::unfold(Some(body), move |state| async move {
-        let mut body = state?;
-        loop {
-            match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => {
-                    return Some((
-                        Err(CallError::new(CallErrorKind::Timeout, "the stream stalled")),
-                        None,
-                    ));
-                }
-                Ok(None) => return None,
-                Ok(Some(Err(e))) => {
-                    return Some((
-                        Err(CallError::new(
-                            CallErrorKind::Protocol,
-                            format!("the stream broke: {e}"),
-                        )),
-                        None,
-                    ));
-                }
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        return Some((Ok(data), Some(body)));
-                    }
-                }
+/// An OpenAI-shaped error answer: status, Retry-After, and for the caller's own mistakes the
+/// provider's code and message (other errors, auth above all, may quote our credential).
+pub fn error(status: http::StatusCode, headers: &http::HeaderMap, body: &[u8]) -> CallError {
+    let mut error = CallError::status(status, headers, None, format!("upstream answered {status}"));
+    if error.is_client_error()
+        && let Some((code, message)) = upstream_error(body)
+    {
+        error.provider_code = code;
+        error.message = message;
+    }
+    error
+}
+
+/// Takes Azure's opening prompt-filter chunk (`choices: []`, empty `id`) out of a stream: strict
+/// OpenAI clients read `choices[0]` of every chunk.
+#[derive(Default)]
+struct AzureStream {
+    line: Vec<u8>,
+}
+
+impl StreamTranslator for AzureStream {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), CallError> {
+        let mut rest = bytes;
+        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+            self.line.extend_from_slice(&rest[..=newline]);
+            if !is_prompt_filter_chunk(&self.line) {
+                out.extend_from_slice(&self.line);
             }
+            self.line.clear();
+            rest = &rest[newline + 1..];
         }
-    })
-    .boxed()
+        self.line.extend_from_slice(rest);
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), CallError> {
+        out.append(&mut self.line);
+        Ok(())
+    }
+}
+
+fn is_prompt_filter_chunk(line: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Chunk {
+        #[serde(default)]
+        choices: Vec<serde::de::IgnoredAny>,
+        #[serde(default)]
+        id: String,
+        #[serde(default)]
+        usage: Option<serde::de::IgnoredAny>,
+    }
+    let Some(data) = line.trim_ascii().strip_prefix(b"data:") else {
+        return false;
+    };
+    data.windows(21).any(|w| w == b"prompt_filter_results")
+        && serde_json::from_slice::<Chunk>(data.trim_ascii())
+            .is_ok_and(|c| c.choices.is_empty() && c.id.is_empty() && c.usage.is_none())
 }
 
 #[derive(Deserialize)]

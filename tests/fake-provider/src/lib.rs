@@ -5,6 +5,7 @@
 //! As a process (`fake-provider` binary): the same behaviour, with the control endpoints
 //! `POST /__fake/script` (a Script or a list), `GET /__fake/requests`, `POST /__fake/reset`.
 
+mod native;
 mod reply;
 mod script;
 mod server;
@@ -27,6 +28,9 @@ pub use script::Script;
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// The wire format the fake answered in (`openai`, `anthropic`, ...).
+    #[serde(default)]
+    pub dialect: String,
     /// Header names lowercased.
     pub headers: BTreeMap<String, String>,
     /// The body as JSON, or as a string when it is not JSON.

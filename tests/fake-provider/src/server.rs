@@ -14,7 +14,7 @@ use hyper_util::{
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::{Recorded, State, lock, reply, script::Script};
+use crate::{Recorded, State, lock, native, script::Script};
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -67,9 +67,11 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
     }
     let body: Value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    let dialect = native::for_path(&path);
     lock(&state.requests).push(Recorded {
         method: parts.method.to_string(),
         path: path.clone(),
+        dialect: dialect.name.to_owned(),
         headers: parts
             .headers
             .iter()
@@ -86,21 +88,33 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         tokio::time::sleep(state.latency).await;
     }
     let script = lock(&state.scripts).pop_front().unwrap_or(Script::Ok);
-    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let req = native::Req {
+        path: &path,
+        query: parts.uri.query().unwrap_or_default(),
+        headers: &parts.headers,
+        body: &body,
+        raw: &bytes,
+    };
+    let normal = |ending| respond((dialect.reply)(&req), ending);
     match script {
-        Script::Ok => Ok(answer(&path, &body, stream, Ending::Done)),
+        Script::Ok => Ok(normal(Ending::Done)),
         Script::Delay { ms } => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok(answer(&path, &body, stream, Ending::Done))
+            Ok(normal(Ending::Done))
         }
         Script::Status {
             status,
             body: custom,
             retry_after,
         } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let payload = custom.unwrap_or_else(|| reply::error_body(status.as_u16()));
-            let mut response = json_response(status, &payload);
+            let mut response = match custom {
+                Some(payload) => json_response(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    &payload,
+                    &[],
+                ),
+                None => respond((dialect.error)(status), Ending::Done),
+            };
             if let Some(v) = retry_after.and_then(|v| v.parse().ok()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
@@ -111,13 +125,11 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             if let Ok(permit) = state.held.acquire().await {
                 permit.forget();
             }
-            Ok(answer(&path, &body, stream, Ending::Done))
+            Ok(normal(Ending::Done))
         }
-        Script::CutStreamAfter { chunks } => Ok(answer(&path, &body, stream, Ending::Cut(chunks))),
-        Script::StreamErrorAfter { chunks } => {
-            Ok(answer(&path, &body, stream, Ending::Error(chunks)))
-        }
-        Script::StallAfter { chunks } => Ok(answer(&path, &body, stream, Ending::Stall(chunks))),
+        Script::CutStreamAfter { chunks } => Ok(normal(Ending::Cut(chunks))),
+        Script::StreamErrorAfter { chunks } => Ok(normal(Ending::Error(chunks))),
+        Script::StallAfter { chunks } => Ok(normal(Ending::Stall(chunks))),
         Script::MalformedJson => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(Bytes::from_static(
@@ -130,39 +142,41 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
 /// How a streamed answer ends.
 #[derive(Clone, Copy)]
 enum Ending {
-    /// `data: [DONE]`.
+    /// With the provider's last event.
     Done,
     /// The connection breaks after this many events.
     Cut(usize),
-    /// After this many events, an OpenAI error event, then the stream closes without `[DONE]`.
+    /// After this many events, the provider's error event, then the stream closes.
     Error(usize),
     /// After this many events, silence: the connection stays open.
     Stall(usize),
 }
 
-fn answer(path: &str, body: &Value, stream: bool, ending: Ending) -> Response<Body> {
-    match path {
-        "/v1/chat/completions" if stream => sse(reply::chat_chunks(body), ending),
-        "/v1/chat/completions" => json_response(StatusCode::OK, &reply::chat_completion(body)),
-        "/v1/embeddings" => json_response(StatusCode::OK, &reply::embeddings(body)),
-        "/v1/images/generations" => json_response(StatusCode::OK, &reply::images(body)),
-        "/v1/models" => json_response(StatusCode::OK, &reply::models()),
-        _ => json_response(StatusCode::NOT_FOUND, &reply::error_body(404)),
+fn respond(reply: native::Reply, ending: Ending) -> Response<Body> {
+    match reply {
+        native::Reply::Json {
+            status,
+            body,
+            headers,
+        } => json_response(status, &body, &headers),
+        native::Reply::Stream {
+            content_type,
+            frames,
+            error,
+        } => stream(content_type, frames, error, ending),
     }
 }
 
-/// An SSE stream of `events`, ended as `ending` says.
-fn sse(events: Vec<Value>, ending: Ending) -> Response<Body> {
-    let mut frames: Vec<Bytes> = events
-        .iter()
-        .map(|e| Bytes::from(format!("data: {e}\n\n")))
-        .collect();
+/// A stream of `frames`, ended as `ending` says.
+fn stream(
+    content_type: &'static str,
+    mut frames: Vec<Bytes>,
+    error: Bytes,
+    ending: Ending,
+) -> Response<Body> {
     let stall = matches!(ending, Ending::Stall(_));
     let cut = match ending {
-        Ending::Done => {
-            frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
-            false
-        }
+        Ending::Done => false,
         Ending::Cut(n) => {
             frames.truncate(n);
             true
@@ -173,7 +187,7 @@ fn sse(events: Vec<Value>, ending: Ending) -> Response<Body> {
         }
         Ending::Error(n) => {
             frames.truncate(n);
-            frames.push(Bytes::from(format!("data: {}\n\n", reply::error_body(500))));
+            frames.push(error);
             false
         }
     };
@@ -195,7 +209,7 @@ fn sse(events: Vec<Value>, ending: Ending) -> Response<Body> {
         },
     );
     Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CONTENT_TYPE, content_type)
         .body(StreamBody::new(frames).boxed_unsync())
         .unwrap_or_default()
 }
@@ -208,31 +222,43 @@ fn control_answer(state: &State, method: &Method, path: &str, body: &[u8]) -> Re
             match scripts {
                 Ok(scripts) => {
                     lock(&state.scripts).extend(scripts);
-                    json_response(StatusCode::OK, &json!({"ok": true}))
+                    json_response(StatusCode::OK, &json!({"ok": true}), &[])
                 }
-                Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
+                Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()}), &[]),
             }
         }
-        (&Method::GET, "requests") => json_response(StatusCode::OK, &json!(*lock(&state.requests))),
+        (&Method::GET, "requests") => {
+            json_response(StatusCode::OK, &json!(*lock(&state.requests)), &[])
+        }
         (&Method::POST, "reset") => {
             lock(&state.scripts).clear();
             lock(&state.requests).clear();
-            json_response(StatusCode::OK, &json!({"ok": true}))
+            json_response(StatusCode::OK, &json!({"ok": true}), &[])
         }
         _ => json_response(
             StatusCode::NOT_FOUND,
             &json!({"error": "unknown control endpoint"}),
+            &[],
         ),
     }
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+fn json_response(
+    status: StatusCode,
+    value: &Value,
+    headers: &[(&'static str, String)],
+) -> Response<Body> {
     let mut response = Response::new(full(Bytes::from(value.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    for (name, value) in headers {
+        if let Ok(value) = header::HeaderValue::from_str(value) {
+            response.headers_mut().insert(*name, value);
+        }
+    }
     response
 }
 

@@ -1,0 +1,254 @@
+//! The adapter for every provider whose API is not OpenAI's: a `Dialect` supplies the pure
+//! translations (request, complete answer, stream events, errors) and the credentials; this
+//! module does the HTTP exchange around them, the same way for all.
+
+use bytes::Bytes;
+use futures_util::{StreamExt, future::BoxFuture, stream::BoxStream};
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::Full;
+
+use super::{
+    Call, CallError, CallErrorKind, HttpClient, Provider, Target, UpstreamBody, Usage,
+    output::ChunkWriter, transport,
+};
+use crate::sse::EventError;
+
+/// A complete answer, translated: OpenAI JSON and the usage it reports.
+pub struct Translated {
+    pub body: Bytes,
+    pub usage: Option<Usage>,
+}
+
+/// One provider's wire format.
+pub trait Dialect: Send + Sync + 'static {
+    /// The provider's name, for messages.
+    fn name(&self) -> &'static str;
+
+    /// The upstream request for `target`, without credentials.
+    fn request(&self, target: &Target<'_>) -> Result<Request<Bytes>, CallError>;
+
+    /// Adds the deployment's credentials to `request` (an OAuth token may need a call of its
+    /// own; a signature covers the final body).
+    fn authorize<'a>(
+        &'a self,
+        target: &'a Target<'a>,
+        http: &'a HttpClient,
+        request: &'a mut Request<Bytes>,
+    ) -> BoxFuture<'a, Result<(), CallError>>;
+
+    /// A complete (2xx) answer, in OpenAI's shape.
+    fn response(&self, target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError>;
+
+    /// A fresh translator for one streamed answer.
+    fn stream(&self, target: &Target<'_>) -> Box<dyn StreamTranslator>;
+
+    /// A non-2xx answer, classified.
+    fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CallError;
+}
+
+/// Turns a provider's streamed bytes into OpenAI SSE bytes.
+pub trait StreamTranslator: Send {
+    /// Translates the bytes of one body chunk, appending OpenAI SSE to `out`.
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), CallError>;
+
+    /// The provider closed the stream: writes what is left, or fails when the stream ended
+    /// before the provider's last event (a cut stream must never look complete).
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), CallError>;
+}
+
+/// A `Provider` speaking dialect `D`.
+pub struct Translating<D>(pub D);
+
+impl<D: Dialect> Provider for Translating<D> {
+    fn call<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<UpstreamBody, CallError>> {
+        Box::pin(async move {
+            let dialect = &self.0;
+            let target = call.target();
+            let mut request = dialect.request(&target)?;
+            dialect
+                .authorize(&target, &call.http, &mut request)
+                .await?;
+            let (parts, body) = request.into_parts();
+            let request = Request::from_parts(parts, Full::new(body));
+            let response = transport::send(&call.http, request, call.timeouts).await?;
+            let status = response.status();
+            if !status.is_success() {
+                let (parts, body) = response.into_parts();
+                let bytes = transport::read_body(body, transport::MAX_ERROR_BYTES, call.timeouts.idle)
+                    .await
+                    .unwrap_or_default();
+                return Err(redact(
+                    dialect.error(status, &parts.headers, &bytes),
+                    &target,
+                ));
+            }
+            if call.stream {
+                let upstream = transport::body_stream(response.into_body(), call.timeouts.idle);
+                return Ok(UpstreamBody::Stream(translate_stream(
+                    upstream,
+                    dialect.stream(&target),
+                    dialect.name(),
+                )));
+            }
+            let body = transport::read_body(
+                response.into_body(),
+                transport::MAX_RESPONSE_BYTES,
+                call.timeouts.idle,
+            )
+            .await?;
+            let translated = dialect.response(&target, &body)?;
+            Ok(UpstreamBody::Complete {
+                body: translated.body,
+                usage: translated.usage,
+            })
+        })
+    }
+}
+
+/// Runs `translator` over `upstream`, chunk by chunk.
+pub fn translate_stream(
+    upstream: BoxStream<'static, Result<Bytes, CallError>>,
+    translator: Box<dyn StreamTranslator>,
+    provider: &'static str,
+) -> BoxStream<'static, Result<Bytes, CallError>> {
+    futures_util::stream::unfold(
+        Some((upstream, translator)),
+        move |state| async move {
+            let (mut upstream, mut translator) = state?;
+            loop {
+                let mut out = Vec::new();
+                match upstream.next().await {
+                    Some(Ok(bytes)) => match translator.feed(&bytes, &mut out) {
+                        Ok(()) if out.is_empty() => continue,
+                        Ok(()) => return Some((Ok(Bytes::from(out)), Some((upstream, translator)))),
+                        Err(e) => return Some((Err(e), None)),
+                    },
+                    Some(Err(e)) => return Some((Err(e), None)),
+                    None => {
+                        return match translator.finish(&mut out) {
+                            Ok(()) if out.is_empty() => None,
+                            Ok(()) => Some((Ok(Bytes::from(out)), None)),
+                            Err(e) => Some((Err(e), None)),
+                        };
+                    }
+                }
+            }
+        },
+    )
+    .map(move |item| {
+        item.map_err(|mut e| {
+            if e.kind == CallErrorKind::Protocol && !e.message.starts_with(provider) {
+                e.message = format!("{provider}: {}", e.message);
+            }
+            e
+        })
+    })
+    .boxed()
+}
+
+/// A provider message may quote the credential it was sent; it never reaches a log or a client.
+fn redact(mut error: CallError, target: &Target<'_>) -> CallError {
+    let secrets = [
+        target.deployment.api_key.as_ref(),
+        target.deployment.aws.as_ref().map(|a| &a.secret_access_key),
+        target.deployment.aws.as_ref().map(|a| &a.access_key_id),
+    ];
+    for secret in secrets.into_iter().flatten() {
+        let secret = secret.expose();
+        if secret.len() >= 8 && error.message.contains(secret) {
+            error.message = error.message.replace(secret, "[redacted]");
+        }
+    }
+    error
+}
+
+/// A stream that ended before the provider's last event.
+pub fn cut_short(provider: &str) -> CallError {
+    CallError::new(
+        CallErrorKind::Protocol,
+        format!("{provider}: the stream ended before its last event"),
+    )
+}
+
+/// A provider answer that is not what its API promises.
+pub fn malformed(provider: &str, what: impl std::fmt::Display) -> CallError {
+    CallError::new(CallErrorKind::Protocol, format!("{provider}: {what}"))
+}
+
+/// The events of one SSE stream, translated by `H` into one OpenAI chunk stream.
+pub struct SseStream<H> {
+    events: crate::sse::Events,
+    handler: H,
+    writer: ChunkWriter,
+    provider: &'static str,
+}
+
+/// What a provider's SSE events mean.
+pub trait EventHandler: Send {
+    /// One event: `name` is its `event:` field, `data` its payload.
+    fn event(
+        &mut self,
+        name: Option<&str>,
+        data: &[u8],
+        out: &mut ChunkWriter,
+    ) -> Result<(), CallError>;
+
+    /// The connection closed. By default that is fine only after the provider's last event
+    /// (the handler called `out.end()`).
+    fn eof(&mut self, out: &mut ChunkWriter, provider: &str) -> Result<(), CallError> {
+        if out.has_ended() {
+            Ok(())
+        } else {
+            Err(cut_short(provider))
+        }
+    }
+}
+
+/// Largest single event a provider may send (a whole tool call's arguments can be in one).
+const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+impl<H: EventHandler> SseStream<H> {
+    pub fn new(handler: H, model: &str, provider: &'static str) -> Self {
+        Self {
+            events: crate::sse::Events::new(MAX_EVENT_BYTES),
+            handler,
+            writer: ChunkWriter::new(model),
+            provider,
+        }
+    }
+
+    fn decoded(&mut self, result: Result<(), EventError<CallError>>) -> Result<(), CallError> {
+        result.map_err(|e| match e {
+            EventError::TooLong => malformed(self.provider, "an event is too large"),
+            EventError::Handler(e) => e,
+        })
+    }
+}
+
+impl<H: EventHandler> StreamTranslator for SseStream<H> {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), CallError> {
+        let (handler, writer) = (&mut self.handler, &mut self.writer);
+        let result = self.events.push(bytes, |event| {
+            if writer.has_ended() {
+                return Ok(());
+            }
+            handler.event(event.name, event.data, writer)
+        });
+        out.extend_from_slice(&self.writer.take());
+        self.decoded(result)
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), CallError> {
+        let (handler, writer) = (&mut self.handler, &mut self.writer);
+        let result = self.events.finish(|event| {
+            if writer.has_ended() {
+                return Ok(());
+            }
+            handler.event(event.name, event.data, writer)
+        });
+        self.decoded(result)?;
+        let ended = self.handler.eof(&mut self.writer, self.provider);
+        out.extend_from_slice(&self.writer.take());
+        ended
+    }
+}
