@@ -225,7 +225,10 @@ mod tests {
     #[test]
     fn an_event_past_the_cap_is_refused() {
         let mut events = Events::new(16);
-        let result = events.push(b"data: 0123456789\ndata: 0123456789\n", |_| Ok::<(), ()>(()));
+        let result = events.push(
+            b"data: 0123456789\ndata: 0123456789\n",
+            |_| Ok::<(), ()>(()),
+        );
         assert_eq!(result, Err(EventError::TooLong));
     }
 

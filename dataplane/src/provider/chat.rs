@@ -81,10 +81,10 @@ impl ChatRequest {
             }
         }
         if self.n.is_some_and(|n| n > 1) && !supported.contains(&"n") {
-            return Err(
-                CallError::unsupported(format!("`n` > 1 is not supported by provider {provider}"))
-                    .with_param("n"),
-            );
+            return Err(CallError::unsupported(format!(
+                "`n` > 1 is not supported by provider {provider}"
+            ))
+            .with_param("n"));
         }
         Ok(())
     }
@@ -250,7 +250,11 @@ impl<'a> Image<'a> {
 
     /// The media type of a URL, guessed from its extension.
     pub fn guess_media_type(url: &str) -> &'static str {
-        let path = url.split(['?', '#']).next().unwrap_or(url).to_ascii_lowercase();
+        let path = url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or(url)
+            .to_ascii_lowercase();
         if path.ends_with(".png") {
             "image/png"
         } else if path.ends_with(".gif") {
@@ -351,10 +355,10 @@ impl ChatRequest {
                 "auto" => Ok(ToolMode::Auto),
                 "none" => Ok(ToolMode::None),
                 "required" => Ok(ToolMode::Required),
-                other => Err(CallError::invalid_request(format!(
-                    "unknown tool_choice `{other}`"
-                ))
-                .with_param("tool_choice")),
+                other => Err(
+                    CallError::invalid_request(format!("unknown tool_choice `{other}`"))
+                        .with_param("tool_choice"),
+                ),
             },
         }
     }

@@ -3,6 +3,8 @@
 //! back into OpenAI's shape.
 
 pub mod chat;
+#[cfg(test)]
+mod conformance;
 mod error;
 mod http;
 mod mock;
@@ -140,23 +142,43 @@ pub trait Provider: Send + Sync {
     fn call<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<UpstreamBody, CallError>>;
 }
 
+use translated::{Dialect, Translating};
+
 /// OpenAI itself and every OpenAI-compatible server speak the same wire format.
-static OPENAI: openai::OpenAi = openai::OpenAi(openai::Flavor::OpenAi);
-static AZURE: openai::OpenAi = openai::OpenAi(openai::Flavor::Azure);
+static OPENAI: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::OpenAi));
+static AZURE: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::Azure));
 static MOCK: mock::Mock = mock::Mock;
 
 /// The adapter for `kind`, or `None` when this data plane has none yet.
 pub fn registry(kind: ProviderKind) -> Option<&'static dyn Provider> {
+    if kind == ProviderKind::Mock {
+        return Some(&MOCK);
+    }
     match kind {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI),
         ProviderKind::Azure => Some(&AZURE),
-        ProviderKind::Mock => Some(&MOCK),
+        _ => None,
+    }
+}
+
+/// The wire format of `kind` (every provider but the mock has one).
+pub fn dialect(kind: ProviderKind) -> Option<&'static dyn Dialect> {
+    match kind {
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI.0),
+        ProviderKind::Azure => Some(&AZURE.0),
         ProviderKind::Anthropic
         | ProviderKind::Gemini
         | ProviderKind::Vertex
         | ProviderKind::Bedrock
         | ProviderKind::Cohere
         | ProviderKind::Mistral
-        | ProviderKind::Deepseek => None,
+        | ProviderKind::Deepseek
+        | ProviderKind::Mock => None,
     }
+}
+
+/// Binary event-stream frames for the conformance fixtures of event-stream providers.
+#[cfg(test)]
+fn event_frames(_events: &[serde_json::Value]) -> Vec<u8> {
+    panic!("no provider with binary event streams is registered yet")
 }

@@ -3,16 +3,17 @@
 //! through untouched. Azure differs only in its URLs, its `api-key` header and the empty
 //! prompt-filter chunk it opens streams with, which is taken out.
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::header;
+use http::{HeaderMap, HeaderName, Request, StatusCode, header};
+use modelgate_crds::compiled::CompiledDeployment;
 use serde::Deserialize;
 
 use super::{
-    Call, CallError, CallErrorKind, Endpoint, Provider, UpstreamBody, Usage,
-    translated::{StreamTranslator, translate_stream},
+    CallError, CallErrorKind, Endpoint, HttpClient, Target, Usage,
+    translated::{Dialect, StreamTranslator, Translated},
     transport,
 };
-use modelgate_crds::compiled::CompiledDeployment;
 
 const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// The Azure OpenAI GA version used when a deployment names none.
@@ -27,62 +28,74 @@ pub enum Flavor {
 
 pub struct OpenAi(pub Flavor);
 
-impl Provider for OpenAi {
-    fn call<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<UpstreamBody, CallError>> {
+impl Dialect for OpenAi {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            Flavor::OpenAi => "openai",
+            Flavor::Azure => "azure",
+        }
+    }
+
+    fn request(&self, target: &Target<'_>) -> Result<Request<Bytes>, CallError> {
+        let url = url(self.0, target.deployment, target.endpoint);
+        let body = target
+            .request
+            .forward(&target.deployment.model, target.stream);
+        transport::json_post(&url, target.stream)
+            .body(body)
+            .map_err(|e| CallError::new(CallErrorKind::Connect, format!("bad upstream URL: {e}")))
+    }
+
+    fn authorize<'a>(
+        &'a self,
+        target: &'a Target<'a>,
+        _http: &'a HttpClient,
+        request: &'a mut Request<Bytes>,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
         Box::pin(async move {
-            let flavor = self.0;
-            let url = url(flavor, call.deployment, call.endpoint);
-            let body = call.request.forward(&call.deployment.model, call.stream);
-            let mut request = transport::json_post(&url, call.stream);
-            if let Some(key) = &call.deployment.api_key {
-                request = match flavor {
-                    Flavor::OpenAi => request.header(
+            if let Some(key) = &target.deployment.api_key {
+                let (name, value) = match self.0 {
+                    Flavor::OpenAi => (
                         header::AUTHORIZATION,
                         transport::secret_header(&format!("Bearer {}", key.expose()))?,
                     ),
-                    Flavor::Azure => {
-                        request.header("api-key", transport::secret_header(key.expose())?)
-                    }
+                    Flavor::Azure => (
+                        HeaderName::from_static("api-key"),
+                        transport::secret_header(key.expose())?,
+                    ),
                 };
+                request.headers_mut().insert(name, value);
             }
-            let request = transport::build(request, body)?;
-            let response = transport::send(&call.http, request, call.timeouts).await?;
-
-            let status = response.status();
-            if !status.is_success() {
-                let (parts, body) = response.into_parts();
-                let bytes = transport::read_body(body, transport::MAX_ERROR_BYTES, call.timeouts.idle)
-                    .await
-                    .unwrap_or_default();
-                return Err(error(status, &parts.headers, &bytes));
-            }
-            if call.stream {
-                let stream = transport::body_stream(response.into_body(), call.timeouts.idle);
-                return Ok(UpstreamBody::Stream(match flavor {
-                    Flavor::OpenAi => stream,
-                    Flavor::Azure => {
-                        translate_stream(stream, Box::new(AzureStream::default()), "azure")
-                    }
-                }));
-            }
-            let body = transport::read_body(
-                response.into_body(),
-                transport::MAX_RESPONSE_BYTES,
-                call.timeouts.idle,
-            )
-            .await?;
-            // One parse both validates the body (a broken answer is a failed attempt, never
-            // something to hand a client) and reads the usage.
-            let usage = serde_json::from_slice::<WithUsage>(&body)
-                .map_err(|e| {
-                    CallError::new(
-                        CallErrorKind::Protocol,
-                        format!("the response is not valid JSON: {e}"),
-                    )
-                })?
-                .usage;
-            Ok(UpstreamBody::Complete { body, usage })
+            Ok(())
         })
+    }
+
+    fn response(&self, _target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {
+        // One parse both validates the body (a broken answer is a failed attempt, never
+        // something to hand a client) and reads the usage.
+        let usage = serde_json::from_slice::<WithUsage>(body)
+            .map_err(|e| {
+                CallError::new(
+                    CallErrorKind::Protocol,
+                    format!("the response is not valid JSON: {e}"),
+                )
+            })?
+            .usage;
+        Ok(Translated {
+            body: Bytes::copy_from_slice(body),
+            usage,
+        })
+    }
+
+    fn stream(&self, _target: &Target<'_>) -> Option<Box<dyn StreamTranslator>> {
+        match self.0 {
+            Flavor::OpenAi => None,
+            Flavor::Azure => Some(Box::new(AzureStream::default())),
+        }
+    }
+
+    fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CallError {
+        error(status, headers, body)
     }
 }
 
@@ -105,7 +118,7 @@ fn url(flavor: Flavor, deployment: &CompiledDeployment, endpoint: Endpoint) -> S
 
 /// An OpenAI-shaped error answer: status, Retry-After, and for the caller's own mistakes the
 /// provider's code and message (other errors, auth above all, may quote our credential).
-pub fn error(status: http::StatusCode, headers: &http::HeaderMap, body: &[u8]) -> CallError {
+pub fn error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CallError {
     let mut error = CallError::status(status, headers, None, format!("upstream answered {status}"));
     if error.is_client_error()
         && let Some((code, message)) = upstream_error(body)

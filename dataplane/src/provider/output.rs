@@ -299,7 +299,11 @@ pub fn embeddings(model: &str, vectors: &[Vec<f32>], base64: bool, usage: Usage)
 /// A fresh `chatcmpl-` id: providers without ids (Bedrock) or with their own (`msg_...`) get one
 /// id per answer, kept on every chunk.
 pub fn completion_id() -> String {
-    format!("chatcmpl-{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..))
+    format!(
+        "chatcmpl-{:016x}{:08x}",
+        fastrand::u64(..),
+        fastrand::u32(..)
+    )
 }
 
 /// A fresh tool-call id for providers that send none (Gemini).

@@ -39,8 +39,8 @@ pub trait Dialect: Send + Sync + 'static {
     /// A complete (2xx) answer, in OpenAI's shape.
     fn response(&self, target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError>;
 
-    /// A fresh translator for one streamed answer.
-    fn stream(&self, target: &Target<'_>) -> Box<dyn StreamTranslator>;
+    /// A fresh translator for one streamed answer; `None` passes OpenAI SSE through untouched.
+    fn stream(&self, target: &Target<'_>) -> Option<Box<dyn StreamTranslator>>;
 
     /// A non-2xx answer, classified.
     fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CallError;
@@ -65,18 +65,17 @@ impl<D: Dialect> Provider for Translating<D> {
             let dialect = &self.0;
             let target = call.target();
             let mut request = dialect.request(&target)?;
-            dialect
-                .authorize(&target, &call.http, &mut request)
-                .await?;
+            dialect.authorize(&target, &call.http, &mut request).await?;
             let (parts, body) = request.into_parts();
             let request = Request::from_parts(parts, Full::new(body));
             let response = transport::send(&call.http, request, call.timeouts).await?;
             let status = response.status();
             if !status.is_success() {
                 let (parts, body) = response.into_parts();
-                let bytes = transport::read_body(body, transport::MAX_ERROR_BYTES, call.timeouts.idle)
-                    .await
-                    .unwrap_or_default();
+                let bytes =
+                    transport::read_body(body, transport::MAX_ERROR_BYTES, call.timeouts.idle)
+                        .await
+                        .unwrap_or_default();
                 return Err(redact(
                     dialect.error(status, &parts.headers, &bytes),
                     &target,
@@ -84,11 +83,10 @@ impl<D: Dialect> Provider for Translating<D> {
             }
             if call.stream {
                 let upstream = transport::body_stream(response.into_body(), call.timeouts.idle);
-                return Ok(UpstreamBody::Stream(translate_stream(
-                    upstream,
-                    dialect.stream(&target),
-                    dialect.name(),
-                )));
+                return Ok(UpstreamBody::Stream(match dialect.stream(&target) {
+                    Some(translator) => translate_stream(upstream, translator, dialect.name()),
+                    None => upstream,
+                }));
             }
             let body = transport::read_body(
                 response.into_body(),
@@ -111,30 +109,27 @@ pub fn translate_stream(
     translator: Box<dyn StreamTranslator>,
     provider: &'static str,
 ) -> BoxStream<'static, Result<Bytes, CallError>> {
-    futures_util::stream::unfold(
-        Some((upstream, translator)),
-        move |state| async move {
-            let (mut upstream, mut translator) = state?;
-            loop {
-                let mut out = Vec::new();
-                match upstream.next().await {
-                    Some(Ok(bytes)) => match translator.feed(&bytes, &mut out) {
-                        Ok(()) if out.is_empty() => continue,
-                        Ok(()) => return Some((Ok(Bytes::from(out)), Some((upstream, translator)))),
-                        Err(e) => return Some((Err(e), None)),
-                    },
-                    Some(Err(e)) => return Some((Err(e), None)),
-                    None => {
-                        return match translator.finish(&mut out) {
-                            Ok(()) if out.is_empty() => None,
-                            Ok(()) => Some((Ok(Bytes::from(out)), None)),
-                            Err(e) => Some((Err(e), None)),
-                        };
-                    }
+    futures_util::stream::unfold(Some((upstream, translator)), move |state| async move {
+        let (mut upstream, mut translator) = state?;
+        loop {
+            let mut out = Vec::new();
+            match upstream.next().await {
+                Some(Ok(bytes)) => match translator.feed(&bytes, &mut out) {
+                    Ok(()) if out.is_empty() => continue,
+                    Ok(()) => return Some((Ok(Bytes::from(out)), Some((upstream, translator)))),
+                    Err(e) => return Some((Err(e), None)),
+                },
+                Some(Err(e)) => return Some((Err(e), None)),
+                None => {
+                    return match translator.finish(&mut out) {
+                        Ok(()) if out.is_empty() => None,
+                        Ok(()) => Some((Ok(Bytes::from(out)), None)),
+                        Err(e) => Some((Err(e), None)),
+                    };
                 }
             }
-        },
-    )
+        }
+    })
     .map(move |item| {
         item.map_err(|mut e| {
             if e.kind == CallErrorKind::Protocol && !e.message.starts_with(provider) {

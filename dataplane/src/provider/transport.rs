@@ -43,16 +43,6 @@ pub fn secret_header(value: &str) -> Result<HeaderValue, CallError> {
     Ok(value)
 }
 
-/// Finishes a request builder; a failure is the deployment's config, never the client's.
-pub fn build(builder: http::request::Builder, body: Bytes) -> Result<Request<Full<Bytes>>, CallError> {
-    builder.body(Full::new(body)).map_err(|e| {
-        CallError::new(
-            CallErrorKind::Connect,
-            format!("cannot build the upstream request: {e}"),
-        )
-    })
-}
-
 /// Sends `request` and waits for the response head within the first-byte timeout.
 pub async fn send(
     http: &HttpClient,
@@ -95,7 +85,11 @@ fn describe_client_error(error: &hyper_util::client::legacy::Error) -> String {
 }
 
 /// Reads a whole body, failing when it grows past `limit` or stalls for `idle`.
-pub async fn read_body(mut body: Incoming, limit: usize, idle: Duration) -> Result<Bytes, CallError> {
+pub async fn read_body(
+    mut body: Incoming,
+    limit: usize,
+    idle: Duration,
+) -> Result<Bytes, CallError> {
     let mut out = BytesMut::new();
     loop {
         let frame = tokio::time::timeout(idle, body.frame())
@@ -125,10 +119,7 @@ pub async fn read_body(mut body: Incoming, limit: usize, idle: Duration) -> Resu
 }
 
 /// The body as a stream of chunks; a stall longer than `idle` ends it with a timeout error.
-pub fn body_stream(
-    body: Incoming,
-    idle: Duration,
-) -> BoxStream<'static, Result<Bytes, CallError>> {
+pub fn body_stream(body: Incoming, idle: Duration) -> BoxStream<'static, Result<Bytes, CallError>> {
     stream::unfold(Some(body), move |state| async move {
         let mut body = state?;
         loop {
@@ -159,4 +150,3 @@ pub fn body_stream(
     })
     .boxed()
 }
-

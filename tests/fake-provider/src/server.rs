@@ -224,7 +224,11 @@ fn control_answer(state: &State, method: &Method, path: &str, body: &[u8]) -> Re
                     lock(&state.scripts).extend(scripts);
                     json_response(StatusCode::OK, &json!({"ok": true}), &[])
                 }
-                Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()}), &[]),
+                Err(e) => json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": e.to_string()}),
+                    &[],
+                ),
             }
         }
         (&Method::GET, "requests") => {
