@@ -536,3 +536,90 @@ fn context_window_fallbacks_must_name_accepted_groups() {
         r.message
     );
 }
+
+fn provider_group(name: &str, deployment: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: modelgate.io/v1alpha1
+kind: ModelGroup
+metadata: {{name: {name}}}
+spec:
+  models: [{name}]
+  deployments:
+    - name: d1
+{deployment}"#
+    )
+}
+
+#[test]
+fn provider_settings_compile_and_aws_keys_resolve_without_printing() {
+    let yaml = format!(
+        "{SECRETS}{}{}",
+        provider_group(
+            "bedrock",
+            "      provider: bedrock\n      model: amazon.nova-pro-v1:0\n      region: us-east-1\n      \
+             credentials: {aws: {accessKeyIdRef: {name: keys, key: alice}, \
+             secretAccessKeyRef: {name: keys, key: upstream}, sessionTokenRef: {name: keys, key: bob}}}"
+        ),
+        provider_group(
+            "azure",
+            "      provider: azure\n      model: gpt-4o-prod\n      baseUrl: https://r.openai.azure.com\n      \
+             apiVersion: v1\n      credentials: {secretKeyRef: {name: keys, key: upstream}}"
+        ),
+    );
+    let (config, reports) = compile_yaml(&yaml);
+    assert!(reports.iter().all(|r| r.is_accepted()), "{reports:?}");
+    let bedrock = &config.model_groups["default/bedrock"].deployments[0];
+    assert_eq!(bedrock.region.as_deref(), Some("us-east-1"));
+    let aws = bedrock.aws.as_ref().unwrap();
+    assert_eq!(aws.access_key_id.expose(), "sk-mg-alice-0123456789");
+    assert_eq!(aws.secret_access_key.expose(), "upstream-canary-secret");
+    assert_eq!(
+        aws.session_token.as_ref().map(|t| t.expose()),
+        Some("sk-mg-bob-0123456789")
+    );
+    assert!(bedrock.api_key.is_none());
+    let azure = &config.model_groups["default/azure"].deployments[0];
+    assert_eq!(azure.api_version.as_deref(), Some("v1"));
+    assert!(!format!("{config:?}").contains("upstream-canary-secret"));
+}
+
+#[test]
+fn provider_settings_a_provider_cannot_work_without_are_required() {
+    let cases = [
+        (
+            "no-region",
+            "      provider: bedrock\n      model: m",
+            "region is required for provider bedrock",
+        ),
+        (
+            "no-project",
+            "      provider: vertex\n      model: m\n      region: us-central1",
+            "project and deployments[d1].region are required for provider vertex",
+        ),
+        (
+            "aws-elsewhere",
+            "      provider: anthropic\n      model: m\n      credentials: {aws: \
+             {accessKeyIdRef: {name: keys, key: alice}, secretAccessKeyRef: {name: keys, key: bob}}}",
+            "credentials.aws is for bedrock deployments, not anthropic",
+        ),
+        (
+            "both",
+            "      provider: bedrock\n      model: m\n      region: us-east-1\n      credentials: \
+             {secretKeyRef: {name: keys, key: upstream}, aws: {accessKeyIdRef: {name: keys, key: alice}, \
+             secretAccessKeyRef: {name: keys, key: bob}}}",
+            "takes exactly one of secretKeyRef and aws",
+        ),
+    ];
+    for (name, deployment, expected) in cases {
+        let (_, reports) = compile_yaml(&format!("{SECRETS}{}", provider_group(name, deployment)));
+        let rejected = rejection(&reports, ObjectKind::ModelGroup, name);
+        assert_eq!(rejected.reason, Reason::InvalidSpec, "{name}");
+        assert!(
+            rejected.message.contains(expected),
+            "{name}: {}",
+            rejected.message
+        );
+    }
+}
