@@ -18,6 +18,8 @@ from typing import ClassVar
 import openai
 import pytest
 
+import providers
+
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 30.0
 LISTENING = re.compile(r"^(?P<label>.+?) listening on (?P<url>http://\S+)$")
@@ -41,7 +43,8 @@ stringData:
   sdk-test: {sdk_key}
   restricted: {restricted_key}
   upstream: {upstream_key}
----
+{provider_secrets}
+{provider_groups}---
 apiVersion: modelgate.io/v1alpha1
 kind: ModelGroup
 metadata: {{name: chat}}
@@ -268,6 +271,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
                 upstream_key=UPSTREAM_KEY,
                 models=UPSTREAM_MODELS,
                 fake_url=fake_url,
+                provider_secrets=providers.secret_entries(fake_url),
+                provider_groups=providers.model_groups(fake_url),
             )
         )
         decision_log = workdir / "decisions.jsonl"
