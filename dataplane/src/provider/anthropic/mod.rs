@@ -16,6 +16,8 @@
 pub(super) mod error;
 pub(super) mod request;
 pub(super) mod response;
+#[cfg(test)]
+mod round_trip;
 pub(super) mod stream;
 mod turns;
 mod wire;

@@ -81,11 +81,13 @@ enum StartedBlock<'a> {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Delta<'a> {
-    TextDelta {
+    #[serde(rename = "text_delta")]
+    Text {
         #[serde(borrow)]
         text: Cow<'a, str>,
     },
-    InputJsonDelta {
+    #[serde(rename = "input_json_delta")]
+    InputJson {
         #[serde(borrow)]
         partial_json: Cow<'a, str>,
     },
@@ -185,8 +187,8 @@ impl MessagesStream {
     ) -> Result<(), CallError> {
         match delta {
             // Text is text, whichever block it names.
-            Delta::TextDelta { text } => out.text(&text),
-            Delta::InputJsonDelta { partial_json } => match self.block(index) {
+            Delta::Text { text } => out.text(&text),
+            Delta::InputJson { partial_json } => match self.block(index) {
                 Some(OpenBlock::Tool {
                     index,
                     has_arguments,
