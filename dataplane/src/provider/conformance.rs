@@ -50,10 +50,14 @@ pub const CASES: &[&str] = &[
 ];
 
 /// The providers the suite runs (their fixture directory is their manifest name).
-pub const PROVIDERS: &[ProviderKind] = &[ProviderKind::Azure];
+pub const PROVIDERS: &[ProviderKind] = &[ProviderKind::Azure, ProviderKind::Anthropic];
 
 /// Cases a provider does not run, and why.
-pub const SKIPS: &[(ProviderKind, &str, &str)] = &[];
+pub const SKIPS: &[(ProviderKind, &str, &str)] = &[(
+    ProviderKind::Anthropic,
+    "embeddings",
+    "Anthropic has no embeddings API (the refusal is the fixture `embeddings_unsupported`)",
+)];
 
 /// Headers that carry credentials: never part of a golden.
 const CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key", "x-goog-api-key"];

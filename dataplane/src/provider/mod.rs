@@ -2,6 +2,7 @@
 //! An adapter turns the client's OpenAI-shaped request into its provider's call and the answer
 //! back into OpenAI's shape.
 
+mod anthropic;
 pub mod chat;
 #[cfg(test)]
 mod conformance;
@@ -147,6 +148,7 @@ use translated::{Dialect, Translating};
 /// OpenAI itself and every OpenAI-compatible server speak the same wire format.
 static OPENAI: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::OpenAi));
 static AZURE: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::Azure));
+static ANTHROPIC: Translating<anthropic::Anthropic> = Translating(anthropic::Anthropic);
 static MOCK: mock::Mock = mock::Mock;
 
 /// The adapter for `kind`, or `None` when this data plane has none yet.
@@ -157,6 +159,7 @@ pub fn registry(kind: ProviderKind) -> Option<&'static dyn Provider> {
     match kind {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI),
         ProviderKind::Azure => Some(&AZURE),
+        ProviderKind::Anthropic => Some(&ANTHROPIC),
         _ => None,
     }
 }
@@ -166,8 +169,8 @@ pub fn dialect(kind: ProviderKind) -> Option<&'static dyn Dialect> {
     match kind {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI.0),
         ProviderKind::Azure => Some(&AZURE.0),
-        ProviderKind::Anthropic
-        | ProviderKind::Gemini
+        ProviderKind::Anthropic => Some(&ANTHROPIC.0),
+        ProviderKind::Gemini
         | ProviderKind::Vertex
         | ProviderKind::Bedrock
         | ProviderKind::Cohere

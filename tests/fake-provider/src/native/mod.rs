@@ -3,6 +3,7 @@
 //! tool, JSON in JSON mode), and writes it in its provider's format, streams and errors included.
 //! Which dialect answers is decided by the request path, as at the real providers.
 
+mod anthropic;
 mod openai;
 
 use bytes::Bytes;
@@ -70,7 +71,7 @@ pub struct Dialect {
 }
 
 /// Every dialect, most specific paths first; OpenAI's is the fallback.
-static DIALECTS: &[&Dialect] = &[&openai::DIALECT];
+static DIALECTS: &[&Dialect] = &[&anthropic::DIALECT, &openai::DIALECT];
 
 /// The dialect serving `path`.
 pub fn for_path(path: &str) -> &'static Dialect {
