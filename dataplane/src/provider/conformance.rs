@@ -50,7 +50,7 @@ pub const CASES: &[&str] = &[
 ];
 
 /// The providers the suite runs (their fixture directory is their manifest name).
-pub const PROVIDERS: &[ProviderKind] = &[ProviderKind::Azure];
+pub const PROVIDERS: &[ProviderKind] = &[ProviderKind::Azure, ProviderKind::Bedrock];
 
 /// Cases a provider does not run, and why.
 pub const SKIPS: &[(ProviderKind, &str, &str)] = &[];

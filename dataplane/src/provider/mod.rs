@@ -2,6 +2,7 @@
 //! An adapter turns the client's OpenAI-shaped request into its provider's call and the answer
 //! back into OpenAI's shape.
 
+mod bedrock;
 pub mod chat;
 #[cfg(test)]
 mod conformance;
@@ -147,6 +148,7 @@ use translated::{Dialect, Translating};
 /// OpenAI itself and every OpenAI-compatible server speak the same wire format.
 static OPENAI: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::OpenAi));
 static AZURE: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::Azure));
+static BEDROCK: Translating<bedrock::Bedrock> = Translating(bedrock::Bedrock);
 static MOCK: mock::Mock = mock::Mock;
 
 /// The adapter for `kind`, or `None` when this data plane has none yet.
@@ -157,6 +159,7 @@ pub fn registry(kind: ProviderKind) -> Option<&'static dyn Provider> {
     match kind {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI),
         ProviderKind::Azure => Some(&AZURE),
+        ProviderKind::Bedrock => Some(&BEDROCK),
         _ => None,
     }
 }
@@ -166,10 +169,10 @@ pub fn dialect(kind: ProviderKind) -> Option<&'static dyn Dialect> {
     match kind {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI.0),
         ProviderKind::Azure => Some(&AZURE.0),
+        ProviderKind::Bedrock => Some(&BEDROCK.0),
         ProviderKind::Anthropic
         | ProviderKind::Gemini
         | ProviderKind::Vertex
-        | ProviderKind::Bedrock
         | ProviderKind::Cohere
         | ProviderKind::Mistral
         | ProviderKind::Deepseek
@@ -179,6 +182,6 @@ pub fn dialect(kind: ProviderKind) -> Option<&'static dyn Dialect> {
 
 /// Binary event-stream frames for the conformance fixtures of event-stream providers.
 #[cfg(test)]
-fn event_frames(_events: &[serde_json::Value]) -> Vec<u8> {
-    panic!("no provider with binary event streams is registered yet")
+fn event_frames(events: &[serde_json::Value]) -> Vec<u8> {
+    bedrock::event_frames(events)
 }
