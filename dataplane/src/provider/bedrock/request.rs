@@ -487,3 +487,108 @@ fn output_config(request: &ChatRequest) -> Result<Option<OutputConfig<'_>>, Call
         },
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use modelgate_crds::compiled::CompiledDeployment;
+
+    use super::super::super::Endpoint;
+    use super::*;
+    use crate::api::JsonRequest;
+
+    fn converse_json(request: Value) -> Result<Value, CallError> {
+        let request = JsonRequest::parse(Bytes::from(request.to_string())).unwrap();
+        let deployment: CompiledDeployment = serde_json::from_value(json!({
+            "id": "ns/g/d", "name": "d", "provider": "bedrock", "model": "m", "weight": 1,
+            "tags": [], "timeouts": {}, "region": "us-east-1",
+        }))
+        .unwrap();
+        let target = Target {
+            endpoint: Endpoint::ChatCompletions,
+            request: &request,
+            stream: false,
+            deployment: &deployment,
+        };
+        converse(&target).map(|body| serde_json::from_slice(&body).unwrap())
+    }
+
+    fn call(id: &str, name: &str) -> Value {
+        json!({"id": id, "type": "function", "function": {"name": name, "arguments": "{}"}})
+    }
+
+    #[test]
+    fn tool_results_lead_their_user_turn_whatever_the_message_order() {
+        let body = converse_json(json!({"messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": null, "tool_calls": [call("a", "f")]},
+            {"role": "user", "content": "also this"},
+            {"role": "tool", "tool_call_id": "a", "content": "done"},
+        ]}))
+        .unwrap();
+        let turns = body["messages"].as_array().unwrap();
+        assert_eq!(turns.len(), 3, "user, assistant, one merged user turn");
+        assert_eq!(
+            turns[2]["content"],
+            json!([
+                {"toolResult": {"toolUseId": "a", "content": [{"text": "done"}]}},
+                {"text": "also this"},
+            ])
+        );
+    }
+
+    #[test]
+    fn empty_messages_leave_no_blank_blocks_and_their_neighbours_merge() {
+        let body = converse_json(json!({"messages": [
+            {"role": "user", "content": "one"},
+            {"role": "assistant", "content": ""},
+            {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "two"}]},
+        ]}))
+        .unwrap();
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "user", "content": [{"text": "one"}, {"text": "two"}]}])
+        );
+    }
+
+    #[test]
+    fn a_history_without_tools_declares_each_called_name_once() {
+        let body = converse_json(json!({"messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": null, "tool_calls": [call("a", "f"), call("b", "g"), call("c", "f")]},
+            {"role": "tool", "tool_call_id": "a", "content": "1"},
+            {"role": "tool", "tool_call_id": "b", "content": "2"},
+            {"role": "tool", "tool_call_id": "c", "content": "3"},
+        ], "tool_choice": "none"}))
+        .unwrap();
+        let names: Vec<&str> = body["toolConfig"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["toolSpec"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["f", "g"]);
+        assert!(body["toolConfig"].get("toolChoice").is_none());
+    }
+
+    #[test]
+    fn images_need_a_format_converse_knows() {
+        assert_eq!(image_format("image/PNG"), Some("png"));
+        assert_eq!(image_format("image/jpg"), Some("jpeg"));
+        assert_eq!(image_format("image/webp"), Some("webp"));
+        assert_eq!(image_format("image/svg+xml"), None);
+        let error = converse_json(json!({"messages": [{"role": "system", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+        ]}]}))
+        .unwrap_err();
+        assert_eq!(error.param.as_deref(), Some("messages"));
+    }
+
+    #[test]
+    fn a_temperature_of_exactly_one_is_allowed() {
+        let body = converse_json(json!({"messages": [{"role": "user", "content": "hi"}],
+            "temperature": 1.0, "stop": ""}))
+        .unwrap();
+        assert_eq!(body["inferenceConfig"], json!({"temperature": 1.0}));
+    }
+}

@@ -3,7 +3,12 @@
 //! tool, JSON in JSON mode), and writes it in its provider's format, streams and errors included.
 //! Which dialect answers is decided by the request path, as at the real providers.
 
+mod bedrock;
 mod openai;
+
+pub use bedrock::{
+    ACCESS_KEY_ID as BEDROCK_ACCESS_KEY_ID, SECRET_ACCESS_KEY as BEDROCK_SECRET_ACCESS_KEY,
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -70,7 +75,7 @@ pub struct Dialect {
 }
 
 /// Every dialect, most specific paths first; OpenAI's is the fallback.
-static DIALECTS: &[&Dialect] = &[&openai::DIALECT];
+static DIALECTS: &[&Dialect] = &[&bedrock::DIALECT, &openai::DIALECT];
 
 /// The dialect serving `path`.
 pub fn for_path(path: &str) -> &'static Dialect {
