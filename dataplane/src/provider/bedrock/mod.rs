@@ -6,6 +6,8 @@
 mod embeddings;
 mod error;
 mod eventstream;
+#[cfg(test)]
+mod over_http;
 mod request;
 mod response;
 mod sigv4;
