@@ -181,7 +181,12 @@ async fn a_wrong_secret_is_refused_as_an_auth_error() {
 #[tokio::test]
 async fn a_bedrock_api_key_is_sent_as_a_bearer_token() {
     let fake = FakeProvider::start().await.unwrap();
-    let keyed = deployment(&fake, MODEL, json!({"apiKey": "bedrock-api-key-fake"}));
+    // The fake's OpenAI base URL (ending in `/v1`) serves Bedrock paths too.
+    let keyed = deployment(
+        &fake,
+        MODEL,
+        json!({"apiKey": "bedrock-api-key-fake", "baseUrl": fake.base_url()}),
+    );
     assert!(matches!(
         call(&keyed, Endpoint::ChatCompletions, chat(false)).await,
         Ok(Answer::Complete(_))

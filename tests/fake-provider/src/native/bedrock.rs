@@ -18,19 +18,23 @@ pub use sigv4::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
 pub static DIALECT: Dialect = Dialect {
     name: "bedrock",
-    matches: |path| path.starts_with("/model/"),
+    matches: |path| operation_path(path).is_some(),
     reply: answer,
     error: |status| error(status, None),
 };
+
+/// `{model id}/{operation}` of a Bedrock path. Bedrock serves at the root; `/v1/model/...` is
+/// also taken, so a deployment pointed at the fake's OpenAI base URL reaches it too.
+fn operation_path(path: &str) -> Option<&str> {
+    path.strip_prefix("/model/")
+        .or_else(|| path.strip_prefix("/v1/model/"))
+}
 
 fn answer(req: &Req<'_>) -> Reply {
     if let Err((exception, message)) = authenticate(req) {
         return exception_reply(StatusCode::FORBIDDEN, exception, &message);
     }
-    let Some((model, operation)) = req
-        .path
-        .strip_prefix("/model/")
-        .and_then(|rest| rest.rsplit_once('/'))
+    let Some((model, operation)) = operation_path(req.path).and_then(|rest| rest.rsplit_once('/'))
     else {
         return not_found();
     };
