@@ -108,9 +108,9 @@ fn sign_for(
         } else {
             HeaderValue::from_str(header.value()).map_err(|_| unsignable("a bad header value"))?
         };
-        request
-            .headers_mut()
-            .insert(HeaderName::from_static(header.name()), value);
+        let name = HeaderName::from_bytes(header.name().as_bytes())
+            .map_err(|_| unsignable("a bad header name"))?;
+        request.headers_mut().insert(name, value);
     }
     Ok(())
 }
