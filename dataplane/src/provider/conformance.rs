@@ -50,7 +50,11 @@ pub const CASES: &[&str] = &[
 ];
 
 /// The providers the suite runs (their fixture directory is their manifest name).
-pub const PROVIDERS: &[ProviderKind] = &[ProviderKind::Azure, ProviderKind::Anthropic];
+pub const PROVIDERS: &[ProviderKind] = &[
+    ProviderKind::Azure,
+    ProviderKind::Anthropic,
+    ProviderKind::Bedrock,
+];
 
 /// Cases a provider does not run, and why.
 pub const SKIPS: &[(ProviderKind, &str, &str)] = &[(

@@ -3,6 +3,7 @@
 //! back into OpenAI's shape.
 
 mod anthropic;
+mod bedrock;
 pub mod chat;
 #[cfg(test)]
 mod conformance;
@@ -149,6 +150,7 @@ use translated::{Dialect, Translating};
 static OPENAI: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::OpenAi));
 static AZURE: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::Azure));
 static ANTHROPIC: Translating<anthropic::Anthropic> = Translating(anthropic::Anthropic);
+static BEDROCK: Translating<bedrock::Bedrock> = Translating(bedrock::Bedrock);
 static MOCK: mock::Mock = mock::Mock;
 
 /// The adapter for `kind`, or `None` when this data plane has none yet.
@@ -160,6 +162,7 @@ pub fn registry(kind: ProviderKind) -> Option<&'static dyn Provider> {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI),
         ProviderKind::Azure => Some(&AZURE),
         ProviderKind::Anthropic => Some(&ANTHROPIC),
+        ProviderKind::Bedrock => Some(&BEDROCK),
         _ => None,
     }
 }
@@ -170,9 +173,9 @@ pub fn dialect(kind: ProviderKind) -> Option<&'static dyn Dialect> {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI.0),
         ProviderKind::Azure => Some(&AZURE.0),
         ProviderKind::Anthropic => Some(&ANTHROPIC.0),
+        ProviderKind::Bedrock => Some(&BEDROCK.0),
         ProviderKind::Gemini
         | ProviderKind::Vertex
-        | ProviderKind::Bedrock
         | ProviderKind::Cohere
         | ProviderKind::Mistral
         | ProviderKind::Deepseek
@@ -182,6 +185,6 @@ pub fn dialect(kind: ProviderKind) -> Option<&'static dyn Dialect> {
 
 /// Binary event-stream frames for the conformance fixtures of event-stream providers.
 #[cfg(test)]
-fn event_frames(_events: &[serde_json::Value]) -> Vec<u8> {
-    panic!("no provider with binary event streams is registered yet")
+fn event_frames(events: &[serde_json::Value]) -> Vec<u8> {
+    bedrock::event_frames(events)
 }

@@ -20,6 +20,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The AWS key pair whose SigV4 signatures the fake's Bedrock dialect accepts.
+pub use native::{BEDROCK_ACCESS_KEY_ID, BEDROCK_SECRET_ACCESS_KEY};
 pub use reply::CHAT_PREFIX;
 pub use script::Script;
 

@@ -4,7 +4,12 @@
 //! Which dialect answers is decided by the request path, as at the real providers.
 
 mod anthropic;
+mod bedrock;
 mod openai;
+
+pub use bedrock::{
+    ACCESS_KEY_ID as BEDROCK_ACCESS_KEY_ID, SECRET_ACCESS_KEY as BEDROCK_SECRET_ACCESS_KEY,
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -71,7 +76,7 @@ pub struct Dialect {
 }
 
 /// Every dialect, most specific paths first; OpenAI's is the fallback.
-static DIALECTS: &[&Dialect] = &[&anthropic::DIALECT, &openai::DIALECT];
+static DIALECTS: &[&Dialect] = &[&anthropic::DIALECT, &bedrock::DIALECT, &openai::DIALECT];
 
 /// The dialect serving `path`.
 pub fn for_path(path: &str) -> &'static Dialect {
