@@ -6,12 +6,15 @@ pub mod chat;
 #[cfg(test)]
 mod conformance;
 mod error;
+mod gemini;
+mod google_auth;
 mod http;
 mod mock;
 mod openai;
 pub mod output;
 pub mod translated;
 mod transport;
+mod vertex;
 
 use std::time::Duration;
 
@@ -147,6 +150,8 @@ use translated::{Dialect, Translating};
 /// OpenAI itself and every OpenAI-compatible server speak the same wire format.
 static OPENAI: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::OpenAi));
 static AZURE: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::Azure));
+static GEMINI: Translating<gemini::Gemini> = Translating(gemini::Gemini(gemini::Flavor::Gemini));
+static VERTEX: Translating<vertex::Vertex> = Translating(vertex::Vertex);
 static MOCK: mock::Mock = mock::Mock;
 
 /// The adapter for `kind`, or `None` when this data plane has none yet.
@@ -157,6 +162,8 @@ pub fn registry(kind: ProviderKind) -> Option<&'static dyn Provider> {
     match kind {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI),
         ProviderKind::Azure => Some(&AZURE),
+        ProviderKind::Gemini => Some(&GEMINI),
+        ProviderKind::Vertex => Some(&VERTEX),
         _ => None,
     }
 }
@@ -166,9 +173,9 @@ pub fn dialect(kind: ProviderKind) -> Option<&'static dyn Dialect> {
     match kind {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI.0),
         ProviderKind::Azure => Some(&AZURE.0),
+        ProviderKind::Gemini => Some(&GEMINI.0),
+        ProviderKind::Vertex => Some(&VERTEX.0),
         ProviderKind::Anthropic
-        | ProviderKind::Gemini
-        | ProviderKind::Vertex
         | ProviderKind::Bedrock
         | ProviderKind::Cohere
         | ProviderKind::Mistral
