@@ -113,7 +113,7 @@ impl Dialect for Gemini {
     }
 
     fn response(&self, target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {
-        let model = &target.deployment.model;
+        let model = model_id(&target.deployment.model);
         match target.endpoint {
             Endpoint::ChatCompletions => response::completion(self.name(), model, body),
             Endpoint::Embeddings => embeddings::response(self.0, target, model, body),
@@ -122,7 +122,10 @@ impl Dialect for Gemini {
     }
 
     fn stream(&self, target: &Target<'_>) -> Option<Box<dyn StreamTranslator>> {
-        Some(stream::translator(self.name(), &target.deployment.model))
+        Some(stream::translator(
+            self.name(),
+            model_id(&target.deployment.model),
+        ))
     }
 
     fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CallError {

@@ -475,9 +475,13 @@ fn tool_config(chat: &ChatRequest) -> Result<Option<ToolConfig<'_>>, CallError> 
         ToolMode::Function(name) if chat.tools().iter().any(|t| t.function.name == name) => {
             Ok(config("ANY", Some([name])))
         }
-        ToolMode::Required | ToolMode::Function(_) => Err(CallError::invalid_request(
-            "tool_choice names a tool (or requires one) that is not in `tools`",
+        ToolMode::Required => Err(CallError::invalid_request(
+            "tool_choice `required` needs at least one tool in `tools`",
         )
+        .with_param("tool_choice")),
+        ToolMode::Function(name) => Err(CallError::invalid_request(format!(
+            "tool_choice names `{name}`, which is not in `tools`"
+        ))
         .with_param("tool_choice")),
     }
 }
