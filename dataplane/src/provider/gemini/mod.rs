@@ -12,6 +12,8 @@
 
 mod embeddings;
 mod error;
+#[cfg(test)]
+mod over_http;
 mod request;
 mod response;
 mod stream;

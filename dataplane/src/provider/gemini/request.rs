@@ -236,7 +236,7 @@ impl<'a> History<'a> {
             Role::System | Role::Developer => {
                 for part in parts(message, provider)? {
                     match part {
-                        PartRef::Text(text) if text.is_empty() => {}
+                        PartRef::Text("") => {}
                         PartRef::Text(text) => self.system.push(Part::new(PartData::Text(text))),
                         PartRef::Image(_) => {
                             return Err(CallError::unsupported(format!(
@@ -252,7 +252,7 @@ impl<'a> History<'a> {
                 let mut out = Vec::new();
                 for part in parts(message, provider)? {
                     match part {
-                        PartRef::Text(text) if text.is_empty() => {}
+                        PartRef::Text("") => {}
                         PartRef::Text(text) => out.push(Part::new(PartData::Text(text))),
                         PartRef::Image(image) => out.push(Part::new(image_part(image, flavor)?)),
                     }
@@ -278,7 +278,7 @@ impl<'a> History<'a> {
         let mut out = Vec::new();
         for part in parts(message, provider)? {
             match part {
-                PartRef::Text(text) if text.is_empty() => {}
+                PartRef::Text("") => {}
                 PartRef::Text(text) => out.push(Part::new(PartData::Text(text))),
                 PartRef::Image(_) => {
                     return Err(CallError::unsupported(format!(

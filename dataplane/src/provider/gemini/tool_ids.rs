@@ -72,7 +72,7 @@ fn standard_base64(url_safe: &str) -> String {
             c => c,
         })
         .collect();
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push('=');
     }
     out

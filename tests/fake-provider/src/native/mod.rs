@@ -3,6 +3,9 @@
 //! tool, JSON in JSON mode), and writes it in its provider's format, streams and errors included.
 //! Which dialect answers is decided by the request path, as at the real providers.
 
+mod gemini;
+mod gemini_request;
+mod google_token;
 mod openai;
 
 use bytes::Bytes;
@@ -70,7 +73,7 @@ pub struct Dialect {
 }
 
 /// Every dialect, most specific paths first; OpenAI's is the fallback.
-static DIALECTS: &[&Dialect] = &[&openai::DIALECT];
+static DIALECTS: &[&Dialect] = &[&gemini::DIALECT, &openai::DIALECT];
 
 /// The dialect serving `path`.
 pub fn for_path(path: &str) -> &'static Dialect {
@@ -79,6 +82,12 @@ pub fn for_path(path: &str) -> &'static Dialect {
         .copied()
         .find(|d| (d.matches)(path))
         .unwrap_or(&openai::DIALECT)
+}
+
+/// Requests that are not model calls (an OAuth token endpoint): answered directly and never
+/// scripted, so a test's scripts reach the model calls they are meant for. They are recorded.
+pub fn unscripted(req: &Req<'_>) -> Option<Reply> {
+    (req.path == google_token::PATH).then(|| google_token::answer(req))
 }
 
 /// `data: <json>\n\n`.
