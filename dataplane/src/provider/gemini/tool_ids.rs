@@ -11,6 +11,8 @@
 //! `<id>` is Gemini's own `functionCall.id` when it sent one (passed back as
 //! `functionCall.id`/`functionResponse.id`), else an invented `call_<24 alphanumerics>`, which is
 //! never sent upstream: Gemini pairs calls and results by position and name.
+//!
+//! Signatures on text parts are not kept: Google enforces only those of function calls.
 
 use crate::provider::output::tool_call_id;
 
