@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-VERTEX_SERVICE_ACCOUNT = REPO / "tests/fixtures/providers/vertex/test-service-account.json"
+VERTEX_SERVICE_ACCOUNT = REPO / "tests/fixtures/google-auth/test-service-account.json"
 # The fake verifies SigV4 signatures made with this test key pair.
 AWS_ACCESS_KEY_ID = "AKIDFAKEBEDROCK"
 AWS_SECRET_ACCESS_KEY = "fake-bedrock-secret"

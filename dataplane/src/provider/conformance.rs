@@ -54,14 +54,68 @@ pub const PROVIDERS: &[ProviderKind] = &[
     ProviderKind::Azure,
     ProviderKind::Anthropic,
     ProviderKind::Bedrock,
+    ProviderKind::Gemini,
+    ProviderKind::Vertex,
 ];
 
 /// Cases a provider does not run, and why.
-pub const SKIPS: &[(ProviderKind, &str, &str)] = &[(
-    ProviderKind::Anthropic,
-    "embeddings",
-    "Anthropic has no embeddings API (the refusal is the fixture `embeddings_unsupported`)",
-)];
+pub const SKIPS: &[(ProviderKind, &str, &str)] = &[
+    (
+        ProviderKind::Anthropic,
+        "embeddings",
+        "Anthropic has no embeddings API (the refusal is the fixture `embeddings_unsupported`)",
+    ),
+    (ProviderKind::Vertex, "system_messages", VERTEX_AS_GEMINI),
+    (
+        ProviderKind::Vertex,
+        "sampling_stop_max_tokens",
+        VERTEX_AS_GEMINI,
+    ),
+    (ProviderKind::Vertex, "tools_parallel", VERTEX_AS_GEMINI),
+    (ProviderKind::Vertex, "tools_stream", VERTEX_AS_GEMINI),
+    (ProviderKind::Vertex, "tool_results", VERTEX_AS_GEMINI),
+    (ProviderKind::Vertex, "json_object", VERTEX_AS_GEMINI),
+    (ProviderKind::Vertex, "json_schema", VERTEX_AS_GEMINI),
+    (ProviderKind::Vertex, "image_url", VERTEX_AS_GEMINI),
+    (ProviderKind::Vertex, "image_base64", VERTEX_AS_GEMINI),
+    (
+        ProviderKind::Vertex,
+        "usage_cached_reasoning",
+        VERTEX_AS_GEMINI,
+    ),
+    (ProviderKind::Vertex, "finish_length", VERTEX_AS_GEMINI),
+    (
+        ProviderKind::Vertex,
+        "finish_content_filter",
+        VERTEX_AS_GEMINI,
+    ),
+    (ProviderKind::Vertex, "stream_error", VERTEX_AS_GEMINI),
+    (
+        ProviderKind::Vertex,
+        "unsupported_parameter",
+        VERTEX_AS_GEMINI,
+    ),
+    (ProviderKind::Vertex, "error_overloaded", VERTEX_AS_GEMINI),
+    (
+        ProviderKind::Vertex,
+        "error_invalid_request",
+        VERTEX_AS_GEMINI,
+    ),
+    (
+        ProviderKind::Vertex,
+        "error_context_length",
+        VERTEX_AS_GEMINI,
+    ),
+    (
+        ProviderKind::Vertex,
+        "error_content_policy",
+        VERTEX_AS_GEMINI,
+    ),
+];
+
+/// Vertex's Gemini models run the Gemini dialect's translations unchanged; only URLs, auth and
+/// embeddings differ, and those have Vertex fixtures of their own.
+const VERTEX_AS_GEMINI: &str = "same translation as gemini, covered there";
 
 /// Headers that carry credentials: never part of a golden.
 const CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key", "x-goog-api-key"];
@@ -307,6 +361,15 @@ fn normalise(value: &mut Value) {
                     }
                     ("id", Value::String(s)) if is_generated_call_id(s) => {
                         *v = json!("call_<generated>");
+                    }
+                    // A generated id carrying provider data after it (Gemini's thought
+                    // signatures): only the generated part varies.
+                    ("id", Value::String(s))
+                        if s.len() > 29
+                            && s.is_char_boundary(29)
+                            && is_generated_call_id(&s[..29]) =>
+                    {
+                        *v = json!(format!("call_<generated>{}", &s[29..]));
                     }
                     _ => normalise(v),
                 }

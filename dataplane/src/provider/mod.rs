@@ -8,12 +8,15 @@ pub mod chat;
 #[cfg(test)]
 mod conformance;
 mod error;
+mod gemini;
+mod google_auth;
 mod http;
 mod mock;
 mod openai;
 pub mod output;
 pub mod translated;
 mod transport;
+mod vertex;
 
 use std::time::Duration;
 
@@ -151,6 +154,8 @@ static OPENAI: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::
 static AZURE: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::Azure));
 static ANTHROPIC: Translating<anthropic::Anthropic> = Translating(anthropic::Anthropic);
 static BEDROCK: Translating<bedrock::Bedrock> = Translating(bedrock::Bedrock);
+static GEMINI: Translating<gemini::Gemini> = Translating(gemini::Gemini(gemini::Flavor::Gemini));
+static VERTEX: Translating<vertex::Vertex> = Translating(vertex::Vertex);
 static MOCK: mock::Mock = mock::Mock;
 
 /// The adapter for `kind`, or `None` when this data plane has none yet.
@@ -163,6 +168,8 @@ pub fn registry(kind: ProviderKind) -> Option<&'static dyn Provider> {
         ProviderKind::Azure => Some(&AZURE),
         ProviderKind::Anthropic => Some(&ANTHROPIC),
         ProviderKind::Bedrock => Some(&BEDROCK),
+        ProviderKind::Gemini => Some(&GEMINI),
+        ProviderKind::Vertex => Some(&VERTEX),
         _ => None,
     }
 }
@@ -174,9 +181,9 @@ pub fn dialect(kind: ProviderKind) -> Option<&'static dyn Dialect> {
         ProviderKind::Azure => Some(&AZURE.0),
         ProviderKind::Anthropic => Some(&ANTHROPIC.0),
         ProviderKind::Bedrock => Some(&BEDROCK.0),
-        ProviderKind::Gemini
-        | ProviderKind::Vertex
-        | ProviderKind::Cohere
+        ProviderKind::Gemini => Some(&GEMINI.0),
+        ProviderKind::Vertex => Some(&VERTEX.0),
+        ProviderKind::Cohere
         | ProviderKind::Mistral
         | ProviderKind::Deepseek
         | ProviderKind::Mock => None,

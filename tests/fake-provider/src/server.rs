@@ -84,10 +84,6 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             .collect(),
         body: body.clone(),
     });
-    if !state.latency.is_zero() {
-        tokio::time::sleep(state.latency).await;
-    }
-    let script = lock(&state.scripts).pop_front().unwrap_or(Script::Ok);
     let req = native::Req {
         path: &path,
         query: parts.uri.query().unwrap_or_default(),
@@ -95,6 +91,13 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         body: &body,
         raw: &bytes,
     };
+    if let Some(reply) = native::unscripted(&req) {
+        return Ok(respond(reply, Ending::Done));
+    }
+    if !state.latency.is_zero() {
+        tokio::time::sleep(state.latency).await;
+    }
+    let script = lock(&state.scripts).pop_front().unwrap_or(Script::Ok);
     let normal = |ending| respond((dialect.reply)(&req), ending);
     match script {
         Script::Ok => Ok(normal(Ending::Done)),

@@ -5,6 +5,9 @@
 
 mod anthropic;
 mod bedrock;
+mod gemini;
+mod gemini_request;
+mod google_token;
 mod openai;
 
 pub use bedrock::{
@@ -76,7 +79,12 @@ pub struct Dialect {
 }
 
 /// Every dialect, most specific paths first; OpenAI's is the fallback.
-static DIALECTS: &[&Dialect] = &[&anthropic::DIALECT, &bedrock::DIALECT, &openai::DIALECT];
+static DIALECTS: &[&Dialect] = &[
+    &anthropic::DIALECT,
+    &bedrock::DIALECT,
+    &gemini::DIALECT,
+    &openai::DIALECT,
+];
 
 /// The dialect serving `path`.
 pub fn for_path(path: &str) -> &'static Dialect {
@@ -85,6 +93,12 @@ pub fn for_path(path: &str) -> &'static Dialect {
         .copied()
         .find(|d| (d.matches)(path))
         .unwrap_or(&openai::DIALECT)
+}
+
+/// Requests that are not model calls (an OAuth token endpoint): answered directly and never
+/// scripted, so a test's scripts reach the model calls they are meant for. They are recorded.
+pub fn unscripted(req: &Req<'_>) -> Option<Reply> {
+    (req.path == google_token::PATH).then(|| google_token::answer(req))
 }
 
 /// `data: <json>\n\n`.
