@@ -1,6 +1,7 @@
 //! Vertex AI: regional URLs, the service-account bearer token, and the publisher a model belongs
-//! to. Google's own models (Gemini) speak the Gemini dialect; the deployment's `api_key` holds
-//! the whole service-account key JSON, exchanged for access tokens by `google_auth`.
+//! to. Google's own models (Gemini) speak the Gemini dialect; Claude (a model named `claude...`)
+//! speaks Anthropic's Messages body through `rawPredict`. The deployment's `api_key` holds the
+//! whole service-account key JSON, exchanged for access tokens by `google_auth`.
 
 use std::sync::LazyLock;
 
@@ -10,12 +11,17 @@ use http::{HeaderMap, Request, StatusCode, header};
 use modelgate_crds::compiled::CompiledDeployment;
 
 use super::{
-    CallError, CallErrorKind, HttpClient, Target,
+    CallError, CallErrorKind, Endpoint, HttpClient, Target, anthropic,
+    chat::ChatRequest,
     gemini::{Flavor, Gemini},
     google_auth::{HttpTokenEndpoint, TokenCache},
-    translated::{Dialect, StreamTranslator, Translated},
+    translated::{Dialect, SseStream, StreamTranslator, Translated},
     transport,
 };
+
+const NAME: &str = "vertex";
+/// The `anthropic_version` Claude takes on Vertex.
+const CLAUDE_VERSION: &str = "vertex-2023-10-16";
 
 /// Vertex's default API version (`v1beta1` has previews; a deployment's `apiVersion` picks it).
 const API_VERSION: &str = "v1";
@@ -35,6 +41,13 @@ pub enum Publisher {
 }
 
 impl Publisher {
+    fn path_name(self) -> &'static str {
+        match self {
+            Self::Google => "google",
+            Self::Anthropic => "anthropic",
+        }
+    }
+
     pub fn of(model: &str) -> Self {
         if model.starts_with("claude") {
             Self::Anthropic
@@ -49,20 +62,13 @@ pub struct Vertex;
 
 impl Dialect for Vertex {
     fn name(&self) -> &'static str {
-        "vertex"
+        NAME
     }
 
     fn request(&self, target: &Target<'_>) -> Result<Request<Bytes>, CallError> {
         match Publisher::of(&target.deployment.model) {
             Publisher::Google => GOOGLE.request(target),
-            // Missing: the Anthropic Messages translator (its own module), called with the
-            // `publishers/anthropic/...:rawPredict` / `:streamRawPredict` URL, the body's
-            // `anthropic_version: "vertex-2023-10-16"` and no `model` member. Until then every
-            // arm below only ever sees Google's requests.
-            Publisher::Anthropic => Err(CallError::unsupported(
-                "Claude models on provider vertex are not supported yet; use provider anthropic",
-            )
-            .with_param("model")),
+            Publisher::Anthropic => claude_request(target),
         }
     }
 
@@ -76,22 +82,90 @@ impl Dialect for Vertex {
     }
 
     fn response(&self, target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {
-        GOOGLE.response(target, body)
+        match Publisher::of(&target.deployment.model) {
+            Publisher::Google => GOOGLE.response(target, body),
+            Publisher::Anthropic => {
+                anthropic::response::completion(body, &target.deployment.model, NAME)
+            }
+        }
     }
 
     fn stream(&self, target: &Target<'_>) -> Option<Box<dyn StreamTranslator>> {
-        GOOGLE.stream(target)
+        match Publisher::of(&target.deployment.model) {
+            Publisher::Google => GOOGLE.stream(target),
+            Publisher::Anthropic => Some(Box::new(SseStream::new(
+                anthropic::stream::MessagesStream::new(NAME),
+                &target.deployment.model,
+                NAME,
+            ))),
+        }
     }
 
-    /// Vertex wraps every publisher's errors in the same `google.rpc.Status`.
+    /// Vertex's own front end answers in `google.rpc.Status` (quota, auth, unknown model); a
+    /// Claude model's refusals keep Anthropic's `{"type": "error", ...}` body.
     fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CallError {
-        GOOGLE.error(status, headers, body)
+        if is_anthropic_error(body) {
+            anthropic::error::error(status, headers, body, NAME)
+        } else {
+            GOOGLE.error(status, headers, body)
+        }
     }
+}
+
+/// Claude through `rawPredict`: Anthropic's Messages body without `model` (it is in the URL) and
+/// with Vertex's `anthropic_version`.
+fn claude_request(target: &Target<'_>) -> Result<Request<Bytes>, CallError> {
+    if target.endpoint != Endpoint::ChatCompletions {
+        return Err(CallError::unsupported(format!(
+            "Claude models on provider {NAME} serve chat completions only"
+        ))
+        .with_param("model"));
+    }
+    let chat = ChatRequest::parse(target)?;
+    let envelope = anthropic::request::Envelope {
+        model: None,
+        anthropic_version: Some(CLAUDE_VERSION),
+        stream: target.stream,
+    };
+    let body = anthropic::request::messages_body(&chat, envelope, NAME)?;
+    let method = if target.stream {
+        "streamRawPredict"
+    } else {
+        "rawPredict"
+    };
+    let url = model_url(
+        target.deployment,
+        Publisher::Anthropic,
+        &target.deployment.model,
+        method,
+    )?;
+    transport::json_post(&url, target.stream)
+        .body(body)
+        .map_err(|e| CallError::new(CallErrorKind::Connect, format!("bad upstream URL: {e}")))
+}
+
+fn is_anthropic_error(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Tagged {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_slice::<Tagged>(body).is_ok_and(|t| t.kind == "error")
 }
 
 /// The URL of `method` (`generateContent`, `predict`, ...) on a Google model.
 pub fn google_model_url(
     deployment: &CompiledDeployment,
+    model: &str,
+    method: &str,
+) -> Result<String, CallError> {
+    model_url(deployment, Publisher::Google, model, method)
+}
+
+/// The URL of `method` on a model of `publisher`.
+fn model_url(
+    deployment: &CompiledDeployment,
+    publisher: Publisher,
     model: &str,
     method: &str,
 ) -> Result<String, CallError> {
@@ -111,7 +185,8 @@ pub fn google_model_url(
     };
     let version = deployment.api_version.as_deref().unwrap_or(API_VERSION);
     Ok(format!(
-        "{base}/{version}/projects/{project}/locations/{region}/publishers/google/models/{model}:{method}"
+        "{base}/{version}/projects/{project}/locations/{region}/publishers/{}/models/{model}:{method}",
+        publisher.path_name()
     ))
 }
 
