@@ -3,6 +3,7 @@
 //! back into OpenAI's shape.
 
 pub mod chat;
+mod cohere;
 #[cfg(test)]
 mod conformance;
 mod error;
@@ -147,6 +148,10 @@ use translated::{Dialect, Translating};
 /// OpenAI itself and every OpenAI-compatible server speak the same wire format.
 static OPENAI: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::OpenAi));
 static AZURE: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::Azure));
+static MISTRAL: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::Mistral));
+static DEEPSEEK: Translating<openai::OpenAi> =
+    Translating(openai::OpenAi(openai::Flavor::Deepseek));
+static COHERE: Translating<cohere::Cohere> = Translating(cohere::Cohere);
 static MOCK: mock::Mock = mock::Mock;
 
 /// The adapter for `kind`, or `None` when this data plane has none yet.
@@ -157,6 +162,9 @@ pub fn registry(kind: ProviderKind) -> Option<&'static dyn Provider> {
     match kind {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI),
         ProviderKind::Azure => Some(&AZURE),
+        ProviderKind::Mistral => Some(&MISTRAL),
+        ProviderKind::Deepseek => Some(&DEEPSEEK),
+        ProviderKind::Cohere => Some(&COHERE),
         _ => None,
     }
 }
@@ -166,13 +174,13 @@ pub fn dialect(kind: ProviderKind) -> Option<&'static dyn Dialect> {
     match kind {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI.0),
         ProviderKind::Azure => Some(&AZURE.0),
+        ProviderKind::Mistral => Some(&MISTRAL.0),
+        ProviderKind::Deepseek => Some(&DEEPSEEK.0),
+        ProviderKind::Cohere => Some(&COHERE.0),
         ProviderKind::Anthropic
         | ProviderKind::Gemini
         | ProviderKind::Vertex
         | ProviderKind::Bedrock
-        | ProviderKind::Cohere
-        | ProviderKind::Mistral
-        | ProviderKind::Deepseek
         | ProviderKind::Mock => None,
     }
 }
