@@ -1,7 +1,8 @@
 //! DeepSeek's request side. DeepSeek ignores members it does not know without saying so, so the
 //! body is checked against an allow-list (an ignored parameter would be a silently dropped one):
 //! members pass byte for byte, `max_completion_tokens` is renamed `max_tokens`, `response_format`
-//! may only be `json_object`, and there is no embeddings or image endpoint.
+//! may only be `json_object`, images are refused (DeepSeek's chat models read text only), and
+//! there is no embeddings or image endpoint.
 //!
 //! `reasoning_content` (the thinking of `deepseek-reasoner`) comes back as an extension member of
 //! the message or delta, next to `content`, and is passed through: OpenAI clients ignore it and
@@ -15,7 +16,7 @@ use serde_json::Value;
 use super::{
     super::{
         CallError, Endpoint, Target,
-        chat::{ADVISORY, ResponseFormat},
+        chat::{ADVISORY, Content, Message, ResponseFormat},
     },
     base_url,
     body::BodyWriter,
@@ -67,7 +68,7 @@ pub fn body(target: &Target<'_>) -> Result<Bytes, CallError> {
         }
         match key {
             "model" | EXTENSION_FIELD | "stream_options" => {}
-            "messages" => match developer_as_system(raw)? {
+            "messages" => match text_only(raw).and_then(|()| developer_as_system(raw))? {
                 Some(rewritten) => body.value(key, &rewritten),
                 None => body.raw(key, raw),
             },
@@ -113,6 +114,31 @@ fn check_response_format(raw: &[u8]) -> Result<(), CallError> {
                 .with_param("response_format"),
         ),
     }
+}
+
+/// Refuses image parts, which DeepSeek's text-only models have no place for.
+fn text_only(raw: &[u8]) -> Result<(), CallError> {
+    if !raw.windows(11).any(|w| w == b"\"image_url\"") {
+        return Ok(());
+    }
+    let messages: Vec<Message> = serde_json::from_slice(raw).map_err(|e| {
+        CallError::invalid_request(format!("`messages`: {e}")).with_param("messages")
+    })?;
+    let image = messages
+        .iter()
+        .filter_map(|m| match &m.content {
+            Some(Content::Parts(parts)) => Some(parts),
+            _ => None,
+        })
+        .flatten()
+        .any(|part| part.kind == "image_url");
+    if image {
+        return Err(CallError::unsupported(format!(
+            "image inputs are not supported by provider {NAME}"
+        ))
+        .with_param("messages"));
+    }
+    Ok(())
 }
 
 /// The messages with OpenAI's `developer` role spelled `system` (DeepSeek knows only the older
