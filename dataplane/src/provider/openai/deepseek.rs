@@ -80,7 +80,9 @@ pub fn body(target: &Target<'_>) -> Result<Bytes, CallError> {
             }
             // DeepSeek has no switch for parallel calls: only OpenAI's default can be honoured.
             "parallel_tool_calls" if raw == b"true" => {}
+            "parallel_tool_calls" => return Err(unsupported_value(key, "false")),
             "n" if raw == b"1" => {}
+            "n" => return Err(unsupported_value(key, "> 1")),
             key if PASSED.contains(&key) => body.raw(key, raw),
             key if ADVISORY.contains(&key) => {}
             key => return Err(unsupported(key)),
@@ -96,6 +98,13 @@ pub fn body(target: &Target<'_>) -> Result<Bytes, CallError> {
 
 fn unsupported(key: &str) -> CallError {
     CallError::unsupported(format!("`{key}` is not supported by provider {NAME}")).with_param(key)
+}
+
+fn unsupported_value(key: &str, value: &str) -> CallError {
+    CallError::unsupported(format!(
+        "`{key}` {value} is not supported by provider {NAME}"
+    ))
+    .with_param(key)
 }
 
 /// JSON mode is `json_object` only: a schema cannot be carried.

@@ -87,6 +87,8 @@ fn chat_body(target: &Target<'_>) -> Result<Bytes, CallError> {
             // OpenAI's newer name wins when a client sends both.
             "max_tokens" if max_completion_tokens => {}
             "seed" => body.raw("random_seed", raw),
+            // Asks for nothing Mistral would have to do.
+            "logprobs" if raw == b"false" => {}
             key if PASSED.contains(&key) => body.raw(key, raw),
             key if ADVISORY.contains(&key) => {}
             key => {
