@@ -2,6 +2,8 @@
 //! An adapter turns the client's OpenAI-shaped request into its provider's call and the answer
 //! back into OpenAI's shape.
 
+#[cfg(test)]
+mod against_fake;
 pub mod chat;
 mod cohere;
 #[cfg(test)]
