@@ -9,6 +9,7 @@
 //!   Cohere refuses JSON mode together with tools, so that combination is a 400 here.
 //! - `top_p` is Cohere's `p`, kept within its 0.01–0.99 (1.0, OpenAI's default, samples from
 //!   everything, as 0.99 nearly does); penalties are kept within Cohere's 0–1.
+//! - A message's `name` has no place at Cohere and is left out.
 //! - `temperature` above 1 (Cohere's maximum), more than 5 stop sequences, `n` > 1,
 //!   `parallel_tool_calls: false`, logprobs and any other parameter Cohere has no place for
 //!   are 400s naming them.
