@@ -52,7 +52,7 @@ def test_chat_is_translated_both_ways(stack, client: openai.OpenAI, provider: Pr
         ],
         max_tokens=64,
         temperature=0.5,
-        stop=["\n\n"],
+        stop=["END"],
     )
     completion = raw.parse()
     assert raw.headers["x-modelgate-provider"] == provider.kind

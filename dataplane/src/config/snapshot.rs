@@ -146,16 +146,13 @@ pub struct Snapshot {
     keys: HashMap<u64, KeyEntry>,
     /// Keys whose first 8 bytes collide with another key's (practically never).
     colliding_keys: Vec<KeyEntry>,
-    unsupported: Vec<String>,
     /// Bit of each capability tag, when the config has at most 64 distinct tags.
     tag_bits: Option<HashMap<String, u32>>,
 }
 
 impl Snapshot {
-    /// Builds the indexes. Deployments whose provider this data plane has no adapter for are
-    /// left out (and listed in [`Snapshot::unsupported`]) rather than failing the whole config.
+    /// Builds the indexes.
     pub fn build(config: CompiledConfig, signals: &SignalRegistry) -> Result<Self, SnapshotError> {
-        let mut unsupported = Vec::new();
         let tag_bits = tag_bits(&config);
         let group_index: HashMap<&str, GroupId> = config
             .model_groups
@@ -175,36 +172,31 @@ impl Snapshot {
             let deployments = spec
                 .deployments
                 .iter()
-                .filter_map(|d| match provider::registry(d.provider) {
-                    Some(provider) => {
-                        let mut capabilities: Vec<String> =
-                            spec.tags.iter().chain(&d.tags).cloned().collect();
-                        capabilities.sort_unstable();
-                        capabilities.dedup();
-                        let capability_bits = tag_bits.as_ref().map_or(0, |bits| {
-                            capabilities
-                                .iter()
-                                .filter_map(|t| bits.get(t))
-                                .fold(0, |m, b| m | 1 << b)
-                        });
-                        Some(Deployment {
-                            id: Arc::from(d.id.as_str()),
-                            spec: Box::new(d.clone()),
-                            hot: HotFields {
-                                weight: d.weight,
-                                rpm: d.rpm,
-                                tpm: d.tpm,
-                                price: Price::of(d),
-                            },
-                            provider,
-                            signals: signals.get(&d.id),
-                            capabilities,
-                            capability_bits,
-                        })
-                    }
-                    None => {
-                        unsupported.push(format!("{} ({})", d.id, d.provider.as_str()));
-                        None
+                .map(|d| {
+                    let provider = provider::registry(d.provider);
+                    let mut capabilities: Vec<String> =
+                        spec.tags.iter().chain(&d.tags).cloned().collect();
+                    capabilities.sort_unstable();
+                    capabilities.dedup();
+                    let capability_bits = tag_bits.as_ref().map_or(0, |bits| {
+                        capabilities
+                            .iter()
+                            .filter_map(|t| bits.get(t))
+                            .fold(0, |m, b| m | 1 << b)
+                    });
+                    Deployment {
+                        id: Arc::from(d.id.as_str()),
+                        spec: Box::new(d.clone()),
+                        hot: HotFields {
+                            weight: d.weight,
+                            rpm: d.rpm,
+                            tpm: d.tpm,
+                            price: Price::of(d),
+                        },
+                        provider,
+                        signals: signals.get(&d.id),
+                        capabilities,
+                        capability_bits,
                     }
                 })
                 .collect();
@@ -295,7 +287,6 @@ impl Snapshot {
             groups,
             keys,
             colliding_keys,
-            unsupported,
             tag_bits,
         })
     }
@@ -346,11 +337,6 @@ impl Snapshot {
             .collect();
         out.sort_unstable_by_key(|(model, _)| *model);
         out
-    }
-
-    /// Deployments left out because this data plane has no adapter for their provider.
-    pub fn unsupported(&self) -> &[String] {
-        &self.unsupported
     }
 
     /// Ids of deployments without `pricing`, costed from the built-in list price table.

@@ -91,9 +91,6 @@ impl ConfigLoader {
         self.metrics
             .set_rejected_objects(reports.iter().filter(|r| !r.is_accepted()).count());
         let snapshot = Snapshot::build(config, &self.signals)?;
-        for deployment in snapshot.unsupported() {
-            tracing::warn!(%deployment, "deployment left out: this data plane has no adapter for its provider yet");
-        }
         for deployment in snapshot.builtin_priced() {
             tracing::info!(%deployment, "deployment has no pricing: costed at the built-in list price of its model");
         }

@@ -10,7 +10,7 @@ use crate::api::EXTENSION_FIELD;
 
 /// Members that only steer OpenAI's own product features (storage, billing tier, end-user
 /// attribution) and change nothing in the answer: adapters may leave them out.
-const ADVISORY: &[&str] = &[
+pub const ADVISORY: &[&str] = &[
     "user",
     "metadata",
     "store",

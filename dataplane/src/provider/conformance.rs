@@ -56,6 +56,9 @@ pub const PROVIDERS: &[ProviderKind] = &[
     ProviderKind::Bedrock,
     ProviderKind::Gemini,
     ProviderKind::Vertex,
+    ProviderKind::Cohere,
+    ProviderKind::Mistral,
+    ProviderKind::Deepseek,
 ];
 
 /// Cases a provider does not run, and why.
@@ -110,6 +113,27 @@ pub const SKIPS: &[(ProviderKind, &str, &str)] = &[
         ProviderKind::Vertex,
         "error_content_policy",
         VERTEX_AS_GEMINI,
+    ),
+    (
+        ProviderKind::Cohere,
+        "finish_content_filter",
+        "Cohere has no content-filter finish reason: a blocked prompt or answer is an error \
+         (498 or a blocked-input 400, see error_content_policy*)",
+    ),
+    (
+        ProviderKind::Mistral,
+        "finish_content_filter",
+        "Mistral's finish reasons are stop, length, model_length, error and tool_calls",
+    ),
+    (
+        ProviderKind::Mistral,
+        "error_content_policy",
+        "Mistral's chat API documents no content-policy error (moderation is its own API)",
+    ),
+    (
+        ProviderKind::Deepseek,
+        "embeddings",
+        "DeepSeek has no embeddings API (embeddings_unsupported.json shows the 400)",
     ),
 ];
 

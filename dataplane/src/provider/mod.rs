@@ -2,9 +2,12 @@
 //! An adapter turns the client's OpenAI-shaped request into its provider's call and the answer
 //! back into OpenAI's shape.
 
+#[cfg(test)]
+mod against_fake;
 mod anthropic;
 mod bedrock;
 pub mod chat;
+mod cohere;
 #[cfg(test)]
 mod conformance;
 mod error;
@@ -156,21 +159,25 @@ static ANTHROPIC: Translating<anthropic::Anthropic> = Translating(anthropic::Ant
 static BEDROCK: Translating<bedrock::Bedrock> = Translating(bedrock::Bedrock);
 static GEMINI: Translating<gemini::Gemini> = Translating(gemini::Gemini(gemini::Flavor::Gemini));
 static VERTEX: Translating<vertex::Vertex> = Translating(vertex::Vertex);
+static MISTRAL: Translating<openai::OpenAi> = Translating(openai::OpenAi(openai::Flavor::Mistral));
+static DEEPSEEK: Translating<openai::OpenAi> =
+    Translating(openai::OpenAi(openai::Flavor::Deepseek));
+static COHERE: Translating<cohere::Cohere> = Translating(cohere::Cohere);
 static MOCK: mock::Mock = mock::Mock;
 
-/// The adapter for `kind`, or `None` when this data plane has none yet.
-pub fn registry(kind: ProviderKind) -> Option<&'static dyn Provider> {
-    if kind == ProviderKind::Mock {
-        return Some(&MOCK);
-    }
+/// The adapter for `kind`: every provider has one.
+pub fn registry(kind: ProviderKind) -> &'static dyn Provider {
     match kind {
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible => Some(&OPENAI),
-        ProviderKind::Azure => Some(&AZURE),
-        ProviderKind::Anthropic => Some(&ANTHROPIC),
-        ProviderKind::Bedrock => Some(&BEDROCK),
-        ProviderKind::Gemini => Some(&GEMINI),
-        ProviderKind::Vertex => Some(&VERTEX),
-        _ => None,
+        ProviderKind::Mock => &MOCK,
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => &OPENAI,
+        ProviderKind::Azure => &AZURE,
+        ProviderKind::Anthropic => &ANTHROPIC,
+        ProviderKind::Bedrock => &BEDROCK,
+        ProviderKind::Gemini => &GEMINI,
+        ProviderKind::Vertex => &VERTEX,
+        ProviderKind::Mistral => &MISTRAL,
+        ProviderKind::Deepseek => &DEEPSEEK,
+        ProviderKind::Cohere => &COHERE,
     }
 }
 
@@ -183,10 +190,10 @@ pub fn dialect(kind: ProviderKind) -> Option<&'static dyn Dialect> {
         ProviderKind::Bedrock => Some(&BEDROCK.0),
         ProviderKind::Gemini => Some(&GEMINI.0),
         ProviderKind::Vertex => Some(&VERTEX.0),
-        ProviderKind::Cohere
-        | ProviderKind::Mistral
-        | ProviderKind::Deepseek
-        | ProviderKind::Mock => None,
+        ProviderKind::Mistral => Some(&MISTRAL.0),
+        ProviderKind::Deepseek => Some(&DEEPSEEK.0),
+        ProviderKind::Cohere => Some(&COHERE.0),
+        ProviderKind::Mock => None,
     }
 }
 

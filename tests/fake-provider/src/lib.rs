@@ -1,6 +1,11 @@
 //! A fake LLM provider for tests and benchmarks: an OpenAI-compatible upstream on a loopback
 //! port, with typed scripted faults and a record of every request it received.
 //!
+//! Other providers' wire formats are served by path (see `native`): Cohere under `/v2/` and
+//! Azure OpenAI under `/openai/` (a deployment's `baseUrl` is `http://<addr>`), Mistral under
+//! `/mistral/v1/` and DeepSeek under `/deepseek/` (`baseUrl` `http://<addr>/mistral/v1` and
+//! `http://<addr>/deepseek`), since those two share OpenAI's paths.
+//!
 //! In-process: `FakeProvider::start().await`, then `push(Script::...)`, `requests()`.
 //! As a process (`fake-provider` binary): the same behaviour, with the control endpoints
 //! `POST /__fake/script` (a Script or a list), `GET /__fake/requests`, `POST /__fake/reset`.

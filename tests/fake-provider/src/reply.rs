@@ -65,14 +65,36 @@ fn content_text(message: Option<&Value>) -> String {
     }
 }
 
-fn usage(request: &Value, completion: u64) -> Value {
-    let prompt = (request
+/// The prompt's token count, estimated from the size of its messages.
+pub fn prompt_tokens(request: &Value) -> u64 {
+    (request
         .get("messages")
         .map(|m| m.to_string().len())
         .unwrap_or(0) as u64
         / 4)
-    .max(1);
+    .max(1)
+}
+
+fn usage(request: &Value, completion: u64) -> Value {
+    let prompt = prompt_tokens(request);
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+/// The pieces a text streams in: word by word, each but the last with its trailing space.
+pub fn pieces(text: &str) -> Vec<String> {
+    let words: Vec<&str> = text.split(' ').collect();
+    let count = words.len();
+    words
+        .into_iter()
+        .enumerate()
+        .map(|(i, word)| {
+            if i + 1 < count {
+                format!("{word} ")
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect()
 }
 
 fn model(request: &Value) -> Value {
@@ -118,14 +140,9 @@ pub fn chat_chunks(request: &Value) -> Vec<Value> {
     )];
     let (finish, completion) = match answer(request) {
         Answer::Text(text) => {
-            let words: Vec<&str> = text.split(' ').collect();
-            let count = words.len();
-            for (i, word) in words.into_iter().enumerate() {
-                let piece = if i + 1 < count {
-                    format!("{word} ")
-                } else {
-                    word.to_owned()
-                };
+            let pieces = pieces(&text);
+            let count = pieces.len();
+            for piece in pieces {
                 chunks.push(chunk(json!({"content": piece}), Value::Null));
             }
             ("stop", count as u64)

@@ -120,6 +120,8 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             };
             if let Some(v) = retry_after.and_then(|v| v.parse().ok()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
+                // The scripted seconds rule: a dialect's own finer header would win otherwise.
+                response.headers_mut().remove("retry-after-ms");
             }
             Ok(response)
         }

@@ -58,7 +58,7 @@ async fn call(
             connect: Duration::from_secs(5),
         },
     };
-    let provider = registry(ProviderKind::Bedrock).unwrap();
+    let provider = registry(ProviderKind::Bedrock);
     match provider.call(call).await? {
         UpstreamBody::Complete { body, .. } => {
             Ok(Answer::Complete(serde_json::from_slice(&body).unwrap()))

@@ -47,7 +47,7 @@ async fn call(
 ) -> Result<Value, CallError> {
     let stream = request["stream"].as_bool() == Some(true);
     let request = JsonRequest::parse(Bytes::from(request.to_string())).unwrap();
-    let provider = registry(deployment.provider).unwrap();
+    let provider = registry(deployment.provider);
     let timeouts = AttemptTimeouts {
         first_byte: Duration::from_secs(5),
         idle: Duration::from_secs(5),

@@ -4,10 +4,14 @@
 //! Which dialect answers is decided by the request path, as at the real providers.
 
 mod anthropic;
+mod azure;
 mod bedrock;
+mod cohere;
+mod deepseek;
 mod gemini;
 mod gemini_request;
 mod google_token;
+mod mistral;
 mod openai;
 
 pub use bedrock::{
@@ -37,6 +41,21 @@ impl Req<'_> {
     /// Whether the request asks for a streamed answer in the OpenAI way (`"stream": true`).
     pub fn stream_flag(&self) -> bool {
         self.body.get("stream").and_then(Value::as_bool) == Some(true)
+    }
+
+    /// The body, when it is JSON (`body` holds a body that is not as a string, which a JSON
+    /// string body would be too).
+    pub fn json(&self) -> Option<&Value> {
+        serde_json::from_slice::<serde::de::IgnoredAny>(self.raw)
+            .is_ok()
+            .then_some(self.body)
+    }
+
+    /// The key of an `Authorization: Bearer <key>` header.
+    pub fn bearer(&self) -> Option<&str> {
+        self.header("authorization")?
+            .strip_prefix("Bearer ")
+            .filter(|key| !key.trim().is_empty())
     }
 }
 
@@ -78,11 +97,16 @@ pub struct Dialect {
     pub error: fn(u16) -> Reply,
 }
 
-/// Every dialect, most specific paths first; OpenAI's is the fallback.
+/// Every dialect, most specific paths first; OpenAI's is the fallback. Mistral and DeepSeek
+/// speak OpenAI's paths, so the fake serves them under `/mistral/` and `/deepseek/`.
 static DIALECTS: &[&Dialect] = &[
     &anthropic::DIALECT,
     &bedrock::DIALECT,
     &gemini::DIALECT,
+    &cohere::DIALECT,
+    &azure::DIALECT,
+    &mistral::DIALECT,
+    &deepseek::DIALECT,
     &openai::DIALECT,
 ];
 

@@ -1,0 +1,93 @@
+//! Cohere's v2 API: `POST /v2/chat` (SSE with named events when streaming) and `POST /v2/embed`,
+//! with a Bearer key.
+//!
+//! Choices made where the APIs differ (the rest is in each translation's own file):
+//! - usage is `usage.tokens` (what the model read and wrote, OpenAI's meaning), falling back to
+//!   `billed_units` when a response has no `tokens`; `cached_tokens` is the cached part of it;
+//! - Cohere sends no `model` and no `created`: answers carry the deployment's model id and the
+//!   gateway's clock, and a `chatcmpl-` id of the gateway's own;
+//! - thinking blocks and the `tool_plan` (Cohere's own narration before tool calls) are not part
+//!   of OpenAI's answer and are left out, as are citations.
+
+mod embed;
+mod error;
+mod request;
+mod response;
+mod stream;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, Request, StatusCode, header};
+
+use super::{
+    CallError, CallErrorKind, Endpoint, HttpClient, Target,
+    translated::{Dialect, SseStream, StreamTranslator, Translated, malformed},
+    transport,
+};
+
+const NAME: &str = "cohere";
+const BASE_URL: &str = "https://api.cohere.com";
+
+pub struct Cohere;
+
+impl Dialect for Cohere {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn request(&self, target: &Target<'_>) -> Result<Request<Bytes>, CallError> {
+        let (path, body) = match target.endpoint {
+            Endpoint::ChatCompletions => ("/v2/chat", request::chat(target)?),
+            Endpoint::Embeddings => ("/v2/embed", embed::request(target)?),
+            Endpoint::ImageGenerations => {
+                return Err(CallError::unsupported(format!(
+                    "image generation is not supported by provider {NAME}"
+                )));
+            }
+        };
+        let base = target
+            .deployment
+            .base_url
+            .as_deref()
+            .unwrap_or(BASE_URL)
+            .trim_end_matches('/');
+        transport::json_post(&format!("{base}{path}"), target.stream)
+            .body(body)
+            .map_err(|e| CallError::new(CallErrorKind::Connect, format!("bad upstream URL: {e}")))
+    }
+
+    fn authorize<'a>(
+        &'a self,
+        target: &'a Target<'a>,
+        _http: &'a HttpClient,
+        request: &'a mut Request<Bytes>,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            if let Some(key) = &target.deployment.api_key {
+                let value = transport::secret_header(&format!("Bearer {}", key.expose()))?;
+                request.headers_mut().insert(header::AUTHORIZATION, value);
+            }
+            Ok(())
+        })
+    }
+
+    fn response(&self, target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {
+        match target.endpoint {
+            Endpoint::ChatCompletions => response::completion(&target.deployment.model, body),
+            Endpoint::Embeddings => embed::response(target, body),
+            Endpoint::ImageGenerations => Err(malformed(NAME, "an answer to an unsent request")),
+        }
+    }
+
+    fn stream(&self, target: &Target<'_>) -> Option<Box<dyn StreamTranslator>> {
+        Some(Box::new(SseStream::new(
+            stream::Events::default(),
+            &target.deployment.model,
+            NAME,
+        )))
+    }
+
+    fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CallError {
+        error::classify(status, headers, body)
+    }
+}
