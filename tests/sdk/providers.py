@@ -25,7 +25,9 @@ class Provider:
     settings: str = ""  # extra deployment YAML (one line each, indented by the template)
     credentials: str = "{secretKeyRef: {name: sdk-keys, key: upstream}}"
     embed_model: str | None = None  # upstream embedding model, when the provider has embeddings
-    image_urls: bool = True  # http(s) image URLs (base64 data URLs work everywhere)
+    embed_batch: int = 2  # inputs one embeddings request may carry
+    images: bool = True  # image inputs at all
+    image_urls: bool = True  # http(s) image URLs (besides base64 data URLs)
     json_schema: bool = True  # response_format json_schema (json_object works everywhere)
 
     @property
@@ -67,7 +69,7 @@ PROVIDERS = [
             "{aws: {accessKeyIdRef: {name: sdk-keys, key: aws-id}, "
             "secretAccessKeyRef: {name: sdk-keys, key: aws-secret}}}"
         ),
-        embed_model="amazon.titan-embed-text-v2:0",
+        embed_model="cohere.embed-english-v3",
         image_urls=False,
     ),
     Provider(
@@ -76,12 +78,17 @@ PROVIDERS = [
         "bedrock",
         "amazon.nova-pro-v1:0",
         settings="region: us-west-2",
+        # Amazon Titan embeds one input per request.
+        embed_model="amazon.titan-embed-text-v2:0",
+        embed_batch=1,
         image_urls=False,
     ),
     Provider("azure", "azure", "azure", "gpt-4o-prod", embed_model="text-embedding-3-small-prod"),
     Provider("cohere", "cohere", "cohere", "command-a-03-2025", embed_model="embed-v4.0"),
     Provider("mistral", "mistral", "mistral", "mistral-large-latest", base_path="/mistral/v1", embed_model="mistral-embed"),
-    Provider("deepseek", "deepseek", "deepseek", "deepseek-chat", base_path="/deepseek", json_schema=False),
+    Provider(
+        "deepseek", "deepseek", "deepseek", "deepseek-chat", base_path="/deepseek", json_schema=False, images=False
+    ),
 ]
 
 
