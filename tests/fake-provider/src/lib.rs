@@ -1,5 +1,7 @@
-//! A fake LLM provider for tests and benchmarks: an OpenAI-compatible upstream on a loopback
-//! port, with typed scripted faults and a record of every request it received.
+//! A fake LLM provider for tests and benchmarks: an upstream on a loopback port that speaks every
+//! provider's native wire format (OpenAI, Azure, Anthropic, Gemini and Vertex, Bedrock, Cohere,
+//! Mistral, DeepSeek; chosen by the request path), with typed scripted faults and a record of
+//! every request it received.
 //!
 //! Other providers' wire formats are served by path (see `native`): Cohere under `/v2/` and
 //! Azure OpenAI under `/openai/` (a deployment's `baseUrl` is `http://<addr>`), Mistral under
