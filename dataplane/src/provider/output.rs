@@ -277,23 +277,50 @@ impl ChunkWriter {
 }
 
 /// An OpenAI embeddings `list`, as floats or base64 of little-endian f32 (what the OpenAI SDKs
-/// ask for by default).
+/// ask for by default). Written straight from the f32 values, so `0.0123` stays `0.0123` (a
+/// `serde_json::Value` would widen it to f64 digits).
 pub fn embeddings(model: &str, vectors: &[Vec<f32>], base64: bool, usage: Usage) -> Bytes {
-    let data: Vec<Value> = vectors
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Vector<'a> {
+        Floats(&'a [f32]),
+        Base64(String),
+    }
+    #[derive(Serialize)]
+    struct Item<'a> {
+        object: &'static str,
+        index: usize,
+        embedding: Vector<'a>,
+    }
+    #[derive(Serialize)]
+    struct List<'a> {
+        object: &'static str,
+        data: Vec<Item<'a>>,
+        model: &'a str,
+        usage: Value,
+    }
+    let data = vectors
         .iter()
         .enumerate()
-        .map(|(index, vector)| {
-            let embedding = if base64 {
+        .map(|(index, vector)| Item {
+            object: "embedding",
+            index,
+            embedding: if base64 {
                 let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
-                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                Vector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
-                json!(vector)
-            };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
+                Vector::Floats(vector)
+            },
         })
         .collect();
-    let usage = json!({"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens});
-    Bytes::from(json!({"object": "list", "data": data, "model": model, "usage": usage}).to_string())
+    let list = List {
+        object: "list",
+        data,
+        model,
+        usage: json!({"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens}),
+    };
+    // Serializing plain structs of strings and numbers into a Vec cannot fail.
+    Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
 }
 
 /// A fresh `chatcmpl-` id: providers without ids (Bedrock) or with their own (`msg_...`) get one
