@@ -43,6 +43,35 @@ pub fn secret_header(value: &str) -> Result<HeaderValue, CallError> {
     Ok(value)
 }
 
+/// Finishes an upstream request; a failure is the deployment's URL, never the client's input.
+pub fn with_body(
+    builder: http::request::Builder,
+    body: Bytes,
+) -> Result<Request<Bytes>, CallError> {
+    builder
+        .body(body)
+        .map_err(|e| CallError::new(CallErrorKind::Connect, format!("bad upstream URL: {e}")))
+}
+
+/// Puts the deployment's API key (when it has one) in `name`, as is or after `prefix`
+/// (`"Bearer "`).
+pub fn api_key_header(
+    deployment: &modelgate_crds::compiled::CompiledDeployment,
+    request: &mut Request<Bytes>,
+    name: http::HeaderName,
+    prefix: &str,
+) -> Result<(), CallError> {
+    if let Some(key) = &deployment.api_key {
+        let value = if prefix.is_empty() {
+            secret_header(key.expose())?
+        } else {
+            secret_header(&format!("{prefix}{}", key.expose()))?
+        };
+        request.headers_mut().insert(name, value);
+    }
+    Ok(())
+}
+
 /// Sends `request` and waits for the response head within the first-byte timeout.
 pub async fn send(
     http: &HttpClient,

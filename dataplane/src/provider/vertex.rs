@@ -139,9 +139,7 @@ fn claude_request(target: &Target<'_>) -> Result<Request<Bytes>, CallError> {
         &target.deployment.model,
         method,
     )?;
-    transport::json_post(&url, target.stream)
-        .body(body)
-        .map_err(|e| CallError::new(CallErrorKind::Connect, format!("bad upstream URL: {e}")))
+    transport::with_body(transport::json_post(&url, target.stream), body)
 }
 
 fn is_anthropic_error(body: &[u8]) -> bool {

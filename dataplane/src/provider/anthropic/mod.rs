@@ -28,7 +28,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use modelgate_crds::compiled::CompiledDeployment;
 
 use super::{
-    CallError, CallErrorKind, Endpoint, HttpClient, Target,
+    CallError, Endpoint, HttpClient, Target,
     chat::ChatRequest,
     translated::{Dialect, SseStream, StreamTranslator, Translated},
     transport,
@@ -65,10 +65,11 @@ impl Dialect for Anthropic {
             stream: target.stream,
         };
         let body = messages_body(&chat, envelope, NAME)?;
-        transport::json_post(&url(target.deployment), target.stream)
-            .header(VERSION_HEADER, HeaderValue::from_static(API_VERSION))
-            .body(body)
-            .map_err(|e| CallError::new(CallErrorKind::Connect, format!("bad upstream URL: {e}")))
+        transport::with_body(
+            transport::json_post(&url(target.deployment), target.stream)
+                .header(VERSION_HEADER, HeaderValue::from_static(API_VERSION)),
+            body,
+        )
     }
 
     fn authorize<'a>(
@@ -77,14 +78,9 @@ impl Dialect for Anthropic {
         _http: &'a HttpClient,
         request: &'a mut Request<Bytes>,
     ) -> BoxFuture<'a, Result<(), CallError>> {
-        Box::pin(async move {
-            if let Some(key) = &target.deployment.api_key {
-                request
-                    .headers_mut()
-                    .insert(KEY_HEADER, transport::secret_header(key.expose())?);
-            }
-            Ok(())
-        })
+        Box::pin(
+            async move { transport::api_key_header(target.deployment, request, KEY_HEADER, "") },
+        )
     }
 
     fn response(&self, target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {

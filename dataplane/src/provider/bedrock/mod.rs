@@ -55,10 +55,11 @@ impl Dialect for Bedrock {
             }
         };
         let url = url(target.deployment, operation)?;
-        transport::json_post(&url, false)
-            .header(header::ACCEPT, HeaderValue::from_static(accept))
-            .body(Bytes::from(body))
-            .map_err(|e| CallError::new(CallErrorKind::Connect, format!("bad upstream URL: {e}")))
+        transport::with_body(
+            transport::json_post(&url, false)
+                .header(header::ACCEPT, HeaderValue::from_static(accept)),
+            Bytes::from(body),
+        )
     }
 
     fn authorize<'a>(
@@ -72,12 +73,8 @@ impl Dialect for Bedrock {
             if let Some(aws) = &deployment.aws {
                 // Signed last: the signature covers the final URL, headers and body.
                 sigv4::sign(request, aws, region(deployment)?, SystemTime::now())
-            } else if let Some(key) = &deployment.api_key {
-                let bearer = transport::secret_header(&format!("Bearer {}", key.expose()))?;
-                request.headers_mut().insert(header::AUTHORIZATION, bearer);
-                Ok(())
             } else {
-                Ok(())
+                transport::api_key_header(deployment, request, header::AUTHORIZATION, "Bearer ")
             }
         })
     }

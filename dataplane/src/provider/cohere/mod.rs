@@ -20,7 +20,7 @@ use futures_util::future::BoxFuture;
 use http::{HeaderMap, Request, StatusCode, header};
 
 use super::{
-    CallError, CallErrorKind, Endpoint, HttpClient, Target,
+    CallError, Endpoint, HttpClient, Target,
     translated::{Dialect, SseStream, StreamTranslator, Translated, malformed},
     transport,
 };
@@ -51,9 +51,10 @@ impl Dialect for Cohere {
             .as_deref()
             .unwrap_or(BASE_URL)
             .trim_end_matches('/');
-        transport::json_post(&format!("{base}{path}"), target.stream)
-            .body(body)
-            .map_err(|e| CallError::new(CallErrorKind::Connect, format!("bad upstream URL: {e}")))
+        transport::with_body(
+            transport::json_post(&format!("{base}{path}"), target.stream),
+            body,
+        )
     }
 
     fn authorize<'a>(
@@ -63,11 +64,7 @@ impl Dialect for Cohere {
         request: &'a mut Request<Bytes>,
     ) -> BoxFuture<'a, Result<(), CallError>> {
         Box::pin(async move {
-            if let Some(key) = &target.deployment.api_key {
-                let value = transport::secret_header(&format!("Bearer {}", key.expose()))?;
-                request.headers_mut().insert(header::AUTHORIZATION, value);
-            }
-            Ok(())
+            transport::api_key_header(target.deployment, request, header::AUTHORIZATION, "Bearer ")
         })
     }
 

@@ -24,7 +24,7 @@ use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, Request, StatusCode};
 
 use super::{
-    CallError, CallErrorKind, Endpoint, HttpClient, Target,
+    CallError, Endpoint, HttpClient, Target,
     chat::ChatRequest,
     translated::{Dialect, StreamTranslator, Translated, malformed},
     transport,
@@ -89,9 +89,7 @@ impl Dialect for Gemini {
             Flavor::Vertex => super::vertex::google_model_url(deployment, model, method)?,
         };
         let stream = target.stream && target.endpoint == Endpoint::ChatCompletions;
-        transport::json_post(&url, stream)
-            .body(Bytes::from(body))
-            .map_err(|e| CallError::new(CallErrorKind::Connect, format!("bad upstream URL: {e}")))
+        transport::with_body(transport::json_post(&url, stream), Bytes::from(body))
     }
 
     fn authorize<'a>(
@@ -102,13 +100,8 @@ impl Dialect for Gemini {
     ) -> BoxFuture<'a, Result<(), CallError>> {
         match self.0 {
             Flavor::Gemini => Box::pin(async move {
-                if let Some(key) = &target.deployment.api_key {
-                    request.headers_mut().insert(
-                        HeaderName::from_static("x-goog-api-key"),
-                        transport::secret_header(key.expose())?,
-                    );
-                }
-                Ok(())
+                let name = HeaderName::from_static("x-goog-api-key");
+                transport::api_key_header(target.deployment, request, name, "")
             }),
             Flavor::Vertex => super::vertex::authorize(target, http, request),
         }

@@ -69,9 +69,7 @@ impl Dialect for OpenAi {
             Flavor::Mistral => mistral::body(target)?,
             Flavor::Deepseek => deepseek::body(target)?,
         };
-        transport::json_post(&url, target.stream)
-            .body(body)
-            .map_err(|e| CallError::new(CallErrorKind::Connect, format!("bad upstream URL: {e}")))
+        transport::with_body(transport::json_post(&url, target.stream), body)
     }
 
     fn authorize<'a>(
@@ -80,22 +78,13 @@ impl Dialect for OpenAi {
         _http: &'a HttpClient,
         request: &'a mut Request<Bytes>,
     ) -> BoxFuture<'a, Result<(), CallError>> {
-        Box::pin(async move {
-            if let Some(key) = &target.deployment.api_key {
-                let (name, value) = match self.0 {
-                    Flavor::Azure => (
-                        HeaderName::from_static("api-key"),
-                        transport::secret_header(key.expose())?,
-                    ),
-                    Flavor::OpenAi | Flavor::Mistral | Flavor::Deepseek => (
-                        header::AUTHORIZATION,
-                        transport::secret_header(&format!("Bearer {}", key.expose()))?,
-                    ),
-                };
-                request.headers_mut().insert(name, value);
+        let (name, prefix) = match self.0 {
+            Flavor::Azure => (HeaderName::from_static("api-key"), ""),
+            Flavor::OpenAi | Flavor::Mistral | Flavor::Deepseek => {
+                (header::AUTHORIZATION, "Bearer ")
             }
-            Ok(())
-        })
+        };
+        Box::pin(async move { transport::api_key_header(target.deployment, request, name, prefix) })
     }
 
     fn response(&self, target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {
