@@ -136,17 +136,3 @@ fn every_example_compiles_cleanly() {
     }
     assert!(checked >= 2, "examples found: {checked}");
 }
-
-#[test]
-fn the_examples_load_with_every_object_accepted() {
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    for name in ["quickstart.yaml", "multi-provider.yaml", "providers.yaml"] {
-        let bytes = std::fs::read(examples.join(name)).unwrap();
-        let any_value = |variable: &str| Some(format!("test-value-of-{variable}"));
-        let (config, reports) =
-            load_config(&bytes, &any_value, now()).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let rejected: Vec<_> = reports.iter().filter(|r| !r.is_accepted()).collect();
-        assert!(rejected.is_empty(), "{name}: {rejected:?}");
-        assert!(!config.model_groups.is_empty(), "{name}");
-    }
-}
