@@ -36,8 +36,9 @@ pub trait Dialect: Send + Sync + 'static {
         request: &'a mut Request<Bytes>,
     ) -> BoxFuture<'a, Result<(), CallError>>;
 
-    /// A complete (2xx) answer, in OpenAI's shape.
-    fn response(&self, target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError>;
+    /// A complete (2xx) answer, in OpenAI's shape. The body is handed over, so an answer that is
+    /// already OpenAI's is passed on without a copy.
+    fn response(&self, target: &Target<'_>, body: Bytes) -> Result<Translated, CallError>;
 
     /// A fresh translator for one streamed answer; `None` passes OpenAI SSE through untouched.
     fn stream(&self, target: &Target<'_>) -> Option<Box<dyn StreamTranslator>>;
@@ -94,7 +95,7 @@ impl<D: Dialect> Provider for Translating<D> {
                 call.timeouts.idle,
             )
             .await?;
-            let translated = dialect.response(&target, &body)?;
+            let translated = dialect.response(&target, body)?;
             Ok(UpstreamBody::Complete {
                 body: translated.body,
                 usage: translated.usage,

@@ -81,11 +81,11 @@ impl Dialect for Vertex {
         authorize(target, http, request)
     }
 
-    fn response(&self, target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {
+    fn response(&self, target: &Target<'_>, body: Bytes) -> Result<Translated, CallError> {
         match Publisher::of(&target.deployment.model) {
             Publisher::Google => GOOGLE.response(target, body),
             Publisher::Anthropic => {
-                anthropic::response::completion(body, &target.deployment.model, NAME)
+                anthropic::response::completion(&body, &target.deployment.model, NAME)
             }
         }
     }

@@ -83,7 +83,8 @@ impl Dialect for Anthropic {
         )
     }
 
-    fn response(&self, target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {
+    fn response(&self, target: &Target<'_>, body: Bytes) -> Result<Translated, CallError> {
+        let body = &body[..];
         completion(body, &target.deployment.model, NAME)
     }
 

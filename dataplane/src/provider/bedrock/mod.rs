@@ -79,7 +79,8 @@ impl Dialect for Bedrock {
         })
     }
 
-    fn response(&self, target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {
+    fn response(&self, target: &Target<'_>, body: Bytes) -> Result<Translated, CallError> {
+        let body = &body[..];
         match target.endpoint {
             Endpoint::Embeddings => embeddings::response(target, body),
             _ => response::completion(target, body),

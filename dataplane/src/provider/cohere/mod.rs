@@ -68,7 +68,8 @@ impl Dialect for Cohere {
         })
     }
 
-    fn response(&self, target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {
+    fn response(&self, target: &Target<'_>, body: Bytes) -> Result<Translated, CallError> {
+        let body = &body[..];
         match target.endpoint {
             Endpoint::ChatCompletions => response::completion(&target.deployment.model, body),
             Endpoint::Embeddings => embed::response(target, body),

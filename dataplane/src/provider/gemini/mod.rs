@@ -107,7 +107,8 @@ impl Dialect for Gemini {
         }
     }
 
-    fn response(&self, target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {
+    fn response(&self, target: &Target<'_>, body: Bytes) -> Result<Translated, CallError> {
+        let body = &body[..];
         let model = model_id(&target.deployment.model);
         match target.endpoint {
             Endpoint::ChatCompletions => response::completion(self.name(), model, body),

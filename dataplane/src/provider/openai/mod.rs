@@ -87,10 +87,10 @@ impl Dialect for OpenAi {
         Box::pin(async move { transport::api_key_header(target.deployment, request, name, prefix) })
     }
 
-    fn response(&self, target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {
+    fn response(&self, target: &Target<'_>, body: Bytes) -> Result<Translated, CallError> {
         match (self.0, target.endpoint) {
             (Flavor::Mistral | Flavor::Deepseek, Endpoint::ChatCompletions) => {
-                compat::completion(self.name(), body)
+                compat::completion(self.name(), &body)
             }
             _ => pass_through(body),
         }
@@ -131,8 +131,8 @@ fn no_endpoint(provider: &str, endpoint: Endpoint) -> CallError {
 
 /// An answer already in OpenAI's shape: one parse both validates the body (a broken answer is a
 /// failed attempt, never something to hand a client) and reads the usage.
-fn pass_through(body: &[u8]) -> Result<Translated, CallError> {
-    let usage = serde_json::from_slice::<WithUsage>(body)
+fn pass_through(body: Bytes) -> Result<Translated, CallError> {
+    let usage = serde_json::from_slice::<WithUsage>(&body)
         .map_err(|e| {
             CallError::new(
                 CallErrorKind::Protocol,
@@ -140,10 +140,7 @@ fn pass_through(body: &[u8]) -> Result<Translated, CallError> {
             )
         })?
         .usage;
-    Ok(Translated {
-        body: Bytes::copy_from_slice(body),
-        usage,
-    })
+    Ok(Translated { body, usage })
 }
 
 /// An OpenAI-shaped error answer: status, Retry-After, and for the caller's own mistakes the
