@@ -63,6 +63,8 @@ pub struct Events {
     has_data: bool,
     /// The previous chunk ended in CR: a LF starting the next one belongs to that line end.
     after_cr: bool,
+    /// Something was read already (a byte-order mark can only come first).
+    started: bool,
     max_event: usize,
 }
 
@@ -74,6 +76,7 @@ impl Events {
             data: Vec::new(),
             has_data: false,
             after_cr: false,
+            started: false,
             max_event,
         }
     }
@@ -86,6 +89,16 @@ impl Events {
         mut on_event: impl FnMut(Event<'_>) -> Result<(), E>,
     ) -> Result<(), EventError<E>> {
         let mut rest = bytes;
+        if rest.is_empty() {
+            return Ok(());
+        }
+        if !self.started {
+            // A stream may open with a byte-order mark, which is not part of its first line
+            // (partly split across chunks it is left to the line: an upstream that sends
+            // byte-sized chunks of a BOM is not worth the state).
+            self.started = true;
+            rest = rest.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(rest);
+        }
         if self.after_cr && rest.first() == Some(&b'\n') {
             rest = &rest[1..];
         }
@@ -220,6 +233,20 @@ mod tests {
         for split in 0..stream.len() {
             assert_eq!(decode_split(stream, split), expected, "split at {split}");
         }
+    }
+
+    #[test]
+    fn an_empty_read_between_cr_and_lf_and_a_byte_order_mark_change_nothing() {
+        let mut events = Events::new(1024);
+        let mut seen = Vec::new();
+        let mut record = |e: Event<'_>| {
+            seen.push(String::from_utf8(e.data.to_vec()).unwrap());
+            Ok::<(), ()>(())
+        };
+        for part in [&b"\xEF\xBB\xBFdata: a\r"[..], b"", b"\ndata: b\r\n\r\n"] {
+            events.push(part, &mut record).unwrap();
+        }
+        assert_eq!(seen, vec!["a\nb".to_owned()], "one event of two data lines");
     }
 
     #[test]

@@ -20,6 +20,30 @@ pub const ADVISORY: &[&str] = &[
     "safety_identifier",
 ];
 
+/// Message members that carry nothing a translated provider could use: a participant `name`,
+/// and what an assistant turn echoes back from an earlier answer (a refusal, citations, other
+/// providers' reasoning and round-trip fields).
+const ADVISORY_MESSAGE: &[&str] = &[
+    "name",
+    "refusal",
+    "annotations",
+    "reasoning_content",
+    "thinking_blocks",
+    "provider_specific_fields",
+];
+
+/// A member whose value asks for what every provider does anyway (penalties of 0, no log
+/// probabilities, text output): not a parameter the provider must understand.
+fn is_no_op(key: &str, value: &Value) -> bool {
+    match key {
+        "frequency_penalty" | "presence_penalty" => value.as_f64() == Some(0.0),
+        "logprobs" => value == &Value::Bool(false),
+        "logit_bias" => value.as_object().is_some_and(Map::is_empty),
+        "modalities" => value == &serde_json::json!(["text"]),
+        _ => false,
+    }
+}
+
 /// `POST /v1/chat/completions`, as far as translations need it.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ChatRequest {
@@ -60,7 +84,9 @@ impl ChatRequest {
         let mut request: Self = serde_json::from_slice(target.request.body())
             .map_err(|e| CallError::invalid_request(format!("the chat request: {e}")))?;
         request.rest.remove(EXTENSION_FIELD);
-        request.rest.retain(|_, v| !v.is_null());
+        request
+            .rest
+            .retain(|key, value| !value.is_null() && !is_no_op(key, value));
         Ok(request)
     }
 
@@ -69,9 +95,13 @@ impl ChatRequest {
         self.max_completion_tokens.or(self.max_tokens)
     }
 
-    /// Refuses any member outside `supported` (and the advisory ones): a parameter a provider
-    /// cannot honour is a 400 naming it, never silently dropped.
+    /// Refuses any member outside `supported` (and the advisory ones), and any message member a
+    /// translation has no place for: a parameter a provider cannot honour is a 400 naming it,
+    /// never silently dropped.
     pub fn only(&self, provider: &str, supported: &[&str]) -> Result<(), CallError> {
+        for (index, message) in self.messages.iter().enumerate() {
+            message.only(index, provider)?;
+        }
         for key in self.rest.keys() {
             if !ADVISORY.contains(&key.as_str()) && !supported.contains(&key.as_str()) {
                 return Err(CallError::unsupported(format!(
@@ -138,6 +168,33 @@ pub struct Message {
 }
 
 impl Message {
+    /// Refuses a member of message `index` that is neither read by translations nor advisory,
+    /// and part members other than `cache_control` (a caching hint).
+    fn only(&self, index: usize, provider: &str) -> Result<(), CallError> {
+        let unknown = self
+            .rest
+            .iter()
+            .find(|(key, value)| !value.is_null() && !ADVISORY_MESSAGE.contains(&key.as_str()));
+        if let Some((key, _)) = unknown {
+            return Err(CallError::unsupported(format!(
+                "messages[{index}].{key} is not supported by provider {provider}"
+            ))
+            .with_param(format!("messages[{index}].{key}")));
+        }
+        if let Some(Content::Parts(parts)) = &self.content
+            && let Some(key) = parts
+                .iter()
+                .find_map(|p| p.rest.iter().find(|(_, v)| !v.is_null()).map(|(k, _)| k))
+        {
+            return Err(CallError::unsupported(format!(
+                "`{key}` in a content part of messages[{index}] is not supported by provider \
+                 {provider}"
+            ))
+            .with_param(format!("messages[{index}].content")));
+        }
+        Ok(())
+    }
+
     /// The message's text: a string, or its text parts joined.
     pub fn text(&self) -> String {
         match &self.content {
@@ -181,6 +238,13 @@ pub struct Part {
     pub text: Option<String>,
     #[serde(default)]
     pub image_url: Option<ImageUrl>,
+    /// Anthropic's prompt-caching marker (`{"type": "ephemeral"}`), which OpenAI-style clients
+    /// put on parts: honoured where the provider caches on request, a hint elsewhere.
+    #[serde(default)]
+    pub cache_control: Option<Value>,
+    /// Any other member, refused by `ChatRequest::only`.
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
 }
 
 impl Part {
@@ -189,6 +253,8 @@ impl Part {
             kind: "text".to_owned(),
             text: Some(text.to_owned()),
             image_url: None,
+            cache_control: None,
+            rest: Map::new(),
         }
     }
 
@@ -486,5 +552,71 @@ impl EmbeddingsRequest {
     /// Whether the client wants base64 vectors (the OpenAI SDKs ask for them by default).
     pub fn wants_base64(&self) -> bool {
         self.encoding_format.as_deref() == Some("base64")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::JsonRequest;
+    use bytes::Bytes;
+    use modelgate_crds::compiled::CompiledDeployment;
+
+    fn checked(body: serde_json::Value) -> Result<ChatRequest, CallError> {
+        let request = JsonRequest::parse(Bytes::from(body.to_string())).unwrap();
+        let deployment: CompiledDeployment = serde_json::from_value(serde_json::json!({
+            "id": "ns/g/d", "name": "d", "provider": "anthropic", "model": "m",
+            "weight": 1, "tags": [], "timeouts": {},
+        }))
+        .unwrap();
+        let target = Target {
+            endpoint: super::super::Endpoint::ChatCompletions,
+            request: &request,
+            stream: false,
+            deployment: &deployment,
+        };
+        let chat = ChatRequest::parse(&target)?;
+        chat.only("p", &[])?;
+        Ok(chat)
+    }
+
+    #[test]
+    fn values_that_ask_for_nothing_are_not_parameters() {
+        let chat = checked(serde_json::json!({
+            "messages": [{"role": "user", "content": "hi"}],
+            "frequency_penalty": 0, "presence_penalty": 0.0, "logprobs": false,
+            "logit_bias": {}, "modalities": ["text"], "user": "u-1",
+        }))
+        .unwrap();
+        let left: Vec<&String> = chat.rest.keys().collect();
+        assert_eq!(left, ["user"], "only the advisory member is left");
+        let refused = checked(serde_json::json!({
+            "messages": [{"role": "user", "content": "hi"}], "frequency_penalty": 0.5,
+        }))
+        .unwrap_err();
+        assert_eq!(refused.param.as_deref(), Some("frequency_penalty"));
+    }
+
+    #[test]
+    fn message_members_without_a_place_are_refused_by_name() {
+        let echoed = serde_json::json!({"messages": [
+            {"role": "user", "content": "hi", "name": "alice"},
+            {"role": "assistant", "content": "yo", "refusal": null, "reasoning_content": "..."},
+            {"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]},
+        ]});
+        assert!(checked(echoed).is_ok());
+        let legacy = serde_json::json!({"messages": [
+            {"role": "assistant", "content": null, "function_call": {"name": "f", "arguments": "{}"}},
+        ]});
+        let refused = checked(legacy).unwrap_err();
+        assert_eq!(refused.param.as_deref(), Some("messages[0].function_call"));
+        assert_eq!(refused.provider_code.as_deref(), Some(super::super::UNSUPPORTED));
+        let odd_part = serde_json::json!({"messages": [
+            {"role": "user", "content": [{"type": "text", "text": "x", "weight": 2}]},
+        ]});
+        assert_eq!(
+            checked(odd_part).unwrap_err().param.as_deref(),
+            Some("messages[0].content")
+        );
     }
 }

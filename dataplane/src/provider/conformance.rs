@@ -244,7 +244,7 @@ fn run(provider: ProviderKind, fixture: &Value) -> Value {
     } else if stream {
         stream_json(dialect.stream(&target), &body)
     } else {
-        match dialect.response(&target, Bytes::from(body)) {
+        match dialect.response(&target, &headers, Bytes::from(body)) {
             Ok(translated) => {
                 let mut value: Value = serde_json::from_slice(&translated.body).unwrap();
                 normalise(&mut value);

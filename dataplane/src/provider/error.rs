@@ -41,6 +41,10 @@ pub struct CallError {
     pub param: Option<String>,
 }
 
+/// The longest pause a provider may ask for: a larger Retry-After (or reset time) is hostile or
+/// broken, and would park a deployment for longer than any operator would want.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// `provider_code` of a request an adapter cannot carry to its provider.
 pub const UNSUPPORTED: &str = "unsupported_parameter";
 
@@ -53,6 +57,10 @@ pub enum ErrorClass {
     Overloaded,
     /// Our credential was refused: the deployment's config is wrong.
     Auth,
+    /// Our provider account is out of credit or over its spend limit (OpenAI
+    /// `insufficient_quota`, Anthropic `billing_error`, DeepSeek 402): waiting does not help, another
+    /// deployment may.
+    Quota,
     /// The request is too long for the model's context window.
     ContextLength,
     /// The provider's content policy refused the request.
@@ -71,6 +79,7 @@ impl ErrorClass {
             Self::RateLimit => "rate_limit",
             Self::Overloaded => "overloaded",
             Self::Auth => "auth",
+            Self::Quota => "quota",
             Self::ContextLength => "context_length",
             Self::ContentPolicy => "content_policy",
             Self::InvalidRequest => "invalid_request",
@@ -86,6 +95,7 @@ impl ErrorClass {
             Self::RateLimit => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Auth => StatusCode::UNAUTHORIZED,
+            Self::Quota => StatusCode::PAYMENT_REQUIRED,
             Self::ContextLength | Self::ContentPolicy | Self::InvalidRequest => {
                 StatusCode::BAD_REQUEST
             }
@@ -100,6 +110,7 @@ impl ErrorClass {
             Self::ContextLength => Some("context_length_exceeded"),
             Self::ContentPolicy => Some("content_policy_violation"),
             Self::RateLimit => Some("rate_limit_exceeded"),
+            Self::Quota => Some("insufficient_quota"),
             _ => None,
         }
     }
@@ -159,7 +170,11 @@ impl CallError {
             format!("{provider} answered: {}", class.as_str().replace('_', " ")),
         );
         if retry_after.is_some() {
-            error.retry_after = retry_after;
+            error.retry_after = retry_after.map(|d| d.min(MAX_RETRY_AFTER));
+        }
+        if class == ErrorClass::Quota {
+            // An account out of credit has no reset worth waiting for.
+            error.retry_after = None;
         }
         if error.is_client_error()
             && let Some(message) = provider_message
@@ -175,6 +190,7 @@ impl CallError {
             (CallErrorKind::Status, Some(status)) => match status.as_u16() {
                 429 => ErrorClass::RateLimit,
                 401 | 403 => ErrorClass::Auth,
+                402 => ErrorClass::Quota,
                 404 => ErrorClass::NotFound,
                 503 | 529 => ErrorClass::Overloaded,
                 400..=499 => match self.provider_code.as_deref() {
@@ -199,11 +215,13 @@ impl CallError {
         Self {
             kind: CallErrorKind::Status,
             status: Some(status),
-            retry_after: retry_after(headers).or_else(|| {
-                (status == StatusCode::TOO_MANY_REQUESTS)
-                    .then(|| rate_limit_reset(headers))
-                    .flatten()
-            }),
+            retry_after: retry_after(headers)
+                .or_else(|| {
+                    (status == StatusCode::TOO_MANY_REQUESTS)
+                        .then(|| rate_limit_reset(headers))
+                        .flatten()
+                })
+                .map(|d| d.min(MAX_RETRY_AFTER)),
             provider_code,
             message,
             param: None,
@@ -221,6 +239,7 @@ impl CallError {
                         // Our credential or the deployment's config is wrong, or the provider is
                         // shedding load: the next deployment may well succeed.
                         StatusCode::UNAUTHORIZED
+                            | StatusCode::PAYMENT_REQUIRED
                             | StatusCode::FORBIDDEN
                             | StatusCode::NOT_FOUND
                             | StatusCode::REQUEST_TIMEOUT
@@ -340,6 +359,38 @@ mod tests {
         for bad in ["", "5", "1d", "s", "1.2.3s"] {
             assert_eq!(go_duration(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_provider_cannot_ask_for_a_pause_longer_than_an_hour() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", "1e19".parse().unwrap());
+        let error = CallError::status(StatusCode::TOO_MANY_REQUESTS, &headers, None, String::new());
+        assert_eq!(error.retry_after, Some(MAX_RETRY_AFTER));
+        let classified = CallError::classified(
+            ErrorClass::RateLimit,
+            &HeaderMap::new(),
+            Some(Duration::from_secs(u64::MAX / 4)),
+            None,
+            "p",
+        );
+        assert_eq!(classified.retry_after, Some(MAX_RETRY_AFTER));
+        let quota = CallError::classified(
+            ErrorClass::Quota,
+            &headers,
+            Some(Duration::from_secs(5)),
+            None,
+            "p",
+        );
+        assert_eq!(
+            quota.retry_after, None,
+            "waiting does not refill an account"
+        );
+        assert!(
+            !quota.is_client_error(),
+            "another deployment may have credit"
+        );
+        assert_eq!(quota.class(), ErrorClass::Quota);
     }
 
     #[test]

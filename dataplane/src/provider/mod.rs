@@ -10,6 +10,7 @@ pub mod chat;
 mod cohere;
 #[cfg(test)]
 mod conformance;
+mod embedding_batches;
 mod error;
 mod gemini;
 mod google_auth;
@@ -106,16 +107,28 @@ pub struct Target<'a> {
 /// part of `prompt_tokens`, reasoning tokens part of `completion_tokens`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub completion_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub total_tokens: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<PromptDetails>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+/// A token count as providers write it: an integer, but `null`, a float or a negative number
+/// must not turn a good answer into a failed one (`null` and negatives are 0, floats round,
+/// anything past `u64` saturates).
+fn count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let value: Option<serde_json::Number> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(value.map_or(0, |n| {
+        n.as_u64()
+            .or_else(|| n.as_i64().map(|_| 0))
+            .unwrap_or_else(|| n.as_f64().map_or(0, |f| f.max(0.0).round() as u64))
+    }))
 }
 
 impl Usage {
@@ -126,13 +139,13 @@ impl Usage {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PromptDetails {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub cached_tokens: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CompletionDetails {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub reasoning_tokens: u64,
 }
 
@@ -201,4 +214,27 @@ pub fn dialect(kind: ProviderKind) -> Option<&'static dyn Dialect> {
 #[cfg(test)]
 fn event_frames(events: &[serde_json::Value]) -> Vec<u8> {
     bedrock::event_frames(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_token_counts_never_fail_an_answer() {
+        let usage: Usage = serde_json::from_str(
+            r#"{"prompt_tokens": 12.6, "completion_tokens": null, "total_tokens": -3,
+                "prompt_tokens_details": {"cached_tokens": null},
+                "completion_tokens_details": {"reasoning_tokens": 1e30}}"#,
+        )
+        .unwrap();
+        assert_eq!(usage.prompt_tokens, 13);
+        assert_eq!(usage.completion_tokens, 0);
+        assert_eq!(usage.total_tokens, 0);
+        assert_eq!(usage.cached_tokens(), 0);
+        assert_eq!(
+            usage.completion_tokens_details.map(|d| d.reasoning_tokens),
+            Some(u64::MAX)
+        );
+    }
 }

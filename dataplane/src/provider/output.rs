@@ -221,7 +221,10 @@ impl ChunkWriter {
             "index": 0, "delta": {}, "logprobs": null, "finish_reason": reason,
         }]));
         self.write(&chunk);
-        self.usage.total_tokens = self.usage.prompt_tokens + self.usage.completion_tokens;
+        self.usage.total_tokens = self
+            .usage
+            .prompt_tokens
+            .saturating_add(self.usage.completion_tokens);
         let mut usage = self.chunk(json!([]));
         usage["usage"] = json!(self.usage);
         self.write(&usage);

@@ -3,13 +3,13 @@
 //! module does the HTTP exchange around them, the same way for all.
 
 use bytes::Bytes;
-use futures_util::{StreamExt, future::BoxFuture, stream::BoxStream};
+use futures_util::{StreamExt, TryStreamExt, future::BoxFuture, stream::BoxStream};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::Full;
 
 use super::{
-    Call, CallError, CallErrorKind, HttpClient, Provider, Target, UpstreamBody, Usage,
-    output::ChunkWriter, transport,
+    Call, CallError, CallErrorKind, Endpoint, HttpClient, Provider, Target, UpstreamBody, Usage,
+    embedding_batches, output::ChunkWriter, transport,
 };
 use crate::sse::EventError;
 
@@ -37,8 +37,19 @@ pub trait Dialect: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), CallError>>;
 
     /// A complete (2xx) answer, in OpenAI's shape. The body is handed over, so an answer that is
-    /// already OpenAI's is passed on without a copy.
-    fn response(&self, target: &Target<'_>, body: Bytes) -> Result<Translated, CallError>;
+    /// already OpenAI's is passed on without a copy; some providers put usage in a header.
+    fn response(
+        &self,
+        target: &Target<'_>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Translated, CallError>;
+
+    /// The most inputs one embeddings call may carry at this deployment; larger requests are
+    /// split into batches (`None`: no limit the gateway needs to know).
+    fn embedding_batch(&self, _target: &Target<'_>) -> Option<usize> {
+        None
+    }
 
     /// A fresh translator for one streamed answer; `None` passes OpenAI SSE through untouched.
     fn stream(&self, target: &Target<'_>) -> Option<Box<dyn StreamTranslator>>;
@@ -62,6 +73,39 @@ pub struct Translating<D>(pub D);
 
 impl<D: Dialect> Provider for Translating<D> {
     fn call<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<UpstreamBody, CallError>> {
+        Box::pin(async move {
+            let target = call.target();
+            if call.endpoint == Endpoint::Embeddings
+                && let Some(limit) = self.0.embedding_batch(&target)
+                && let Some(batches) = embedding_batches::split(call.request, limit)?
+            {
+                let exchanges: Vec<BoxFuture<'_, Result<UpstreamBody, CallError>>> = batches
+                    .iter()
+                    .map(|request| {
+                        self.exchange(Call {
+                            endpoint: call.endpoint,
+                            request,
+                            stream: false,
+                            deployment: call.deployment,
+                            http: call.http.clone(),
+                            timeouts: call.timeouts,
+                        })
+                    })
+                    .collect();
+                let answers: Vec<UpstreamBody> = futures_util::stream::iter(exchanges)
+                    .buffered(embedding_batches::CONCURRENT_BATCHES)
+                    .try_collect()
+                    .await?;
+                return embedding_batches::merge(self.0.name(), answers);
+            }
+            self.exchange(call).await
+        })
+    }
+}
+
+impl<D: Dialect> Translating<D> {
+    /// One request to the provider and its answer.
+    fn exchange<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<UpstreamBody, CallError>> {
         Box::pin(async move {
             let dialect = &self.0;
             let target = call.target();
@@ -89,13 +133,12 @@ impl<D: Dialect> Provider for Translating<D> {
                     None => upstream,
                 }));
             }
-            let body = transport::read_body(
-                response.into_body(),
-                transport::MAX_RESPONSE_BYTES,
-                call.timeouts.idle,
-            )
-            .await?;
-            let translated = dialect.response(&target, body)?;
+            let (parts, body) = response.into_parts();
+            let headers = parts.headers;
+            let body =
+                transport::read_body(body, transport::MAX_RESPONSE_BYTES, call.timeouts.idle)
+                    .await?;
+            let translated = dialect.response(&target, &headers, body)?;
             Ok(UpstreamBody::Complete {
                 body: translated.body,
                 usage: translated.usage,
@@ -110,22 +153,46 @@ pub fn translate_stream(
     translator: Box<dyn StreamTranslator>,
     provider: &'static str,
 ) -> BoxStream<'static, Result<Bytes, CallError>> {
-    futures_util::stream::unfold(Some((upstream, translator)), move |state| async move {
-        let (mut upstream, mut translator) = state?;
+    enum State {
+        Running(
+            BoxStream<'static, Result<Bytes, CallError>>,
+            Box<dyn StreamTranslator>,
+        ),
+        /// The failure comes after the bytes translated in the same read: those are the client's.
+        Failing(CallError),
+        Done,
+    }
+    /// Hands on `out`, then `error` (if any) on the next poll.
+    fn then_fail(out: Vec<u8>, error: CallError) -> Option<(Result<Bytes, CallError>, State)> {
+        if out.is_empty() {
+            Some((Err(error), State::Done))
+        } else {
+            Some((Ok(Bytes::from(out)), State::Failing(error)))
+        }
+    }
+    futures_util::stream::unfold(State::Running(upstream, translator), |state| async move {
+        let (mut upstream, mut translator) = match state {
+            State::Running(upstream, translator) => (upstream, translator),
+            State::Failing(error) => return Some((Err(error), State::Done)),
+            State::Done => return None,
+        };
         loop {
             let mut out = Vec::new();
             match upstream.next().await {
                 Some(Ok(bytes)) => match translator.feed(&bytes, &mut out) {
                     Ok(()) if out.is_empty() => continue,
-                    Ok(()) => return Some((Ok(Bytes::from(out)), Some((upstream, translator)))),
-                    Err(e) => return Some((Err(e), None)),
+                    Ok(()) => {
+                        let running = State::Running(upstream, translator);
+                        return Some((Ok(Bytes::from(out)), running));
+                    }
+                    Err(e) => return then_fail(out, e),
                 },
-                Some(Err(e)) => return Some((Err(e), None)),
+                Some(Err(e)) => return Some((Err(e), State::Done)),
                 None => {
                     return match translator.finish(&mut out) {
                         Ok(()) if out.is_empty() => None,
-                        Ok(()) => Some((Ok(Bytes::from(out)), None)),
-                        Err(e) => Some((Err(e), None)),
+                        Ok(()) => Some((Ok(Bytes::from(out)), State::Done)),
+                        Err(e) => then_fail(out, e),
                     };
                 }
             }
@@ -148,6 +215,11 @@ fn redact(mut error: CallError, target: &Target<'_>) -> CallError {
         target.deployment.api_key.as_ref(),
         target.deployment.aws.as_ref().map(|a| &a.secret_access_key),
         target.deployment.aws.as_ref().map(|a| &a.access_key_id),
+        target
+            .deployment
+            .aws
+            .as_ref()
+            .and_then(|a| a.session_token.as_ref()),
     ];
     for secret in secrets.into_iter().flatten() {
         let secret = secret.expose();

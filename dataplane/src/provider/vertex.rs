@@ -81,9 +81,14 @@ impl Dialect for Vertex {
         authorize(target, http, request)
     }
 
-    fn response(&self, target: &Target<'_>, body: Bytes) -> Result<Translated, CallError> {
+    fn response(
+        &self,
+        target: &Target<'_>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Translated, CallError> {
         match Publisher::of(&target.deployment.model) {
-            Publisher::Google => GOOGLE.response(target, body),
+            Publisher::Google => GOOGLE.response(target, headers, body),
             Publisher::Anthropic => {
                 anthropic::response::completion(&body, &target.deployment.model, NAME)
             }

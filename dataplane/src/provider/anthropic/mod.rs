@@ -83,7 +83,12 @@ impl Dialect for Anthropic {
         )
     }
 
-    fn response(&self, target: &Target<'_>, body: Bytes) -> Result<Translated, CallError> {
+    fn response(
+        &self,
+        target: &Target<'_>,
+        _headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Translated, CallError> {
         let body = &body[..];
         completion(body, &target.deployment.model, NAME)
     }

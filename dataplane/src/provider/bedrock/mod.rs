@@ -79,7 +79,12 @@ impl Dialect for Bedrock {
         })
     }
 
-    fn response(&self, target: &Target<'_>, body: Bytes) -> Result<Translated, CallError> {
+    fn response(
+        &self,
+        target: &Target<'_>,
+        _headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Translated, CallError> {
         let body = &body[..];
         match target.endpoint {
             Endpoint::Embeddings => embeddings::response(target, body),

@@ -68,7 +68,12 @@ impl Dialect for Cohere {
         })
     }
 
-    fn response(&self, target: &Target<'_>, body: Bytes) -> Result<Translated, CallError> {
+    fn response(
+        &self,
+        target: &Target<'_>,
+        _headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Translated, CallError> {
         let body = &body[..];
         match target.endpoint {
             Endpoint::ChatCompletions => response::completion(&target.deployment.model, body),

@@ -107,7 +107,12 @@ impl Dialect for Gemini {
         }
     }
 
-    fn response(&self, target: &Target<'_>, body: Bytes) -> Result<Translated, CallError> {
+    fn response(
+        &self,
+        target: &Target<'_>,
+        _headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Translated, CallError> {
         let body = &body[..];
         let model = model_id(&target.deployment.model);
         match target.endpoint {

@@ -87,7 +87,12 @@ impl Dialect for OpenAi {
         Box::pin(async move { transport::api_key_header(target.deployment, request, name, prefix) })
     }
 
-    fn response(&self, target: &Target<'_>, body: Bytes) -> Result<Translated, CallError> {
+    fn response(
+        &self,
+        target: &Target<'_>,
+        _headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Translated, CallError> {
         match (self.0, target.endpoint) {
             (Flavor::Mistral | Flavor::Deepseek, Endpoint::ChatCompletions) => {
                 compat::completion(self.name(), &body)
