@@ -78,9 +78,8 @@ PROVIDERS = [
         "bedrock",
         "amazon.nova-pro-v1:0",
         settings="region: us-west-2",
-        # Amazon Titan embeds one input per request.
+        # Amazon Titan embeds one text per call: the gateway splits the request and joins the answers.
         embed_model="amazon.titan-embed-text-v2:0",
-        embed_batch=1,
         image_urls=False,
     ),
     Provider("azure", "azure", "azure", "gpt-4o-prod", embed_model="text-embedding-3-small-prod"),

@@ -610,7 +610,10 @@ mod tests {
         ]});
         let refused = checked(legacy).unwrap_err();
         assert_eq!(refused.param.as_deref(), Some("messages[0].function_call"));
-        assert_eq!(refused.provider_code.as_deref(), Some(super::super::UNSUPPORTED));
+        assert_eq!(
+            refused.provider_code.as_deref(),
+            Some(super::super::UNSUPPORTED)
+        );
         let odd_part = serde_json::json!({"messages": [
             {"role": "user", "content": [{"type": "text", "text": "x", "weight": 2}]},
         ]});

@@ -1,8 +1,9 @@
 //! `/v1/embeddings` over InvokeModel (`/model/{id}/invoke`), in the model's own format. Amazon
-//! Titan text embeddings take one text per call: a request with several inputs is refused
-//! (the gateway makes one upstream call per request). Cohere Embed models on Bedrock take a
-//! batch of up to 96 texts in one call, and are used for model ids naming `cohere.embed`.
+//! Titan text embeddings take one text per call and Cohere Embed models (model ids naming
+//! `cohere.embed`) up to 96: `batch_limit` tells the framework, which splits larger requests
+//! into calls of that size and joins the answers.
 
+use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use super::super::{
@@ -35,18 +36,29 @@ impl Family {
     }
 }
 
+/// The most texts one call takes with `model`.
+pub fn batch_limit(model: &str) -> usize {
+    match Family::of(model) {
+        Family::Titan => 1,
+        Family::Cohere => COHERE_MAX_TEXTS,
+    }
+}
+
+/// The header in which Bedrock reports an InvokeModel call's input tokens (Cohere's body has
+/// no count).
+const INPUT_TOKENS_HEADER: &str = "x-amzn-bedrock-input-token-count";
+
 /// The InvokeModel body for `target`'s embeddings request.
 pub fn request(target: &Target<'_>) -> Result<Vec<u8>, CallError> {
     let request = EmbeddingsRequest::parse(target, NAME)?;
     let texts = request.texts(NAME)?;
     let body = match Family::of(&target.deployment.model) {
         Family::Titan => {
+            // The framework splits larger requests (`batch_limit`); more here is a bug upstream
+            // of this function, refused rather than sent.
             let [text] = texts.as_slice() else {
                 return Err(CallError::unsupported(format!(
-                    "provider {NAME} embeds one input per request with Amazon Titan models \
-                     (this request has {}); send the inputs one by one, or use a Cohere embed \
-                     model, which takes up to {COHERE_MAX_TEXTS}",
-                    texts.len()
+                    "provider {NAME} embeds one input per call with Amazon Titan models"
                 ))
                 .with_param("input"));
             };
@@ -83,26 +95,36 @@ pub fn request(target: &Target<'_>) -> Result<Vec<u8>, CallError> {
 }
 
 /// A complete InvokeModel answer as an OpenAI embeddings list.
-pub fn response(target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {
+pub fn response(
+    target: &Target<'_>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Translated, CallError> {
     let request = EmbeddingsRequest::parse(target, NAME)?;
+    let expected = request.texts(NAME)?.len();
+    let header_tokens = headers
+        .get(INPUT_TOKENS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let model = &target.deployment.model;
     let (vectors, usage) = match Family::of(model) {
         Family::Titan => {
             let answer: TitanResponse = serde_json::from_slice(body)
                 .map_err(|e| malformed(NAME, format!("the Titan embeddings answer: {e}")))?;
-            let usage = Usage {
-                prompt_tokens: answer.input_text_token_count,
-                total_tokens: answer.input_text_token_count,
-                ..Usage::default()
-            };
-            (vec![answer.embedding], usage)
+            let tokens = answer.input_text_token_count.or(header_tokens).unwrap_or(0);
+            (vec![answer.embedding], input_usage(tokens))
         }
         Family::Cohere => {
             let answer: CohereResponse = serde_json::from_slice(body)
                 .map_err(|e| malformed(NAME, format!("the Cohere embeddings answer: {e}")))?;
-            // The body has no token count (Bedrock puts it in a response header, which a
-            // dialect's answer does not see): the usage is reported as 0.
-            (answer.embeddings.into_floats(), Usage::default())
+            let vectors = answer.embeddings.into_floats();
+            if vectors.len() != expected {
+                return Err(malformed(
+                    NAME,
+                    format!("{} embeddings for {expected} inputs", vectors.len()),
+                ));
+            }
+            (vectors, input_usage(header_tokens.unwrap_or(0)))
         }
     };
     let body = output::embeddings(model, &vectors, request.wants_base64(), usage);
@@ -110,6 +132,14 @@ pub fn response(target: &Target<'_>, body: &[u8]) -> Result<Translated, CallErro
         body,
         usage: Some(usage),
     })
+}
+
+fn input_usage(tokens: u64) -> Usage {
+    Usage {
+        prompt_tokens: tokens,
+        total_tokens: tokens,
+        ..Usage::default()
+    }
 }
 
 #[derive(Serialize)]
@@ -125,7 +155,7 @@ struct TitanRequest<'a> {
 struct TitanResponse {
     embedding: Vec<f32>,
     #[serde(default)]
-    input_text_token_count: u64,
+    input_text_token_count: Option<u64>,
 }
 
 #[derive(Serialize)]

@@ -59,6 +59,7 @@ fn class(name: Option<&str>, status: Option<StatusCode>, message: &str) -> Error
         | "expiredtokenexception"
         | "requestexpired" => ErrorClass::Auth,
         "resourcenotfoundexception" => ErrorClass::NotFound,
+        "validationexception" if is_deployment_fault(message) => ErrorClass::NotFound,
         "validationexception" | "conflictexception" => invalid_request(message),
         "modelerrorexception"
         | "modeltimeoutexception"
@@ -73,6 +74,15 @@ fn class(name: Option<&str>, status: Option<StatusCode>, message: &str) -> Error
             _ => ErrorClass::Upstream,
         },
     }
+}
+
+/// Bedrock answers a model id it does not serve, or one that needs an inference profile, with a
+/// `ValidationException` too: that is the deployment's config, so the next deployment is tried.
+fn is_deployment_fault(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("model identifier is invalid")
+        || message.contains("on-demand throughput isn")
+        || message.contains("inference profile")
 }
 
 /// A `ValidationException` is the caller's mistake; its message tells a prompt too long for

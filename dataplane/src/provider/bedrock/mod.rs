@@ -82,14 +82,18 @@ impl Dialect for Bedrock {
     fn response(
         &self,
         target: &Target<'_>,
-        _headers: &HeaderMap,
+        headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Translated, CallError> {
         let body = &body[..];
         match target.endpoint {
-            Endpoint::Embeddings => embeddings::response(target, body),
+            Endpoint::Embeddings => embeddings::response(target, headers, body),
             _ => response::completion(target, body),
         }
+    }
+
+    fn embedding_batch(&self, target: &Target<'_>) -> Option<usize> {
+        Some(embeddings::batch_limit(&target.deployment.model))
     }
 
     fn stream(&self, target: &Target<'_>) -> Option<Box<dyn StreamTranslator>> {

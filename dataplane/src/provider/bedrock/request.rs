@@ -3,8 +3,11 @@
 //! inline image bytes, a 0–1 temperature, no `none` tool choice, and it refuses tool blocks in
 //! the history unless a `toolConfig` is present (bedrock.md §2, edge-cases.md §13).
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use super::super::{
     CallError, Target,
@@ -79,12 +82,12 @@ enum Block<'a> {
         source: ImageSource<'a>,
     },
     ToolUse {
-        tool_use_id: &'a str,
+        tool_use_id: Cow<'a, str>,
         name: &'a str,
         input: Value,
     },
     ToolResult {
-        tool_use_id: &'a str,
+        tool_use_id: Cow<'a, str>,
         content: Vec<ResultContent<'a>>,
     },
 }
@@ -259,7 +262,8 @@ fn texts(content: &Option<Content>, index: usize) -> Result<Vec<&str>, CallError
             }
         }
     }
-    out.retain(|text| !text.is_empty());
+    // Bedrock refuses blank text blocks, whitespace-only ones included.
+    out.retain(|text| !text.trim().is_empty());
     Ok(out)
 }
 
@@ -277,7 +281,7 @@ fn user_blocks(message: &Message, index: usize) -> Result<Vec<Block<'_>>, CallEr
             }
         }
     }
-    blocks.retain(|block| !matches!(block, Block::Text(text) if text.is_empty()));
+    blocks.retain(|block| !matches!(block, Block::Text(text) if text.trim().is_empty()));
     Ok(blocks)
 }
 
@@ -324,12 +328,28 @@ fn assistant_blocks(message: &Message, index: usize) -> Result<Vec<Block<'_>>, C
             e
         })?;
         blocks.push(Block::ToolUse {
-            tool_use_id: &call.id,
+            tool_use_id: tool_use_id(&call.id),
             name: &call.function.name,
             input,
         });
     }
     Ok(blocks)
+}
+
+/// A tool-call id as Bedrock takes it (1 to 64 of `[a-zA-Z0-9_.:-]`): other providers' ids
+/// (Gemini's carry thought signatures and run long) are replaced by a hash of themselves, the
+/// same for the call and its result, so pairs still match.
+fn tool_use_id(id: &str) -> Cow<'_, str> {
+    let valid = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if valid {
+        Cow::Borrowed(id)
+    } else {
+        let digest = Sha256::digest(id.as_bytes());
+        Cow::Owned(format!("tooluse_{}", hex::encode(&digest[..16])))
+    }
 }
 
 fn tool_result(message: &Message, index: usize) -> Result<Block<'_>, CallError> {
@@ -340,7 +360,7 @@ fn tool_result(message: &Message, index: usize) -> Result<Block<'_>, CallError> 
         .with_param("messages")
     })?;
     Ok(Block::ToolResult {
-        tool_use_id: id,
+        tool_use_id: tool_use_id(id),
         // An empty result is an empty list: a blank text block would be refused.
         content: texts(&message.content, index)?
             .into_iter()
@@ -495,6 +515,26 @@ mod tests {
 
     use super::super::super::Endpoint;
     use super::*;
+
+    #[test]
+    fn tool_call_ids_bedrock_refuses_are_hashed_the_same_for_call_and_result() {
+        assert_eq!(tool_use_id("call_abc.1:2-x_y"), "call_abc.1:2-x_y");
+        let long = format!("call_1__ts__{}", "A".repeat(300));
+        let hashed = tool_use_id(&long);
+        assert!(
+            hashed.len() <= 64 && hashed.starts_with("tooluse_"),
+            "{hashed}"
+        );
+        assert_eq!(hashed, tool_use_id(&long), "deterministic");
+        assert_ne!(
+            tool_use_id("functions.get weather"),
+            tool_use_id("functions.get_weather2")
+        );
+        assert!(
+            tool_use_id("").starts_with("tooluse_"),
+            "empty ids are refused too"
+        );
+    }
     use crate::api::JsonRequest;
 
     fn converse_json(request: Value) -> Result<Value, CallError> {

@@ -50,6 +50,10 @@ impl ConverseStream {
 
 impl StreamTranslator for ConverseStream {
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), CallError> {
+        if self.writer.has_ended() {
+            // The answer is complete: whatever follows `metadata` cannot change it.
+            return Ok(());
+        }
         let (writer, tools) = (&mut self.writer, &mut self.tools);
         let result = self.frames.push(bytes, |frame| {
             if writer.has_ended() {
@@ -161,6 +165,10 @@ fn event(
             writer.finish(finish_reason(&stop.stop_reason)?);
         }
         "metadata" => {
+            if !writer.has_finished() {
+                // Usage without a stop reason: the answer was cut between the two.
+                return Err(malformed(NAME, "`metadata` arrived before `messageStop`"));
+            }
             let metadata: Metadata = parse(name, payload)?;
             *writer.usage_mut() = metadata.usage.to_openai();
             writer.end();
@@ -367,6 +375,27 @@ mod tests {
             result.unwrap();
             assert_eq!(strip(chunks), whole, "pieces of {size}");
         }
+    }
+
+    #[test]
+    fn usage_without_a_stop_reason_is_not_a_complete_answer() {
+        let stream = [
+            event(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
+            ),
+            event(
+                "metadata",
+                json!({"usage": {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4}}),
+            ),
+        ]
+        .concat();
+        let (chunks, result) = translate(&stream, 9);
+        assert!(result.unwrap_err().message.contains("before `messageStop`"));
+        assert!(
+            chunks.iter().all(|c| c != "[DONE]"),
+            "never ended as complete"
+        );
     }
 
     #[test]
