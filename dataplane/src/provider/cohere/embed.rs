@@ -22,7 +22,7 @@ use super::{
 };
 
 const INPUT_TYPE: &str = "search_document";
-const MAX_TEXTS: usize = 96;
+pub const MAX_TEXTS: usize = 96;
 
 #[derive(Serialize)]
 struct Embed<'a> {
@@ -38,9 +38,10 @@ struct Embed<'a> {
 pub fn request(target: &Target<'_>) -> Result<bytes::Bytes, CallError> {
     let request = EmbeddingsRequest::parse(target, NAME)?;
     let texts = request.texts(NAME)?;
+    // The framework splits larger requests (`Dialect::embedding_batch`).
     if texts.len() > MAX_TEXTS {
         return Err(CallError::invalid_request(format!(
-            "provider {NAME} embeds at most {MAX_TEXTS} inputs per request"
+            "provider {NAME} embeds at most {MAX_TEXTS} inputs per call"
         ))
         .with_param("input"));
     }
@@ -83,12 +84,21 @@ struct BilledUnits {
 }
 
 pub fn response(target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {
-    let base64 = EmbeddingsRequest::parse(target, NAME)?.wants_base64();
+    let request = EmbeddingsRequest::parse(target, NAME)?;
+    let expected = request.texts(NAME)?.len();
     let answer: Answer = serde_json::from_slice(body)
         .map_err(|e| malformed(NAME, format!("unreadable embed answer: {e}")))?;
     let Some(vectors) = answer.embeddings.float else {
         return Err(malformed(NAME, "the embed answer has no float embeddings"));
     };
+    if vectors.len() != expected {
+        // A short answer would shift every index: the client would get the wrong vectors.
+        return Err(malformed(
+            NAME,
+            format!("{} embeddings for {expected} inputs", vectors.len()),
+        ));
+    }
+    let base64 = request.wants_base64();
     let tokens = answer
         .meta
         .and_then(|m| m.billed_units)

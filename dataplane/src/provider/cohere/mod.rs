@@ -82,6 +82,10 @@ impl Dialect for Cohere {
         }
     }
 
+    fn embedding_batch(&self, _target: &Target<'_>) -> Option<usize> {
+        Some(embed::MAX_TEXTS)
+    }
+
     fn stream(&self, target: &Target<'_>) -> Option<Box<dyn StreamTranslator>> {
         Some(Box::new(SseStream::new(
             stream::Events::default(),

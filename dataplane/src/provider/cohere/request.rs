@@ -106,6 +106,12 @@ fn tools(request: &ChatRequest) -> Result<(Vec<&Tool>, Option<&'static str>), Ca
     }
     let mode = request.tool_mode()?;
     if all.is_empty() {
+        if let ToolMode::Function(name) = mode {
+            return Err(CallError::invalid_request(format!(
+                "tool_choice names `{name}`, but the request has no tools"
+            ))
+            .with_param("tool_choice"));
+        }
         return Ok((Vec::new(), None));
     }
     Ok(match mode {
@@ -177,7 +183,10 @@ fn message(message: &Message) -> Result<MessageOut<'_>, CallError> {
             }
         }
         Role::Tool => MessageOut::Tool {
-            tool_call_id: message.tool_call_id.as_deref().unwrap_or_default(),
+            tool_call_id: message.tool_call_id.as_deref().ok_or_else(|| {
+                CallError::invalid_request("a `tool` message needs a `tool_call_id`")
+                    .with_param("messages")
+            })?,
             content: text_only(message, "tool")?,
         },
         Role::Function => {
