@@ -10,6 +10,7 @@ pub mod chat;
 mod cohere;
 #[cfg(test)]
 mod conformance;
+mod done_watch;
 mod embedding_batches;
 mod error;
 mod gemini;

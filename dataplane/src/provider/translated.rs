@@ -9,7 +9,7 @@ use http_body_util::Full;
 
 use super::{
     Call, CallError, CallErrorKind, Endpoint, HttpClient, Provider, Target, UpstreamBody, Usage,
-    embedding_batches, output::ChunkWriter, transport,
+    done_watch, embedding_batches, output::ChunkWriter, transport,
 };
 use crate::sse::EventError;
 
@@ -130,7 +130,7 @@ impl<D: Dialect> Translating<D> {
                 let upstream = transport::body_stream(response.into_body(), call.timeouts.idle);
                 return Ok(UpstreamBody::Stream(match dialect.stream(&target) {
                     Some(translator) => translate_stream(upstream, translator, dialect.name()),
-                    None => upstream,
+                    None => done_watch::require_done(upstream, dialect.name()),
                 }));
             }
             let (parts, body) = response.into_parts();

@@ -6,7 +6,11 @@
 use modelgate_crds::compiled::CompiledDeployment;
 use serde::Deserialize;
 
-use super::super::{CallError, Endpoint, translated::StreamTranslator};
+use super::super::{
+    CallError, Endpoint,
+    done_watch::is_last_line,
+    translated::{StreamTranslator, cut_short},
+};
 
 /// The Azure OpenAI GA version used when a deployment names none.
 const DEFAULT_API_VERSION: &str = "2024-10-21";
@@ -28,29 +32,45 @@ pub fn url(deployment: &CompiledDeployment, endpoint: Endpoint) -> String {
 
 /// Takes Azure's opening prompt-filter chunk (`choices: []`, empty `id`) out of a stream: strict
 /// OpenAI clients read `choices[0]` of every chunk.
+/// The stream also has to end with `[DONE]`: one that closes before it was cut.
 #[derive(Default)]
 pub struct AzureStream {
     line: Vec<u8>,
+    done: bool,
 }
+
+/// A line longer than this cannot be the prompt-filter chunk: it passes through as it comes.
+const MAX_HELD_LINE: usize = 64 * 1024;
 
 impl StreamTranslator for AzureStream {
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), CallError> {
         let mut rest = bytes;
         while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
             self.line.extend_from_slice(&rest[..=newline]);
+            self.done |= is_last_line(&self.line);
             if !is_prompt_filter_chunk(&self.line) {
                 out.extend_from_slice(&self.line);
             }
             self.line.clear();
             rest = &rest[newline + 1..];
         }
-        self.line.extend_from_slice(rest);
+        if self.line.len() + rest.len() > MAX_HELD_LINE {
+            out.append(&mut self.line);
+            out.extend_from_slice(rest);
+        } else {
+            self.line.extend_from_slice(rest);
+        }
         Ok(())
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), CallError> {
+        self.done |= is_last_line(&self.line);
         out.append(&mut self.line);
-        Ok(())
+        if self.done {
+            Ok(())
+        } else {
+            Err(cut_short("azure"))
+        }
     }
 }
 

@@ -19,10 +19,11 @@ pub fn classify(
     let detail = Detail::read(body);
     let class = match status.as_u16() {
         401 | 403 => ErrorClass::Auth,
-        // DeepSeek's "insufficient balance": our account's problem, like a revoked key, so it is
-        // not the caller's mistake and another deployment may well succeed.
-        402 => ErrorClass::Auth,
+        // DeepSeek's "insufficient balance": our account's problem, so it is not the caller's
+        // mistake and another deployment may well succeed.
+        402 => ErrorClass::Quota,
         404 => ErrorClass::NotFound,
+        429 if detail.code.as_deref() == Some("insufficient_quota") => ErrorClass::Quota,
         429 => ErrorClass::RateLimit,
         503 | 529 => ErrorClass::Overloaded,
         408 | 409 => ErrorClass::Upstream,
@@ -34,8 +35,8 @@ pub fn classify(
     let mut error = CallError::classified(class, headers, None, detail.message, provider);
     if error.is_client_error() {
         error.param = detail.param;
-    } else if status == StatusCode::PAYMENT_REQUIRED {
-        error.message = format!("{provider} answered: insufficient balance (402)");
+    } else if class == ErrorClass::Quota {
+        error.message = format!("{provider} answered: the account is out of credit ({status})");
     }
     error
 }

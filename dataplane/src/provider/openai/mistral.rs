@@ -43,7 +43,6 @@ const PASSED: &[&str] = &[
     "n",
     "prediction",
     "parallel_tool_calls",
-    "prompt_cache_key",
     "reasoning_effort",
     "random_seed",
     "safe_prompt",

@@ -22,7 +22,7 @@ use http::{HeaderMap, HeaderName, Request, StatusCode, header};
 use serde::Deserialize;
 
 use super::{
-    CallError, CallErrorKind, Endpoint, HttpClient, Target, Usage,
+    CallError, CallErrorKind, Endpoint, ErrorClass, HttpClient, Target, Usage,
     translated::{Dialect, StreamTranslator, Translated},
     transport,
 };
@@ -151,6 +151,13 @@ fn pass_through(body: Bytes) -> Result<Translated, CallError> {
 /// An OpenAI-shaped error answer: status, Retry-After, and for the caller's own mistakes the
 /// provider's code and message (other errors, auth above all, may quote our credential).
 pub fn error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CallError {
+    if status == StatusCode::TOO_MANY_REQUESTS
+        && upstream_error(body)
+            .is_some_and(|(code, _)| code.as_deref() == Some("insufficient_quota"))
+    {
+        // Out of credit, not rate limited: no reset to wait for; another deployment may do.
+        return CallError::classified(ErrorClass::Quota, headers, None, None, "openai");
+    }
     let mut error = CallError::status(status, headers, None, format!("upstream answered {status}"));
     if error.is_client_error()
         && let Some((code, message)) = upstream_error(body)

@@ -44,7 +44,6 @@ const CHAT_MEMBERS: &[&str] = &[
     "safe_prompt",
     "guardrails",
     "metadata",
-    "prompt_cache_key",
 ];
 
 const EMBED_MEMBERS: &[&str] = &[
