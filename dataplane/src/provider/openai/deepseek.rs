@@ -125,29 +125,29 @@ fn check_response_format(raw: &[u8]) -> Result<(), CallError> {
     }
 }
 
-/// Refuses image parts, which DeepSeek's text-only models have no place for.
+/// Refuses every content part but text (images, audio, files), which DeepSeek's text-only
+/// models have no place for. The messages are read, not searched: an escaped member name must
+/// not slip through.
 fn text_only(raw: &[u8]) -> Result<(), CallError> {
-    if !raw.windows(11).any(|w| w == b"\"image_url\"") {
-        return Ok(());
-    }
     let messages: Vec<Message> = serde_json::from_slice(raw).map_err(|e| {
         CallError::invalid_request(format!("`messages`: {e}")).with_param("messages")
     })?;
-    let image = messages
+    let other = messages
         .iter()
         .filter_map(|m| match &m.content {
             Some(Content::Parts(parts)) => Some(parts),
             _ => None,
         })
         .flatten()
-        .any(|part| part.kind == "image_url");
-    if image {
-        return Err(CallError::unsupported(format!(
-            "image inputs are not supported by provider {NAME}"
+        .find(|part| part.kind != "text");
+    match other {
+        None => Ok(()),
+        Some(part) => Err(CallError::unsupported(format!(
+            "content parts of type `{}` are not supported by provider {NAME} (text only)",
+            part.kind
         ))
-        .with_param("messages"));
+        .with_param("messages")),
     }
-    Ok(())
 }
 
 /// The messages with OpenAI's `developer` role spelled `system` (DeepSeek knows only the older

@@ -1,10 +1,11 @@
 //! OpenAI, every OpenAI-compatible server, Azure OpenAI, Mistral and DeepSeek: one wire format
 //! with per-service differences (`Flavor`).
 //!
-//! OpenAI and Azure get the client's body forwarded as received (only `model` replaced and
-//! modelgate's extension removed) and their answers pass through untouched; Azure differs only in
-//! its URLs, its `api-key` header and the empty prompt-filter chunk it opens streams with, which
-//! is taken out. Mistral's and DeepSeek's request schemas are narrower than OpenAI's, so their
+//! OpenAI and Azure get the client's body forwarded as received (only `model` replaced,
+//! modelgate's extension removed, and for streams `stream_options.include_usage` set, since every
+//! stream is costed) and their answers pass through untouched, a stream watched for its
+//! `[DONE]`; Azure differs only in its URLs, its `api-key` header and the empty prompt-filter
+//! chunk it opens streams with, which is taken out. Mistral's and DeepSeek's request schemas are narrower than OpenAI's, so their
 //! bodies are rebuilt from an allow-list, and their answers are normalised to OpenAI's values
 //! (finish reasons, content arrays, usage on its own chunk).
 
