@@ -35,11 +35,19 @@ fn titan(body: &Value) -> Result<Reply, String> {
         ),
     };
     let tokens = tokens(&[text]);
-    let vector = vectors(&[text], dimensions).into_iter().next();
     Ok(with_token_count(
-        json!({"embedding": vector, "inputTextTokenCount": tokens}),
+        json!({"embedding": text_vector(text, dimensions), "inputTextTokenCount": tokens}),
         tokens,
     ))
+}
+
+/// Titan embeds one text per call, so its vector depends on the text itself (a batch position
+/// would be 0 for every call): component i is (h + 1) / (i + 2), h a small hash of the text.
+fn text_vector(text: &str, dimensions: Option<u64>) -> Vec<f32> {
+    let h = text.bytes().fold(0u32, |h, b| (h * 31 + u32::from(b)) % 97) as f32;
+    (0..dimensions.unwrap_or(8))
+        .map(|i| (h + 1.0) / (i as f32 + 2.0))
+        .collect()
 }
 
 fn cohere(body: &Value) -> Result<Reply, String> {
