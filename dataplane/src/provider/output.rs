@@ -44,12 +44,18 @@ impl ChoiceOut {
     /// `tool_calls` when the model called tools and the provider said only that it stopped
     /// (Gemini says `STOP` on function-call turns).
     fn finish(&self) -> FinishReason {
-        match self.finish_reason {
-            Some(FinishReason::Stop) | None if !self.tool_calls.is_empty() => {
-                FinishReason::ToolCalls
-            }
+        FinishReason::of(self.finish_reason, !self.tool_calls.is_empty())
+    }
+}
+
+impl FinishReason {
+    /// The reason an answer reports: the provider's, except that a turn with tool calls is
+    /// `tool_calls` when the provider said only that it stopped (or nothing).
+    fn of(reported: Option<Self>, called_tools: bool) -> Self {
+        match reported {
+            Some(Self::Stop) | None if called_tools => Self::ToolCalls,
             Some(reason) => reason,
-            None => FinishReason::Stop,
+            None => Self::Stop,
         }
     }
 }
@@ -212,11 +218,7 @@ impl ChunkWriter {
         }
         self.ended = true;
         self.ensure_role();
-        let reason = match self.finish {
-            Some(FinishReason::Stop) | None if self.tool_calls > 0 => FinishReason::ToolCalls,
-            Some(reason) => reason,
-            None => FinishReason::Stop,
-        };
+        let reason = FinishReason::of(self.finish, self.tool_calls > 0);
         let chunk = self.chunk(json!([{
             "index": 0, "delta": {}, "logprobs": null, "finish_reason": reason,
         }]));
