@@ -90,7 +90,8 @@ impl Dialect for Vertex {
         match Publisher::of(&target.deployment.model) {
             Publisher::Google => GOOGLE.response(target, headers, body),
             Publisher::Anthropic => {
-                anthropic::response::completion(&body, &target.deployment.model, NAME)
+                let json_mode = anthropic::json_mode::requested(target);
+                anthropic::response::completion(&body, &target.deployment.model, json_mode, NAME)
             }
         }
     }
@@ -99,7 +100,10 @@ impl Dialect for Vertex {
         match Publisher::of(&target.deployment.model) {
             Publisher::Google => GOOGLE.stream(target),
             Publisher::Anthropic => Some(Box::new(SseStream::new(
-                anthropic::stream::MessagesStream::new(NAME),
+                anthropic::stream::MessagesStream::new(
+                    NAME,
+                    anthropic::json_mode::requested(target),
+                ),
                 &target.deployment.model,
                 NAME,
             ))),
