@@ -3,11 +3,17 @@
 //!
 //! The key is the JSON file Google issues (`client_email`, `private_key` as PEM, `token_uri`),
 //! held whole in the deployment's Secret. `token_uri` is configuration like the rest of the
-//! file: tests point it at the fake provider's `POST /token`.
+//! file, and must be `https`: the signed assertion it receives is a credential. Plain `http` is
+//! taken for loopback hosts only (`127.0.0.1`, `::1`, `localhost`), where tests run the fake
+//! provider's `POST /token`.
 //!
-//! Tokens live an hour. Each account keeps its current token and refreshes it a few minutes
-//! before it expires; one request refreshes while the others wait for its result, so a burst of
-//! requests after expiry costs one call to the token endpoint, not one each.
+//! Tokens live an hour. Each account keeps its current token and starts a refresh a few minutes
+//! before it expires, in the background: requests go on using the current token until it
+//! actually expires. Only a request that has no valid token waits, and it waits for the one
+//! fetch in flight, sharing its result, error included, so a burst of requests costs one call
+//! to the token endpoint and no request waits longer than that one fetch (`EXCHANGE_TIMEOUT`).
+//! A failed fetch is remembered for `FAILURE_MEMORY`, so a token endpoint that is down is not
+//! asked again by every request. A token Vertex refuses (a 401: revoked) is dropped (`evict`).
 
 use std::{
     sync::{Arc, Mutex},
@@ -19,8 +25,11 @@ use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use http::{HeaderMap, Request, StatusCode, header};
+use futures_util::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
+use http::{HeaderMap, Request, StatusCode, Uri, header};
 use http_body_util::Full;
 use ring::{
     rand::SystemRandom,
@@ -40,8 +49,11 @@ const ASSERTION_LIFETIME_SECS: u64 = 3600;
 /// A token is replaced this long before it expires (or at half its life, if that is sooner), so
 /// no request goes out with a token that expires in flight.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
-/// The whole exchange with the token endpoint, connection included.
+/// The whole exchange with the token endpoint, connection included: the longest any request
+/// waits for a token.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a failed fetch stays the answer before the token endpoint is asked again.
+const FAILURE_MEMORY: Duration = Duration::from_secs(5);
 /// Token answers are small; anything larger is not one.
 const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 const JWT_BEARER_GRANT: &str = "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer";
@@ -80,6 +92,11 @@ impl ServiceAccount {
             _ => return Err(invalid_key("has a private_key that is not an RSA key")),
         }
         .map_err(|_| invalid_key("has a private_key that is not a usable RSA key"))?;
+        if !is_safe_token_uri(&file.token_uri) {
+            return Err(invalid_key(
+                "has a token_uri that is not https (plain http is taken for loopback hosts only)",
+            ));
+        }
         Ok(Self {
             client_email: file.client_email,
             token_uri: file.token_uri,
@@ -125,6 +142,21 @@ impl ServiceAccount {
     }
 }
 
+/// An `https` URL, or an `http` one on a loopback host: the assertion sent there is a
+/// credential, so it never crosses a network in the clear.
+fn is_safe_token_uri(token_uri: &str) -> bool {
+    let Ok(uri) = token_uri.parse::<Uri>() else {
+        return false;
+    };
+    match (uri.scheme_str(), uri.host()) {
+        (Some("https"), Some(_)) => true,
+        (Some("http"), Some(host)) => {
+            matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "::1")
+        }
+        _ => false,
+    }
+}
+
 /// The label and DER bytes of the first PEM block in `text`.
 fn pem(text: &str) -> Option<(&str, Vec<u8>)> {
     let start = text.find("-----BEGIN ")? + "-----BEGIN ".len();
@@ -156,34 +188,27 @@ pub struct Grant {
     pub expires_in: Duration,
 }
 
-/// Where assertions are exchanged for access tokens.
+/// Where assertions are exchanged for access tokens. The exchange owns what it needs (it runs
+/// as a task of its own, finished even when the request that started it has gone).
 pub trait TokenEndpoint: Sync {
-    fn exchange<'a>(
-        &'a self,
-        token_uri: &'a str,
+    fn exchange(
+        &self,
+        token_uri: String,
         assertion: String,
-    ) -> BoxFuture<'a, Result<Grant, CallError>>;
+    ) -> BoxFuture<'static, Result<Grant, CallError>>;
 }
 
 /// The account's `token_uri`, over the deployment's HTTP client.
-pub struct HttpTokenEndpoint<'a>(pub &'a HttpClient);
+pub struct HttpTokenEndpoint(pub HttpClient);
 
-impl TokenEndpoint for HttpTokenEndpoint<'_> {
-    fn exchange<'a>(
-        &'a self,
-        token_uri: &'a str,
+impl TokenEndpoint for HttpTokenEndpoint {
+    fn exchange(
+        &self,
+        token_uri: String,
         assertion: String,
-    ) -> BoxFuture<'a, Result<Grant, CallError>> {
-        Box::pin(async move {
-            tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(self.0, token_uri, assertion))
-                .await
-                .map_err(|_| {
-                    CallError::new(
-                        CallErrorKind::Timeout,
-                        "vertex: the token endpoint did not answer in time",
-                    )
-                })?
-        })
+    ) -> BoxFuture<'static, Result<Grant, CallError>> {
+        let http = self.0.clone();
+        Box::pin(async move { exchange(&http, &token_uri, assertion).await })
     }
 }
 
@@ -272,24 +297,28 @@ pub struct TokenCache {
 
 struct Account {
     service: ServiceAccount,
-    current: Mutex<Option<Token>>,
-    /// Held while a token is being fetched: the single flight.
-    refresh: tokio::sync::Mutex<()>,
+    state: Mutex<State>,
 }
 
-#[derive(Clone)]
+/// One account's token, the fetch in flight and the last failure.
+#[derive(Default)]
+struct State {
+    token: Option<Token>,
+    /// The fetch in progress; everyone who needs a token awaits this same one.
+    flight: Option<Flight>,
+    /// The last fetch failed: its error is the answer until the instant.
+    failure: Option<(CallError, Instant)>,
+}
+
+type Flight = Shared<BoxFuture<'static, Result<Arc<str>, CallError>>>;
+
 struct Token {
     value: Arc<str>,
+    issued: Instant,
+    /// When a new token is fetched (in the background: this one still serves).
     refresh_at: Instant,
-}
-
-impl Account {
-    fn fresh(&self) -> Option<Arc<str>> {
-        crate::sync::lock(&self.current)
-            .as_ref()
-            .filter(|token| Instant::now() < token.refresh_at)
-            .map(|token| token.value.clone())
-    }
+    /// When this one stops being sent.
+    expires_at: Instant,
 }
 
 impl Default for TokenCache {
@@ -304,35 +333,67 @@ impl Default for TokenCache {
     }
 }
 
+/// What `bearer` found under the lock.
+enum Found {
+    Token(Arc<str>),
+    Failed(CallError),
+    Wait(Flight),
+}
+
 impl TokenCache {
-    /// A valid access token for the account whose key is `key_json`, fetched from `endpoint`
-    /// only when the cached one is missing or about to expire.
+    /// A valid access token for the account whose key is `key_json`. A token due for refresh
+    /// is still handed out while it is valid (the refresh runs in the background); without a
+    /// valid one the caller waits for the single fetch in flight.
     pub async fn bearer(
         &self,
         key_json: &str,
         endpoint: &dyn TokenEndpoint,
     ) -> Result<Arc<str>, CallError> {
         let account = self.account(key_json)?;
-        if let Some(token) = account.fresh() {
-            return Ok(token);
-        }
-        let _flight = account.refresh.lock().await;
-        // Whoever held the flight before us may have just refreshed it.
-        if let Some(token) = account.fresh() {
-            return Ok(token);
-        }
-        let assertion = account.service.assertion(unix_now())?;
-        let grant = endpoint
-            .exchange(account.service.token_uri(), assertion)
-            .await?;
-        let margin = REFRESH_MARGIN.min(grant.expires_in / 2);
-        let token = Token {
-            value: Arc::from(grant.access_token),
-            refresh_at: Instant::now() + grant.expires_in.saturating_sub(margin),
+        let found = {
+            let mut state = crate::sync::lock(&account.state);
+            let now = Instant::now();
+            let valid = state
+                .token
+                .as_ref()
+                .filter(|t| now < t.expires_at)
+                .map(|t| (t.value.clone(), now >= t.refresh_at));
+            let failed = state
+                .failure
+                .as_ref()
+                .filter(|(_, until)| now < *until)
+                .map(|(error, _)| error.clone());
+            match (valid, failed) {
+                (Some((token, false)), _) => Found::Token(token),
+                // Due, but the last refresh failed a moment ago: keep using this one.
+                (Some((token, true)), Some(_)) => Found::Token(token),
+                (Some((token, true)), None) => {
+                    // The refresh runs as its own task; this request does not wait for it.
+                    drop(start(&account, &mut state, endpoint));
+                    Found::Token(token)
+                }
+                (None, Some(error)) => Found::Failed(error),
+                (None, None) => Found::Wait(start(&account, &mut state, endpoint)),
+            }
         };
-        let value = token.value.clone();
-        *crate::sync::lock(&account.current) = Some(token);
-        Ok(value)
+        match found {
+            Found::Token(token) => Ok(token),
+            Found::Failed(error) => Err(error),
+            Found::Wait(flight) => flight.await,
+        }
+    }
+
+    /// Drops the account's token if it was issued at or before `used_by`, the moment a request
+    /// that the provider refused as unauthenticated was sent with it: a revoked token must not
+    /// serve out its hour. A newer token (fetched since) stays.
+    pub fn evict(&self, key_json: &str, used_by: Instant) {
+        let id: [u8; 32] = Sha256::digest(key_json.as_bytes()).into();
+        if let Some(account) = self.accounts.get(&id) {
+            let mut state = crate::sync::lock(&account.state);
+            if state.token.as_ref().is_some_and(|t| t.issued <= used_by) {
+                state.token = None;
+            }
+        }
     }
 
     fn account(&self, key_json: &str) -> Result<Arc<Account>, CallError> {
@@ -342,13 +403,64 @@ impl TokenCache {
                 ServiceAccount::parse(key_json).map(|service| {
                     Arc::new(Account {
                         service,
-                        current: Mutex::new(None),
-                        refresh: tokio::sync::Mutex::new(()),
+                        state: Mutex::default(),
                     })
                 })
             })
             .map_err(|e| (*e).clone())
     }
+}
+
+/// The fetch in flight, or a new one, run as a task of its own: it finishes (within
+/// `EXCHANGE_TIMEOUT`) and records its token or failure even if every waiter has gone.
+fn start(account: &Arc<Account>, state: &mut State, endpoint: &dyn TokenEndpoint) -> Flight {
+    if let Some(flight) = &state.flight {
+        return flight.clone();
+    }
+    let exchange = account
+        .service
+        .assertion(unix_now())
+        .map(|assertion| endpoint.exchange(account.service.token_uri().to_owned(), assertion));
+    let account = account.clone();
+    let flight = async move {
+        let grant = match exchange {
+            Ok(exchange) => tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(CallError::new(
+                        CallErrorKind::Timeout,
+                        "vertex: the token endpoint did not answer in time",
+                    ))
+                }),
+            Err(error) => Err(error),
+        };
+        let mut state = crate::sync::lock(&account.state);
+        state.flight = None;
+        let now = Instant::now();
+        match grant {
+            Ok(grant) => {
+                let margin = REFRESH_MARGIN.min(grant.expires_in / 2);
+                let value: Arc<str> = Arc::from(grant.access_token);
+                state.token = Some(Token {
+                    value: value.clone(),
+                    issued: now,
+                    refresh_at: now + grant.expires_in.saturating_sub(margin),
+                    expires_at: now + grant.expires_in,
+                });
+                state.failure = None;
+                Ok(value)
+            }
+            Err(error) => {
+                state.failure = Some((error.clone(), now + FAILURE_MEMORY));
+                Err(error)
+            }
+        }
+    }
+    .boxed()
+    .shared();
+    state.flight = Some(flight.clone());
+    tokio::spawn(flight.clone());
+    flight
 }
 
 fn unix_now() -> u64 {
@@ -425,9 +537,39 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_token_uri_must_be_https_unless_it_is_on_this_host() {
+        let with_uri = |uri: &str| {
+            let mut key: Value = serde_json::from_str(KEY_FILE).unwrap();
+            key["token_uri"] = Value::from(uri);
+            ServiceAccount::parse(&key.to_string())
+        };
+        for good in [
+            "https://oauth2.googleapis.com/token",
+            "http://127.0.0.1:8080/token",
+            "http://localhost/token",
+            "http://[::1]:9/token",
+        ] {
+            assert!(with_uri(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://oauth2.googleapis.com/token",
+            "http://10.0.0.1/token",
+            "http://localhost.example.com/token",
+            "ftp://127.0.0.1/token",
+            "/token",
+        ] {
+            let Err(error) = with_uri(bad) else {
+                panic!("{bad} accepted");
+            };
+            assert!(error.message.contains("token_uri"), "{}", error.message);
+        }
+    }
+
     /// A token endpoint that counts its calls and answers after `delay`.
+    #[derive(Clone)]
     struct CountingEndpoint {
-        calls: AtomicUsize,
+        calls: Arc<AtomicUsize>,
         expires_in: Duration,
         delay: Duration,
         fail: bool,
@@ -436,7 +578,7 @@ mod tests {
     impl CountingEndpoint {
         fn new(expires_in: Duration) -> Self {
             Self {
-                calls: AtomicUsize::new(0),
+                calls: Arc::default(),
                 expires_in,
                 delay: Duration::ZERO,
                 fail: false,
@@ -449,17 +591,18 @@ mod tests {
     }
 
     impl TokenEndpoint for CountingEndpoint {
-        fn exchange<'a>(
-            &'a self,
-            token_uri: &'a str,
+        fn exchange(
+            &self,
+            token_uri: String,
             assertion: String,
-        ) -> BoxFuture<'a, Result<Grant, CallError>> {
+        ) -> BoxFuture<'static, Result<Grant, CallError>> {
+            let this = self.clone();
             Box::pin(async move {
                 assert_eq!(token_uri, "https://oauth2.googleapis.com/token");
                 assert_eq!(assertion.split('.').count(), 3);
-                let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-                tokio::time::sleep(self.delay).await;
-                if self.fail {
+                let n = this.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(this.delay).await;
+                if this.fail {
                     return Err(refused(
                         StatusCode::BAD_REQUEST,
                         br#"{"error":"invalid_grant"}"#,
@@ -467,16 +610,21 @@ mod tests {
                 }
                 Ok(Grant {
                     access_token: format!("token-{n}"),
-                    expires_in: self.expires_in,
+                    expires_in: this.expires_in,
                 })
             })
         }
     }
 
+    /// Lets background refreshes run (time is paused: they finish at once).
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_token_is_reused_until_shortly_before_it_expires() {
+    async fn a_token_serves_while_its_refresh_runs_in_the_background() {
         let cache = TokenCache::default();
-        let endpoint = CountingEndpoint::new(Duration::from_secs(3600));
+        let mut endpoint = CountingEndpoint::new(Duration::from_secs(3600));
         assert_eq!(
             &*cache.bearer(KEY_FILE, &endpoint).await.unwrap(),
             "token-1"
@@ -488,17 +636,27 @@ mod tests {
         assert_eq!(endpoint.calls(), 1, "the second request is a cache hit");
 
         tokio::time::advance(Duration::from_secs(3600 - 301)).await;
+        cache.bearer(KEY_FILE, &endpoint).await.unwrap();
+        assert_eq!(endpoint.calls(), 1, "not yet due");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // Due: the refresh is slow, but the token is valid for minutes yet and serves at once.
+        endpoint.delay = Duration::from_secs(3);
+        let started = Instant::now();
         assert_eq!(
             &*cache.bearer(KEY_FILE, &endpoint).await.unwrap(),
             "token-1"
         );
-        tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(
             &*cache.bearer(KEY_FILE, &endpoint).await.unwrap(),
-            "token-2",
-            "inside the refresh margin a new token is fetched"
+            "token-1"
         );
-        assert_eq!(endpoint.calls(), 2);
+        assert_eq!(started.elapsed(), Duration::ZERO, "nobody waited");
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(endpoint.calls(), 2, "one refresh for both requests");
+        assert_eq!(
+            &*cache.bearer(KEY_FILE, &endpoint).await.unwrap(),
+            "token-2"
+        );
 
         // Another key is another account with its own token.
         let other = KEY_FILE.replace("modelgate-test@", "other@");
@@ -516,10 +674,33 @@ mod tests {
         cache.bearer(KEY_FILE, &endpoint).await.unwrap();
         tokio::time::advance(Duration::from_secs(59)).await;
         cache.bearer(KEY_FILE, &endpoint).await.unwrap();
+        settle().await;
         assert_eq!(endpoint.calls(), 1);
         tokio::time::advance(Duration::from_secs(2)).await;
         cache.bearer(KEY_FILE, &endpoint).await.unwrap();
+        settle().await;
         assert_eq!(endpoint.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_token_is_never_handed_out() {
+        let cache = TokenCache::default();
+        let mut endpoint = CountingEndpoint::new(Duration::from_secs(120));
+        cache.bearer(KEY_FILE, &endpoint).await.unwrap();
+        // The refresh fails, so the token runs out; after that only a new one will do.
+        endpoint.fail = true;
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(
+            &*cache.bearer(KEY_FILE, &endpoint).await.unwrap(),
+            "token-1"
+        );
+        settle().await;
+        tokio::time::advance(Duration::from_secs(60)).await;
+        endpoint.fail = false;
+        assert_eq!(
+            &*cache.bearer(KEY_FILE, &endpoint).await.unwrap(),
+            "token-3"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -533,22 +714,82 @@ mod tests {
         assert_eq!(endpoint.calls(), 1);
     }
 
-    #[tokio::test]
-    async fn a_refused_grant_is_an_auth_error_and_is_not_cached() {
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_requests_share_a_failed_fetch_and_it_is_remembered_briefly() {
         let cache = TokenCache::default();
         let mut endpoint = CountingEndpoint::new(Duration::from_secs(3600));
         endpoint.fail = true;
-        let error = cache.bearer(KEY_FILE, &endpoint).await.unwrap_err();
-        assert_eq!(error.class(), ErrorClass::Auth);
-        assert_eq!(
-            error.message,
-            "vertex: the token endpoint refused the service account (invalid_grant)"
-        );
+        endpoint.delay = Duration::from_millis(200);
+        let requests = (0..16).map(|_| cache.bearer(KEY_FILE, &endpoint));
+        let results = futures_util::future::join_all(requests).await;
+        for result in &results {
+            let error = result.as_ref().unwrap_err();
+            assert_eq!(error.class(), ErrorClass::Auth);
+            assert_eq!(
+                error.message,
+                "vertex: the token endpoint refused the service account (invalid_grant)"
+            );
+        }
+        assert_eq!(endpoint.calls(), 1, "one fetch, its error shared");
+        tokio::time::advance(FAILURE_MEMORY - Duration::from_secs(1)).await;
         cache.bearer(KEY_FILE, &endpoint).await.unwrap_err();
-        assert_eq!(endpoint.calls(), 2, "a failure is tried again next time");
+        assert_eq!(endpoint.calls(), 1, "a failure is remembered for a moment");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        endpoint.fail = false;
+        assert_eq!(
+            &*cache.bearer(KEY_FILE, &endpoint).await.unwrap(),
+            "token-2"
+        );
         assert_eq!(
             refused(StatusCode::SERVICE_UNAVAILABLE, b"").class(),
             ErrorClass::Upstream
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_request_waits_longer_than_one_fetch() {
+        let cache = TokenCache::default();
+        let mut endpoint = CountingEndpoint::new(Duration::from_secs(3600));
+        endpoint.delay = Duration::from_secs(24 * 3600);
+        let first = async {
+            let error = cache.bearer(KEY_FILE, &endpoint).await.unwrap_err();
+            assert_eq!(error.kind, CallErrorKind::Timeout);
+        };
+        let later = async {
+            tokio::time::sleep(EXCHANGE_TIMEOUT / 2).await;
+            let started = Instant::now();
+            let error = cache.bearer(KEY_FILE, &endpoint).await.unwrap_err();
+            assert_eq!(error.kind, CallErrorKind::Timeout);
+            started.elapsed()
+        };
+        let ((), waited) = tokio::join!(first, later);
+        assert_eq!(
+            waited,
+            EXCHANGE_TIMEOUT / 2,
+            "it joined the fetch in flight"
+        );
+        assert_eq!(endpoint.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_token_is_dropped_but_a_newer_one_stays() {
+        let cache = TokenCache::default();
+        let endpoint = CountingEndpoint::new(Duration::from_secs(3600));
+        cache.bearer(KEY_FILE, &endpoint).await.unwrap();
+        let sent = Instant::now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        cache.evict(KEY_FILE, sent);
+        assert_eq!(
+            &*cache.bearer(KEY_FILE, &endpoint).await.unwrap(),
+            "token-2",
+            "the revoked token is not reused"
+        );
+        // A 401 for a request sent with the old token does not drop the new one.
+        cache.evict(KEY_FILE, sent);
+        assert_eq!(
+            &*cache.bearer(KEY_FILE, &endpoint).await.unwrap(),
+            "token-2"
+        );
+        assert_eq!(endpoint.calls(), 2);
     }
 }
