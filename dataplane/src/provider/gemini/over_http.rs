@@ -237,7 +237,10 @@ async fn claude_on_vertex_completes_streams_and_drops_a_refused_token() {
     let answer = call(&claude, Endpoint::ChatCompletions, json_mode)
         .await
         .unwrap();
-    assert_eq!(answer["choices"][0]["message"]["content"], "{}");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        r#"{"answer":"fake"}"#
+    );
     assert_eq!(answer["choices"][0]["finish_reason"], "stop");
 
     let requests = fake.requests();
