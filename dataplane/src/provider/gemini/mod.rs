@@ -126,6 +126,13 @@ impl Dialect for Gemini {
         }
     }
 
+    fn embedding_batch(&self, target: &Target<'_>) -> Option<usize> {
+        Some(embeddings::batch(
+            self.0,
+            model_id(&target.deployment.model),
+        ))
+    }
+
     fn stream(&self, target: &Target<'_>) -> Option<Box<dyn StreamTranslator>> {
         Some(stream::translator(
             self.name(),

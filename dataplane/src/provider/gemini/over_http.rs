@@ -275,3 +275,47 @@ async fn claude_on_vertex_completes_streams_and_drops_a_refused_token() {
         .unwrap();
     assert_eq!(tokens(&fake), 2, "the refused token was dropped");
 }
+
+#[tokio::test]
+async fn large_embedding_requests_are_split_and_shortened_vectors_normalised() {
+    let fake = FakeProvider::start().await.unwrap();
+    let inputs: Vec<String> = (0..150).map(|n| format!("text {n}")).collect();
+    let request = json!({"model": "e", "input": inputs, "dimensions": 4});
+    let gemini = deployment(ProviderKind::Gemini, &fake, "gemini-embedding-001");
+    let answer = call(&gemini, Endpoint::Embeddings, request.clone())
+        .await
+        .unwrap();
+    let data = answer["data"].as_array().unwrap();
+    assert_eq!(data.len(), 150);
+    for (n, item) in data.iter().enumerate() {
+        assert_eq!(item["index"], n);
+        let vector: Vec<f64> = item["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let norm = vector.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-6, "input {n}: norm {norm}");
+    }
+    let batches: Vec<usize> = fake
+        .requests()
+        .iter()
+        .map(|r| r.body["requests"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(batches.iter().sum::<usize>(), 150);
+    assert!(batches.iter().all(|n| *n <= 100), "{batches:?}");
+
+    // `gemini-embedding-001` on Vertex embeds one text per `predict`.
+    fake.reset();
+    let vertex = deployment(ProviderKind::Vertex, &fake, "gemini-embedding-001");
+    let few = json!({"model": "e", "input": ["a", "b", "c"]});
+    let answer = call(&vertex, Endpoint::Embeddings, few).await.unwrap();
+    assert_eq!(answer["data"].as_array().unwrap().len(), 3);
+    let predicts = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with(":predict"))
+        .count();
+    assert_eq!(predicts, 3);
+}

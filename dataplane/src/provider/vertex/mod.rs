@@ -94,6 +94,13 @@ impl Dialect for Vertex {
         }
     }
 
+    fn embedding_batch(&self, target: &Target<'_>) -> Option<usize> {
+        match Publisher::of(&target.deployment.model) {
+            Publisher::Google => GOOGLE.embedding_batch(target),
+            Publisher::Anthropic => None,
+        }
+    }
+
     fn stream(&self, target: &Target<'_>) -> Option<Box<dyn StreamTranslator>> {
         match Publisher::of(&target.deployment.model) {
             Publisher::Google => GOOGLE.stream(target),
