@@ -85,7 +85,7 @@ impl EventHandler for ClaudeStream {
 }
 
 /// The `google.rpc.Status` in a body without Anthropic's `type` member.
-pub(super) fn google_status(body: &[u8]) -> Option<gemini::error::RpcStatus> {
+fn google_status(body: &[u8]) -> Option<gemini::error::RpcStatus> {
     if is_anthropic(body) {
         return None;
     }
