@@ -41,7 +41,8 @@ class Provider:
 
 PROVIDERS = [
     Provider("anthropic", "anthropic", "anthropic", "claude-sonnet-4-5"),
-    Provider("gemini", "gemini", "gemini", "gemini-2.5-flash", embed_model="gemini-embedding-001"),
+    # The Gemini API fetches no image URLs (only Vertex does): a 400.
+    Provider("gemini", "gemini", "gemini", "gemini-2.5-flash", embed_model="gemini-embedding-001", image_urls=False),
     Provider(
         "vertex",
         "vertex",

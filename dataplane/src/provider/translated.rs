@@ -6,6 +6,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, future::BoxFuture, stream::BoxStream};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::Full;
+use tokio::time::Instant;
 
 use super::{
     Call, CallError, CallErrorKind, Endpoint, HttpClient, Provider, Target, UpstreamBody, Usage,
@@ -56,6 +57,11 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// A non-2xx answer, classified.
     fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CallError;
+
+    /// The provider answered `status` to a request `authorize` finished at `authorized_at`: a
+    /// dialect that caches credentials drops one the provider no longer takes (Vertex, a
+    /// revoked OAuth token on a 401).
+    fn refused(&self, _target: &Target<'_>, _status: StatusCode, _authorized_at: Instant) {}
 }
 
 /// Turns a provider's streamed bytes into OpenAI SSE bytes.
@@ -111,6 +117,7 @@ impl<D: Dialect> Translating<D> {
             let target = call.target();
             let mut request = dialect.request(&target)?;
             dialect.authorize(&target, &call.http, &mut request).await?;
+            let authorized_at = Instant::now();
             let (parts, body) = request.into_parts();
             let request = Request::from_parts(parts, Full::new(body));
             let response = transport::send(&call.http, request, call.timeouts).await?;
@@ -121,6 +128,7 @@ impl<D: Dialect> Translating<D> {
                     transport::read_body(body, transport::MAX_ERROR_BYTES, call.timeouts.idle)
                         .await
                         .unwrap_or_default();
+                dialect.refused(&target, status, authorized_at);
                 return Err(redact(
                     dialect.error(status, &parts.headers, &bytes),
                     &target,

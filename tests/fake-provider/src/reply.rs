@@ -5,6 +5,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 pub const CHAT_PREFIX: &str = "Hello from fake-provider! You said: ";
+/// What the assistant answers in JSON mode.
+pub const JSON_ANSWER: &str = r#"{"answer":"fake"}"#;
 const TINY_PNG: &str =
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=";
 
@@ -44,7 +46,7 @@ pub fn answer(request: &Value) -> Answer {
         .pointer("/response_format/type")
         .and_then(Value::as_str);
     if matches!(format, Some("json_object" | "json_schema")) {
-        return Answer::Text(r#"{"answer":"fake"}"#.to_owned());
+        return Answer::Text(JSON_ANSWER.to_owned());
     }
     let user = messages
         .iter()

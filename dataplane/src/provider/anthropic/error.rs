@@ -1,5 +1,6 @@
 //! Anthropic's errors (`{"type":"error","error":{"type","message"}}`), classified: by the error
-//! type when the body has one, by the status otherwise (a proxy's HTML page has none).
+//! type when the body has one, by the status otherwise (a proxy's HTML page has none), following
+//! the status table of `anthropic.md` §5 and the statuses Anthropic's SDK retries (408, 409).
 
 use std::time::Duration;
 
@@ -19,7 +20,18 @@ struct ErrorBody {
     kind: Option<String>,
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    details: Option<Details>,
 }
+
+#[derive(Deserialize)]
+struct Details {
+    #[serde(default)]
+    error_code: Option<String>,
+}
+
+/// The `error.details.error_code` of a 429 that no wait lifts: the organisation's spend limit.
+const SPEND_LIMIT: &str = "enforced_spend_limit_reached";
 
 /// A non-2xx answer, classified, with the time a rate limit lifts.
 pub(in crate::provider) fn error(
@@ -28,11 +40,19 @@ pub(in crate::provider) fn error(
     body: &[u8],
     provider: &str,
 ) -> CallError {
-    let (kind, message) = match serde_json::from_slice::<ErrorEnvelope>(body) {
-        Ok(envelope) => (envelope.error.kind, envelope.error.message),
-        Err(_) => (None, None),
+    let (kind, message, code) = match serde_json::from_slice::<ErrorEnvelope>(body) {
+        Ok(envelope) => (
+            envelope.error.kind,
+            envelope.error.message,
+            envelope.error.details.and_then(|d| d.error_code),
+        ),
+        Err(_) => (None, None, None),
     };
-    let class = classify(kind.as_deref(), message.as_deref(), Some(status));
+    let class = if code.as_deref() == Some(SPEND_LIMIT) {
+        ErrorClass::Quota
+    } else {
+        classify(kind.as_deref(), message.as_deref(), Some(status))
+    };
     // `retry-after` (read by `classified`) says it best; the reset times are the fallback.
     let has_retry_after =
         headers.contains_key("retry-after") || headers.contains_key("retry-after-ms");
@@ -62,15 +82,20 @@ fn classify(kind: Option<&str>, message: Option<&str>, status: Option<StatusCode
         Some("not_found_error") => ErrorClass::NotFound,
         Some("request_too_large") => ErrorClass::InvalidRequest,
         Some("rate_limit_error") => ErrorClass::RateLimit,
-        // Out of credit is OpenAI's `insufficient_quota`, a 429: another deployment may have some.
-        Some("billing_error") => ErrorClass::RateLimit,
+        // Out of credit: waiting does not help, another deployment may have some.
+        Some("billing_error") => ErrorClass::Quota,
         Some("overloaded_error") => ErrorClass::Overloaded,
         Some("api_error" | "timeout_error") => ErrorClass::Upstream,
         _ => match status.map(|s| s.as_u16()) {
             Some(401 | 403) => ErrorClass::Auth,
-            Some(402 | 429) => ErrorClass::RateLimit,
+            Some(402) => ErrorClass::Quota,
             Some(404) => ErrorClass::NotFound,
+            // A timeout or a conflict is Anthropic's side (its SDK retries both), not the
+            // caller's request.
+            Some(408 | 409) => ErrorClass::Upstream,
+            Some(429) => ErrorClass::RateLimit,
             Some(503 | 529) => ErrorClass::Overloaded,
+            // 413 `request_too_large` and the rest: the request itself.
             Some(400..=499) => invalid_request(message),
             _ => ErrorClass::Upstream,
         },
@@ -235,7 +260,7 @@ mod tests {
                 402,
                 "billing_error",
                 "credit balance too low",
-                ErrorClass::RateLimit,
+                ErrorClass::Quota,
             ),
             (
                 500,
@@ -263,8 +288,61 @@ mod tests {
             "anthropic",
         );
         assert_eq!(proxy_page.class(), ErrorClass::Upstream);
+        let billing = stream_error("billing_error", "credit balance too low", "anthropic");
+        assert_eq!(billing.class(), ErrorClass::Quota);
         let mid_stream = stream_error("overloaded_error", "Overloaded", "anthropic");
         assert_eq!(mid_stream.status, Some(StatusCode::SERVICE_UNAVAILABLE));
+    }
+
+    #[test]
+    fn a_status_without_an_error_type_is_classified_by_anthropics_table() {
+        for (status, want) in [
+            (402, ErrorClass::Quota),
+            (408, ErrorClass::Upstream),
+            (409, ErrorClass::Upstream),
+            (413, ErrorClass::InvalidRequest),
+            (429, ErrorClass::RateLimit),
+            (504, ErrorClass::Upstream),
+            (529, ErrorClass::Overloaded),
+        ] {
+            let status = StatusCode::from_u16(status).unwrap();
+            let got = error(
+                status,
+                &HeaderMap::new(),
+                b"upstream timed out",
+                "anthropic",
+            );
+            assert_eq!(got.class(), want, "{status}");
+        }
+        let timeout = error(
+            StatusCode::REQUEST_TIMEOUT,
+            &HeaderMap::new(),
+            b"",
+            "anthropic",
+        );
+        assert!(!timeout.is_client_error(), "a timeout is tried again");
+    }
+
+    #[test]
+    fn a_spend_limit_is_out_of_quota_not_a_rate_limit() {
+        let spend = serde_json::json!({"type": "error", "error": {"type": "rate_limit_error",
+            "message": "spend limit reached", "details": {"error_code": "enforced_spend_limit_reached"}}});
+        let headers = headers(&[("retry-after", "30")]);
+        let got = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers,
+            spend.to_string().as_bytes(),
+            "anthropic",
+        );
+        assert_eq!(got.class(), ErrorClass::Quota);
+        assert_eq!(got.retry_after, None, "no wait refills the budget");
+        let ordinary = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers,
+            &body("rate_limit_error", "slow down"),
+            "anthropic",
+        );
+        assert_eq!(ordinary.class(), ErrorClass::RateLimit);
     }
 
     #[test]

@@ -10,10 +10,13 @@
 //! Choices made where OpenAI and Anthropic differ (see each function for why):
 //! - `max_tokens` is required by Anthropic; without one from the client `request::DEFAULT_MAX_TOKENS`.
 //! - `temperature` above 1 (OpenAI allows up to 2) is a 400, never clamped or rescaled.
-//! - The answer's `model` is the deployment's model, streamed or not (a stream's first chunk
-//!   is written before the provider names its model version).
+//! - JSON mode (`response_format`) is a forced tool whose input is the answer (`json_mode`).
+//! - Part-level `cache_control` (prompt caching) goes onto the matching text and image blocks.
+//! - The answer's `model` is the deployment's model, streamed or not: the name the gateway
+//!   routed by, the same on both paths, rather than the dated version Anthropic reports.
 
 pub(super) mod error;
+pub(super) mod json_mode;
 pub(super) mod request;
 pub(super) mod response;
 #[cfg(test)]
@@ -89,13 +92,13 @@ impl Dialect for Anthropic {
         _headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Translated, CallError> {
-        let body = &body[..];
-        completion(body, &target.deployment.model, NAME)
+        let json_mode = json_mode::requested(target);
+        completion(&body, &target.deployment.model, json_mode, NAME)
     }
 
     fn stream(&self, target: &Target<'_>) -> Option<Box<dyn StreamTranslator>> {
         Some(Box::new(SseStream::new(
-            MessagesStream::new(NAME),
+            MessagesStream::new(NAME, json_mode::requested(target)),
             &target.deployment.model,
             NAME,
         )))

@@ -1,14 +1,19 @@
 //! The Messages request body, built from the client's chat request: sampling, tools and tool
-//! choice, JSON output, and the conversation (`turns`).
+//! choice, JSON output (as a forced tool, `json_mode`), and the conversation (`turns`).
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::turns::{Block, Turn, conversation};
+use super::{
+    json_mode,
+    turns::{Block, Turn, conversation},
+};
 use crate::provider::{
     CallError,
-    chat::{ChatRequest, OutputFormat, Stop, ToolMode},
+    chat::{ChatRequest, Stop, ToolMode},
 };
 
 /// The output cap sent when the client names none: Anthropic requires `max_tokens` and has no
@@ -50,8 +55,6 @@ struct MessagesRequest<'a> {
     tools: Vec<ToolDef<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<ToolChoice<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    output_config: Option<Value>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
 }
@@ -60,7 +63,7 @@ struct MessagesRequest<'a> {
 struct ToolDef<'a> {
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
+    description: Option<Cow<'a, str>>,
     input_schema: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     strict: Option<bool>,
@@ -96,7 +99,29 @@ pub(in crate::provider) fn messages_body(
     // is left (seed, penalties, logprobs, reasoning_effort, ...) has no Anthropic equivalent.
     chat.only(provider, &[])?;
     let conversation = conversation(&chat.messages, provider)?;
-    let tools = tools(chat, provider)?;
+    let (tools, choice) = match json_mode::tool(chat, provider)? {
+        Some((description, schema)) => {
+            // Checked as if there were no tools: `required` or a named function has nothing to
+            // call; `auto` and `none` give way to the forced call.
+            tool_choice(chat, &[])?;
+            let answer_tool = ToolDef {
+                name: json_mode::TOOL,
+                description: Some(Cow::Owned(description)),
+                input_schema: schema,
+                strict: None,
+            };
+            let forced = ToolChoice::Tool {
+                name: json_mode::TOOL,
+                disable_parallel_tool_use: false,
+            };
+            (vec![answer_tool], Some(forced))
+        }
+        None => {
+            let tools = tools(chat, provider)?;
+            let choice = tool_choice(chat, &tools)?;
+            (tools, choice)
+        }
+    };
     let body = MessagesRequest {
         model: envelope.model,
         anthropic_version: envelope.anthropic_version,
@@ -106,9 +131,8 @@ pub(in crate::provider) fn messages_body(
         stop_sequences: stop_sequences(chat.stop.as_ref()),
         temperature: temperature(chat.temperature, provider)?,
         top_p: chat.top_p,
-        tool_choice: tool_choice(chat, &tools)?,
+        tool_choice: choice,
         tools,
-        output_config: output_config(chat)?,
         stream: envelope.stream,
     };
     serde_json::to_vec(&body)
@@ -156,7 +180,7 @@ fn tools<'a>(chat: &'a ChatRequest, provider: &str) -> Result<Vec<ToolDef<'a>>, 
             }
             Ok(ToolDef {
                 name: &tool.function.name,
-                description: tool.function.description.as_deref(),
+                description: tool.function.description.as_deref().map(Cow::Borrowed),
                 input_schema: schema,
                 strict: tool.function.strict,
             })
@@ -203,19 +227,6 @@ fn tool_choice<'a>(
             })
         }
     })
-}
-
-/// JSON output through Anthropic's structured outputs (`output_config.format`): a JSON schema
-/// as given, and OpenAI's schemaless JSON mode as the schema of any object.
-fn output_config(chat: &ChatRequest) -> Result<Option<Value>, CallError> {
-    let schema = match chat.output_format()? {
-        OutputFormat::Text => return Ok(None),
-        OutputFormat::JsonObject => json!({"type": "object"}),
-        OutputFormat::JsonSchema(format) => format.schema(),
-    };
-    Ok(Some(
-        json!({"format": {"type": "json_schema", "schema": schema}}),
-    ))
 }
 
 #[cfg(test)]

@@ -1,13 +1,17 @@
 //! A complete `Message` answer as a `chat.completion`: text blocks joined into the content, each
-//! `tool_use` block a tool call, thinking left out of the content.
+//! `tool_use` block a tool call (in JSON mode, the `json_response` call's input is the content),
+//! thinking left out of the content.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::wire::{WireUsage, finish_reason};
+use super::{
+    json_mode::TOOL as JSON_TOOL,
+    wire::{WireUsage, finish_reason},
+};
 use crate::provider::{
     CallError,
-    output::{Completion, ToolCallOut},
+    output::{Completion, FinishReason, ToolCallOut},
     translated::{Translated, malformed},
 };
 
@@ -43,9 +47,11 @@ struct ToolUseBlock<'a> {
 }
 
 /// The OpenAI completion for a Messages answer `body`; `model` is what the completion names.
+/// `json_mode`: the request forced the `json_response` tool, whose input is the answer.
 pub(in crate::provider) fn completion(
     body: &[u8],
     model: &str,
+    json_mode: bool,
     provider: &str,
 ) -> Result<Translated, CallError> {
     let unreadable =
@@ -63,6 +69,10 @@ pub(in crate::provider) fn completion(
             "tool_use" => {
                 let call: ToolUseBlock<'_> =
                     serde_json::from_str(block.get()).map_err(unreadable)?;
+                if json_mode && call.name == JSON_TOOL {
+                    choice.push_text(call.input.get());
+                    continue;
+                }
                 choice.tool_calls.push(ToolCallOut {
                     id: call.id,
                     name: call.name,
@@ -79,7 +89,13 @@ pub(in crate::provider) fn completion(
             }
         }
     }
-    choice.finish_reason = message.stop_reason.as_deref().map(finish_reason);
+    choice.finish_reason = message.stop_reason.as_deref().map(|reason| {
+        match finish_reason(reason) {
+            // The forced call is how the JSON answer ends, not a call for the client to make.
+            FinishReason::ToolCalls if json_mode => FinishReason::Stop,
+            other => other,
+        }
+    });
     completion.usage = message.usage.to_openai();
     Ok(Translated {
         body: completion.to_json(),
@@ -94,7 +110,7 @@ mod tests {
     use super::*;
 
     fn translate(message: &str) -> Value {
-        let translated = completion(message.as_bytes(), "claude", "anthropic").unwrap();
+        let translated = completion(message.as_bytes(), "claude", false, "anthropic").unwrap();
         serde_json::from_slice(&translated.body).unwrap()
     }
 
@@ -124,8 +140,25 @@ mod tests {
     }
 
     #[test]
+    fn in_json_mode_the_forced_calls_input_is_the_content() {
+        let message = r#"{"content": [
+              {"type": "tool_use", "id": "toolu_1", "name": "json_response", "input": {"name":"Ada","age":36}}
+            ], "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 7}}"#;
+        let translated = completion(message.as_bytes(), "claude", true, "anthropic").unwrap();
+        let got: Value = serde_json::from_slice(&translated.body).unwrap();
+        let choice = &got["choices"][0];
+        assert_eq!(choice["message"]["content"], r#"{"name":"Ada","age":36}"#);
+        assert!(choice["message"].get("tool_calls").is_none());
+        assert_eq!(choice["finish_reason"], "stop");
+        let cut = message.replace("\"tool_use\", \"usage\"", "\"max_tokens\", \"usage\"");
+        let translated = completion(cut.as_bytes(), "claude", true, "anthropic").unwrap();
+        let got: Value = serde_json::from_slice(&translated.body).unwrap();
+        assert_eq!(got["choices"][0]["finish_reason"], "length");
+    }
+
+    #[test]
     fn a_body_that_is_not_a_message_is_a_protocol_error() {
-        let Err(error) = completion(b"{\"type\":\"error\"}", "claude", "anthropic") else {
+        let Err(error) = completion(b"{\"type\":\"error\"}", "claude", false, "anthropic") else {
             panic!("an error body read as an answer");
         };
         assert_eq!(error.kind, crate::provider::CallErrorKind::Protocol);

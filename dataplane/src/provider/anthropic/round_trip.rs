@@ -1,6 +1,7 @@
-//! The adapter over HTTP against the fake provider's independent reading of the Messages API:
-//! the fake refuses what the real API refuses (no `x-api-key`, `anthropic-version` or
-//! `max_tokens`, unpaired tool results), so a request it answers is one Anthropic would take.
+//! The adapter over HTTP against the fake provider's independent reading of the Messages API.
+//! The fake checks a few things the real API refuses (no `x-api-key`, `anthropic-version` or
+//! `max_tokens`, an empty text block, a tool result without its call, a malformed tool-use id):
+//! a request it answers passes those checks, not every check Anthropic makes.
 
 use std::time::Duration;
 

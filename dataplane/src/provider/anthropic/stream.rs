@@ -1,19 +1,21 @@
 //! The streamed events (`message_start`, `content_block_*`, `message_delta`, `message_stop`,
 //! `ping`, `error`) as OpenAI chunks. Events are read by the `type` inside their JSON, which
 //! repeats the SSE event name, so Bedrock's event-stream payloads (no SSE names) read the same.
+//! In JSON mode the forced `json_response` call's argument fragments are the content deltas.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, collections::HashMap};
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
     error::stream_error,
+    json_mode::TOOL as JSON_TOOL,
     wire::{WireUsage, finish_reason},
 };
 use crate::provider::{
     CallError,
-    output::ChunkWriter,
+    output::{ChunkWriter, FinishReason},
     translated::{EventHandler, malformed},
 };
 
@@ -120,31 +122,35 @@ enum OpenBlock {
         index: u32,
         has_arguments: bool,
     },
+    /// JSON mode's `json_response` call: its arguments are the answer's text.
+    Json {
+        has_text: bool,
+    },
     Other,
 }
+
+/// The most content blocks open at once. Answers open a handful; a stream that opens more
+/// without closing them is broken, and would otherwise grow the map without bound.
+const MAX_OPEN_BLOCKS: usize = 1024;
 
 /// The `EventHandler` of one streamed Messages answer.
 pub(in crate::provider) struct MessagesStream {
     provider: &'static str,
-    /// Open blocks by Anthropic block index (few per answer: a list beats a map).
-    blocks: Vec<(u64, OpenBlock)>,
+    /// The request forced the `json_response` tool (JSON mode).
+    json_mode: bool,
+    /// Open blocks by Anthropic block index.
+    blocks: HashMap<u64, OpenBlock>,
     usage: WireUsage,
 }
 
 impl MessagesStream {
-    pub(in crate::provider) fn new(provider: &'static str) -> Self {
+    pub(in crate::provider) fn new(provider: &'static str, json_mode: bool) -> Self {
         Self {
             provider,
-            blocks: Vec::new(),
+            json_mode,
+            blocks: HashMap::new(),
             usage: WireUsage::default(),
         }
-    }
-
-    fn block(&mut self, index: u64) -> Option<&mut OpenBlock> {
-        self.blocks
-            .iter_mut()
-            .find(|(i, _)| *i == index)
-            .map(|(_, block)| block)
     }
 
     fn count(&mut self, usage: Option<WireUsage>, out: &mut ChunkWriter) {
@@ -154,7 +160,18 @@ impl MessagesStream {
         }
     }
 
-    fn start_block(&mut self, index: u64, block: StartedBlock<'_>, out: &mut ChunkWriter) {
+    fn start_block(
+        &mut self,
+        index: u64,
+        block: StartedBlock<'_>,
+        out: &mut ChunkWriter,
+    ) -> Result<(), CallError> {
+        if self.blocks.len() >= MAX_OPEN_BLOCKS && !self.blocks.contains_key(&index) {
+            return Err(malformed(
+                self.provider,
+                format!("more than {MAX_OPEN_BLOCKS} content blocks open at once"),
+            ));
+        }
         let open = match block {
             StartedBlock::Text { text } => {
                 out.text(&text);
@@ -167,16 +184,23 @@ impl MessagesStream {
                     Some(Value::Object(map)) if !map.is_empty() => Value::Object(map).to_string(),
                     _ => String::new(),
                 };
-                let index = out.tool_call(&id, &name, &arguments);
-                OpenBlock::Tool {
-                    index,
-                    has_arguments: !arguments.is_empty(),
+                if self.json_mode && name == JSON_TOOL {
+                    out.text(&arguments);
+                    OpenBlock::Json {
+                        has_text: !arguments.is_empty(),
+                    }
+                } else {
+                    let index = out.tool_call(&id, &name, &arguments);
+                    OpenBlock::Tool {
+                        index,
+                        has_arguments: !arguments.is_empty(),
+                    }
                 }
             }
             StartedBlock::Other => OpenBlock::Other,
         };
-        self.blocks.retain(|(i, _)| *i != index);
-        self.blocks.push((index, open));
+        self.blocks.insert(index, open);
+        Ok(())
     }
 
     fn delta(
@@ -188,7 +212,7 @@ impl MessagesStream {
         match delta {
             // Text is text, whichever block it names.
             Delta::Text { text } => out.text(&text),
-            Delta::InputJson { partial_json } => match self.block(index) {
+            Delta::InputJson { partial_json } => match self.blocks.get_mut(&index) {
                 Some(OpenBlock::Tool {
                     index,
                     has_arguments,
@@ -196,6 +220,12 @@ impl MessagesStream {
                     if !partial_json.is_empty() {
                         *has_arguments = true;
                         out.tool_arguments(*index, &partial_json);
+                    }
+                }
+                Some(OpenBlock::Json { has_text }) => {
+                    if !partial_json.is_empty() {
+                        *has_text = true;
+                        out.text(&partial_json);
                     }
                 }
                 // Argument deltas of server tools, which the client never sees.
@@ -213,20 +243,15 @@ impl MessagesStream {
     }
 
     fn stop_block(&mut self, index: u64, out: &mut ChunkWriter) {
-        let Some(at) = self.blocks.iter().position(|(i, _)| *i == index) else {
-            return;
-        };
         // A tool without parameters may stream no argument text at all; OpenAI clients parse
-        // `arguments` as JSON, so it becomes `{}`.
-        if let (
-            _,
-            OpenBlock::Tool {
+        // `arguments` (and a JSON-mode answer) as JSON, so it becomes `{}`.
+        match self.blocks.remove(&index) {
+            Some(OpenBlock::Tool {
                 index,
                 has_arguments: false,
-            },
-        ) = self.blocks.swap_remove(at)
-        {
-            out.tool_arguments(index, "{}");
+            }) => out.tool_arguments(index, "{}"),
+            Some(OpenBlock::Json { has_text: false }) => out.text("{}"),
+            _ => {}
         }
     }
 }
@@ -245,12 +270,16 @@ impl EventHandler for MessagesStream {
             Event::ContentBlockStart {
                 index,
                 content_block,
-            } => self.start_block(index, content_block, out),
+            } => self.start_block(index, content_block, out)?,
             Event::ContentBlockDelta { index, delta } => self.delta(index, delta, out)?,
             Event::ContentBlockStop { index } => self.stop_block(index, out),
             Event::MessageDelta { delta, usage } => {
                 if let Some(reason) = delta.stop_reason.as_deref() {
-                    out.finish(finish_reason(reason));
+                    out.finish(match finish_reason(reason) {
+                        // The forced call is how the JSON answer ends, not a call to make.
+                        FinishReason::ToolCalls if self.json_mode => FinishReason::Stop,
+                        other => other,
+                    });
                 }
                 self.count(usage, out);
             }
@@ -274,11 +303,23 @@ mod tests {
     /// Feeds `events` (JSON payloads) as SSE, split at every `split` bytes, and returns the
     /// OpenAI chunks' JSON and the stream's result.
     fn run(events: &[Value], split: usize) -> (Vec<Value>, Result<(), CallError>) {
+        run_in(false, events, split)
+    }
+
+    fn run_in(
+        json_mode: bool,
+        events: &[Value],
+        split: usize,
+    ) -> (Vec<Value>, Result<(), CallError>) {
         let sse: String = events
             .iter()
             .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
             .collect();
-        let mut stream = SseStream::new(MessagesStream::new("anthropic"), "claude", "anthropic");
+        let mut stream = SseStream::new(
+            MessagesStream::new("anthropic", json_mode),
+            "claude",
+            "anthropic",
+        );
         let mut out = Vec::new();
         let mut result = Ok(());
         for piece in sse.as_bytes().chunks(split) {
@@ -423,5 +464,83 @@ mod tests {
     fn arguments_for_a_block_that_is_no_tool_call_are_a_protocol_error() {
         let (_, result) = run(&[start(json!({})), json_delta(4, "{")], 64);
         assert!(result.unwrap_err().message.contains("block 4"));
+    }
+
+    #[test]
+    fn in_json_mode_the_forced_calls_arguments_are_the_content() {
+        let events = [
+            start(json!({"input_tokens": 3})),
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "tool_use", "id": "toolu_j", "name": "json_response", "input": {}}}),
+            json_delta(0, ""),
+            json_delta(0, "{\"answer\": "),
+            json_delta(0, "\"fake\"}"),
+            stop(0),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+            json!({"type": "message_stop"}),
+        ];
+        let (chunks, result) = run_in(true, &events, 5);
+        result.unwrap();
+        assert!(
+            tool_calls(&chunks).is_empty(),
+            "no tool call reaches the client"
+        );
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| {
+                c.pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+            })
+            .collect();
+        assert_eq!(text, "{\"answer\": \"fake\"}");
+        let finish = chunks.iter().find_map(|c| {
+            c.pointer("/choices/0/finish_reason")
+                .and_then(Value::as_str)
+        });
+        assert_eq!(finish, Some("stop"));
+
+        let empty = [
+            start(json!({})),
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "tool_use", "id": "toolu_j", "name": "json_response", "input": {}}}),
+            stop(0),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}}),
+            json!({"type": "message_stop"}),
+        ];
+        let (chunks, result) = run_in(true, &empty, 64);
+        result.unwrap();
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| {
+                c.pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+            })
+            .collect();
+        assert_eq!(text, "{}");
+    }
+
+    #[test]
+    fn a_stream_that_opens_blocks_without_end_is_refused() {
+        let mut events = vec![start(json!({}))];
+        events.extend((0..=MAX_OPEN_BLOCKS as u64).map(|index| {
+            json!({"type": "content_block_start", "index": index,
+                   "content_block": {"type": "text", "text": ""}})
+        }));
+        let (_, result) = run(&events, 4096);
+        let error = result.unwrap_err();
+        assert!(
+            error.message.contains("content blocks open"),
+            "{}",
+            error.message
+        );
+        // Closing blocks makes room: as many blocks as wanted, one after the other.
+        let mut events = vec![start(json!({}))];
+        for index in 0..=MAX_OPEN_BLOCKS as u64 {
+            events.push(json!({"type": "content_block_start", "index": index,
+                               "content_block": {"type": "text", "text": ""}}));
+            events.push(stop(index));
+        }
+        events.push(json!({"type": "message_stop"}));
+        run(&events, 4096).1.unwrap();
     }
 }

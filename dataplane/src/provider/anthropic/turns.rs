@@ -1,9 +1,10 @@
 //! OpenAI's message list as Anthropic's conversation: every `system`/`developer` message hoisted,
 //! in order, into the top-level `system` blocks; `user` and `assistant` turns alternating, with
 //! consecutive same-role messages merged; each `tool` message a `tool_result` block in the user
-//! turn that follows the calls, tool results before any text there.
+//! turn that follows the calls, tool results before any text there. A part's `cache_control`
+//! (prompt caching) stays on the text or image block made from it.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, collections::HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -20,9 +21,13 @@ use crate::provider::{
 pub(super) enum Block<'a> {
     Text {
         text: Cow<'a, str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a Value>,
     },
     Image {
         source: ImageSource<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a Value>,
     },
     ToolUse {
         id: Cow<'a, str>,
@@ -88,9 +93,9 @@ pub(super) fn conversation<'a>(
         };
         match message.role {
             Role::System | Role::Developer => {
-                for part in parts(message, provider).map_err(at)? {
+                for (part, cache) in parts(message, provider).map_err(at)? {
                     match part {
-                        PartRef::Text(text) => push_text(&mut system, text),
+                        PartRef::Text(text) => push_text(&mut system, text, cache),
                         PartRef::Image(_) => {
                             return Err(at(CallError::unsupported(format!(
                                 "images in system messages are not supported by provider {provider}"
@@ -132,37 +137,48 @@ pub(super) fn conversation<'a>(
     Ok(Conversation { system, turns })
 }
 
-/// The parts of a message, borrowed (a string is one text part).
-fn parts<'a>(message: &'a Message, provider: &str) -> Result<Vec<PartRef<'a>>, CallError> {
+/// A part, read, and its prompt-caching marker.
+type CachedPart<'a> = (PartRef<'a>, Option<&'a Value>);
+
+/// The parts of a message, borrowed (a string is one text part, without a cache marker).
+fn parts<'a>(message: &'a Message, provider: &str) -> Result<Vec<CachedPart<'a>>, CallError> {
     match &message.content {
         None => Ok(Vec::new()),
-        Some(Content::Text(text)) => Ok(vec![PartRef::Text(text)]),
-        Some(Content::Parts(parts)) => parts.iter().map(|p| p.read(provider)).collect(),
+        Some(Content::Text(text)) => Ok(vec![(PartRef::Text(text), None)]),
+        Some(Content::Parts(parts)) => parts
+            .iter()
+            .map(|p| Ok((p.read(provider)?, p.cache_control.as_ref())))
+            .collect(),
     }
 }
 
 /// Empty text blocks are refused by Anthropic, so they are left out.
-fn push_text<'a>(blocks: &mut Vec<Block<'a>>, text: &'a str) {
+fn push_text<'a>(blocks: &mut Vec<Block<'a>>, text: &'a str, cache_control: Option<&'a Value>) {
     if !text.is_empty() {
         blocks.push(Block::Text {
             text: Cow::Borrowed(text),
+            cache_control,
         });
     }
 }
 
 fn user_blocks<'a>(message: &'a Message, provider: &str) -> Result<Vec<Block<'a>>, CallError> {
     let mut blocks = Vec::new();
-    for part in parts(message, provider)? {
+    for (part, cache) in parts(message, provider)? {
         match part {
-            PartRef::Text(text) => push_text(&mut blocks, text),
-            PartRef::Image(image) => blocks.push(image_block(image, provider)?),
+            PartRef::Text(text) => push_text(&mut blocks, text, cache),
+            PartRef::Image(image) => blocks.push(image_block(image, cache, provider)?),
         }
     }
     Ok(blocks)
 }
 
 /// An image by URL (Anthropic fetches it) or inline base64 of a type it reads.
-fn image_block<'a>(image: Image<'a>, provider: &str) -> Result<Block<'a>, CallError> {
+fn image_block<'a>(
+    image: Image<'a>,
+    cache_control: Option<&'a Value>,
+    provider: &str,
+) -> Result<Block<'a>, CallError> {
     let source = match image {
         Image::Base64 { media_type, data } if IMAGE_TYPES.contains(&media_type) => {
             ImageSource::Base64 { media_type, data }
@@ -182,15 +198,18 @@ fn image_block<'a>(image: Image<'a>, provider: &str) -> Result<Block<'a>, CallEr
         }
         Image::Url(url) => ImageSource::Url { url },
     };
-    Ok(Block::Image { source })
+    Ok(Block::Image {
+        source,
+        cache_control,
+    })
 }
 
 /// Text first, then one `tool_use` block per call, with the arguments as a JSON object.
 fn assistant_blocks<'a>(message: &'a Message, provider: &str) -> Result<Vec<Block<'a>>, CallError> {
     let mut blocks = Vec::new();
-    for part in parts(message, provider)? {
+    for (part, cache) in parts(message, provider)? {
         match part {
-            PartRef::Text(text) => push_text(&mut blocks, text),
+            PartRef::Text(text) => push_text(&mut blocks, text, cache),
             PartRef::Image(_) => {
                 return Err(CallError::unsupported(format!(
                     "images in assistant messages are not supported by provider {provider}"
@@ -269,7 +288,7 @@ fn trim_prefill(turns: &mut Vec<Turn<'_>>) {
     if last.role != Speaker::Assistant {
         return;
     }
-    if let Some(Block::Text { text }) = last.content.last_mut() {
+    if let Some(Block::Text { text, .. }) = last.content.last_mut() {
         let trimmed = text.trim_end();
         if trimmed.len() != text.len() {
             *text = Cow::Owned(trimmed.to_owned());
@@ -285,32 +304,25 @@ fn trim_prefill(turns: &mut Vec<Turn<'_>>) {
 
 /// Every tool call needs its result in the very next user turn, and every result a call in the
 /// turn right before: Anthropic refuses anything else with a message naming its own block
-/// indexes, so the gateway says it in OpenAI's terms first.
+/// indexes, so the gateway says it in OpenAI's terms first. Each turn's ids are gathered once
+/// into a set, so a long history of parallel calls costs linear time.
 fn check_tool_pairs(turns: &[Turn<'_>]) -> Result<(), CallError> {
-    let ids = |turn: Option<&Turn<'_>>, results: bool| -> Vec<String> {
-        turn.into_iter()
-            .flat_map(|t| t.content.iter())
-            .filter_map(|b| match b {
-                Block::ToolUse { id, .. } if !results => Some(id.to_string()),
-                Block::ToolResult { tool_use_id, .. } if results => Some(tool_use_id.to_string()),
-                _ => None,
-            })
-            .collect()
-    };
     for (k, turn) in turns.iter().enumerate() {
-        let (own, other, problem) = match turn.role {
+        let (missing, problem) = match turn.role {
             Speaker::Assistant => (
-                ids(Some(turn), false),
-                ids(turns.get(k + 1), true),
+                unmatched(ids(turn, Kind::Call), turns.get(k + 1), Kind::Result),
                 "has no tool message answering it right after the assistant message that made it",
             ),
             Speaker::User => (
-                ids(Some(turn), true),
-                ids(k.checked_sub(1).and_then(|p| turns.get(p)), false),
+                unmatched(
+                    ids(turn, Kind::Result),
+                    k.checked_sub(1).and_then(|p| turns.get(p)),
+                    Kind::Call,
+                ),
                 "is answered by a tool message, but the assistant message right before it did not make that call",
             ),
         };
-        if let Some(id) = own.iter().find(|id| !other.contains(id)) {
+        if let Some(id) = missing {
             return Err(
                 CallError::invalid_request(format!("tool call `{id}` {problem}"))
                     .with_param("messages"),
@@ -318,6 +330,34 @@ fn check_tool_pairs(turns: &[Turn<'_>]) -> Result<(), CallError> {
         }
     }
     Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Call,
+    Result,
+}
+
+/// The tool-call ids of a turn's calls or of its results.
+fn ids<'t>(turn: &'t Turn<'_>, kind: Kind) -> impl Iterator<Item = &'t str> {
+    turn.content.iter().filter_map(move |b| match (b, kind) {
+        (Block::ToolUse { id, .. }, Kind::Call) => Some(id.as_ref()),
+        (Block::ToolResult { tool_use_id, .. }, Kind::Result) => Some(tool_use_id.as_ref()),
+        _ => None,
+    })
+}
+
+/// The first of `own` that `other` (a neighbouring turn's ids of `kind`) lacks.
+fn unmatched<'t>(
+    mut own: impl Iterator<Item = &'t str>,
+    other: Option<&Turn<'_>>,
+    kind: Kind,
+) -> Option<&'t str> {
+    let first = own.next()?;
+    let other: HashSet<&str> = other.map(|t| ids(t, kind).collect()).unwrap_or_default();
+    std::iter::once(first)
+        .chain(own)
+        .find(|id| !other.contains(id))
 }
 
 /// Anthropic takes tool-call ids matching `^[a-zA-Z0-9_-]+$` only. Any other id gets its other
@@ -471,5 +511,74 @@ mod tests {
         );
         let empty = refusal(json!([{"role": "system", "content": "only instructions"}]));
         assert_eq!(empty.param.as_deref(), Some("messages"));
+    }
+
+    #[test]
+    fn cache_markers_stay_on_their_text_and_image_blocks() {
+        let cache = json!({"type": "ephemeral"});
+        let got = turns_json(json!([
+            {"role": "system", "content": [{"type": "text", "text": "rules", "cache_control": cache}]},
+            {"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}, "cache_control": cache},
+                {"type": "text", "text": "long document", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                {"type": "text", "text": "question"}
+            ]}
+        ]));
+        assert_eq!(
+            got["system"],
+            json!([{"type": "text", "text": "rules", "cache_control": {"type": "ephemeral"}}])
+        );
+        assert_eq!(
+            got["turns"][0]["content"],
+            json!([
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"},
+                 "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": "long document", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                {"type": "text", "text": "question"}
+            ])
+        );
+    }
+
+    #[test]
+    fn pairing_many_parallel_calls_takes_linear_time() {
+        // 20 000 parallel calls: comparing each id with every result would take billions of
+        // string comparisons (many seconds); a set of the results takes milliseconds.
+        const CALLS: usize = 20_000;
+        let ids: Vec<String> = (0..CALLS).map(|n| format!("toolu_{n:08}")).collect();
+        let turns = vec![
+            Turn {
+                role: Speaker::User,
+                content: vec![Block::Text {
+                    text: Cow::Borrowed("go"),
+                    cache_control: None,
+                }],
+            },
+            Turn {
+                role: Speaker::Assistant,
+                content: ids
+                    .iter()
+                    .map(|id| Block::ToolUse {
+                        id: Cow::Borrowed(id),
+                        name: "w",
+                        input: json!({}),
+                    })
+                    .collect(),
+            },
+            Turn {
+                role: Speaker::User,
+                content: ids
+                    .iter()
+                    .rev()
+                    .map(|id| Block::ToolResult {
+                        tool_use_id: Cow::Borrowed(id),
+                        content: None,
+                    })
+                    .collect(),
+            },
+        ];
+        let started = tokio::time::Instant::now();
+        check_tool_pairs(&turns).unwrap();
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
     }
 }

@@ -79,8 +79,9 @@ pub(super) fn finish_reason(stop_reason: &str) -> FinishReason {
         "tool_use" => FinishReason::ToolCalls,
         "refusal" => FinishReason::ContentFilter,
         other => {
-            // New reasons come under Anthropic's versioning policy; the answer itself is fine.
-            tracing::debug!(
+            // New reasons come under Anthropic's versioning policy; the answer itself is fine,
+            // but a reason read as `stop` may hide a meaning the mapping should learn.
+            tracing::warn!(
                 stop_reason = other,
                 "anthropic: unknown stop reason, read as stop"
             );

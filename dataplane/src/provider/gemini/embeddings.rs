@@ -1,6 +1,9 @@
 //! `/v1/embeddings` on Google: the Gemini API's `batchEmbedContents` (one request per text, no
 //! token counts in the answer, so usage is reported as 0) and Vertex AI's `predict` (one
-//! instance per text, token counts per prediction). `dimensions` becomes `outputDimensionality`.
+//! instance per text, token counts per prediction). A client request with more texts than one
+//! call takes is split by the framework (`batch`). `dimensions` becomes `outputDimensionality`;
+//! Google does not re-normalise vectors it shortens, and OpenAI's are unit vectors, so shortened
+//! vectors are scaled back to length 1 here.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,10 +16,11 @@ use crate::provider::{
 };
 
 /// The most texts one upstream call takes: `batchEmbedContents` takes 100 requests, Vertex's
-/// `predict` 250 instances. The adapter makes one call per client request, so more is a 400.
-fn max_inputs(flavor: Flavor) -> usize {
+/// `predict` 250 instances, except for `gemini-embedding-001`, which Vertex embeds one per call.
+pub fn batch(flavor: Flavor, model: &str) -> usize {
     match flavor {
         Flavor::Gemini => 100,
+        Flavor::Vertex if model.starts_with("gemini-embedding-001") => 1,
         Flavor::Vertex => 250,
     }
 }
@@ -33,10 +37,12 @@ pub fn request(
     if texts.is_empty() {
         return Err(CallError::invalid_request("`input` must not be empty").with_param("input"));
     }
-    if texts.len() > max_inputs(flavor) {
+    // The framework splits larger requests into batches of this size; this only guards a
+    // caller that did not.
+    let limit = batch(flavor, model);
+    if texts.len() > limit {
         return Err(CallError::invalid_request(format!(
-            "provider {provider} embeds at most {} inputs per request",
-            max_inputs(flavor)
+            "provider {provider} embeds at most {limit} inputs per call with this model"
         ))
         .with_param("input"));
     }
@@ -108,7 +114,10 @@ pub fn response(
             (vectors, usage)
         }
     };
-    let vectors: Vec<Vec<f32>> = vectors;
+    let mut vectors: Vec<Vec<f32>> = vectors;
+    if request.dimensions.is_some() {
+        vectors.iter_mut().for_each(|v| normalise(v));
+    }
     if vectors.len() != expected {
         return Err(malformed(
             provider,
@@ -119,6 +128,20 @@ pub fn response(
         body: output::embeddings(model, &vectors, request.wants_base64(), usage),
         usage: Some(usage),
     })
+}
+
+/// Scales `vector` to length 1 (a zero or broken vector is left as it is).
+fn normalise(vector: &mut [f32]) {
+    let norm = vector
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 && norm.is_finite() {
+        for x in vector.iter_mut() {
+            *x = (f64::from(*x) / norm) as f32;
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -199,4 +222,26 @@ struct PredictedEmbedding {
 struct Statistics {
     #[serde(default)]
     token_count: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortened_vectors_become_unit_vectors() {
+        let mut vector = vec![3.0, 4.0];
+        normalise(&mut vector);
+        assert_eq!(vector, vec![0.6, 0.8]);
+        let mut zero = vec![0.0, 0.0];
+        normalise(&mut zero);
+        assert_eq!(zero, vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn batches_follow_each_apis_limit() {
+        assert_eq!(batch(Flavor::Gemini, "gemini-embedding-001"), 100);
+        assert_eq!(batch(Flavor::Vertex, "text-embedding-005"), 250);
+        assert_eq!(batch(Flavor::Vertex, "gemini-embedding-001"), 1);
+    }
 }

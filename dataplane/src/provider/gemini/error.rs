@@ -93,7 +93,9 @@ fn class(status: StatusCode, rpc: &RpcStatus) -> ErrorClass {
     };
     match (status.as_u16(), name) {
         (429, _) | (_, "RESOURCE_EXHAUSTED") => ErrorClass::RateLimit,
-        (503, _) | (_, "UNAVAILABLE") => ErrorClass::Overloaded,
+        // A deadline exceeded is the same pressure as an overload (`providers.md` §6 lists 504
+        // with 503): a 503 every client retries, maybe with another deployment.
+        (503 | 504, _) | (_, "UNAVAILABLE" | "DEADLINE_EXCEEDED") => ErrorClass::Overloaded,
         (401 | 403, _) | (_, "UNAUTHENTICATED" | "PERMISSION_DENIED") => ErrorClass::Auth,
         // The Gemini API answers a wrong key with 400 INVALID_ARGUMENT and this reason.
         (400, _) if reason("API_KEY_INVALID") => ErrorClass::Auth,
@@ -152,7 +154,12 @@ mod tests {
         );
         assert_eq!(
             class(StatusCode::GATEWAY_TIMEOUT, &rpc("DEADLINE_EXCEEDED")),
-            ErrorClass::Upstream
+            ErrorClass::Overloaded
+        );
+        assert_eq!(class(ok, &rpc("DEADLINE_EXCEEDED")), ErrorClass::Overloaded);
+        assert_eq!(
+            class(StatusCode::GATEWAY_TIMEOUT, &RpcStatus::default()),
+            ErrorClass::Overloaded
         );
     }
 }

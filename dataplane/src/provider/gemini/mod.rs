@@ -11,7 +11,7 @@
 //! - thought parts are never requested and are dropped if they come.
 
 mod embeddings;
-mod error;
+pub(super) mod error;
 #[cfg(test)]
 mod over_http;
 mod request;
@@ -79,11 +79,15 @@ impl Dialect for Gemini {
         };
         let url = match self.0 {
             Flavor::Gemini => {
-                let base = deployment.base_url.as_deref().unwrap_or(GEMINI_BASE_URL);
+                check_model_id(self.name(), model)?;
                 let version = deployment
                     .api_version
                     .as_deref()
                     .unwrap_or(GEMINI_API_VERSION);
+                let base = base_url(
+                    deployment.base_url.as_deref().unwrap_or(GEMINI_BASE_URL),
+                    version,
+                );
                 format!("{base}/{version}/models/{model}:{method}")
             }
             Flavor::Vertex => super::vertex::google_model_url(deployment, model, method)?,
@@ -122,6 +126,13 @@ impl Dialect for Gemini {
         }
     }
 
+    fn embedding_batch(&self, target: &Target<'_>) -> Option<usize> {
+        Some(embeddings::batch(
+            self.0,
+            model_id(&target.deployment.model),
+        ))
+    }
+
     fn stream(&self, target: &Target<'_>) -> Option<Box<dyn StreamTranslator>> {
         Some(stream::translator(
             self.name(),
@@ -132,6 +143,30 @@ impl Dialect for Gemini {
     fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CallError {
         error::classify(self.name(), status, headers, body)
     }
+}
+
+/// A deployment's `baseUrl` as the origin (and path prefix) the API version follows: a trailing
+/// `/` or a trailing `/{version}` (copied from a full URL) would otherwise be doubled.
+pub(super) fn base_url<'a>(base: &'a str, version: &str) -> &'a str {
+    let base = base.trim_end_matches('/');
+    base.strip_suffix(version)
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or(base)
+}
+
+/// The model id goes into the URL path: `gemini-2.5-flash`, `claude-sonnet-4-5@20250929`, never
+/// anything that could start another path segment or a query. A deployment's model outside
+/// that is a configuration error, refused before anything is sent.
+pub(super) fn check_model_id(provider: &str, model: &str) -> Result<(), CallError> {
+    let allowed =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b':' | b'-');
+    if !model.is_empty() && model.bytes().all(allowed) {
+        return Ok(());
+    }
+    Err(CallError::invalid_request(format!(
+        "{provider}: the deployment's model has characters a model id cannot have (letters, \
+         digits, `.`, `_`, `@`, `:` and `-` only)"
+    )))
 }
 
 /// The model id as the URL wants it: `models/gemini-2.5-flash` and `gemini-2.5-flash` both work

@@ -1,6 +1,6 @@
 //! The Gemini and Vertex adapters over real HTTP against the fake provider's independent
 //! implementation of both APIs: credentials, the token cache, thought signatures surviving a
-//! round trip through the client, streams and embeddings.
+//! round trip through the client, streams and embeddings, and Claude on Vertex (`rawPredict`).
 
 use std::time::Duration;
 
@@ -209,4 +209,113 @@ async fn scripted_failures_arrive_classified() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn claude_on_vertex_completes_streams_and_drops_a_refused_token() {
+    let fake = FakeProvider::start().await.unwrap();
+    let claude = deployment(ProviderKind::Vertex, &fake, "claude-sonnet-4-5@20250929");
+    let hello = json!({"model": "m", "messages": [{"role": "user", "content": "hello"}]});
+    let answer = call(&claude, Endpoint::ChatCompletions, hello.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        format!("{}hello", fake_provider::CHAT_PREFIX)
+    );
+    assert_eq!(answer["model"], "claude-sonnet-4-5@20250929");
+    let mut streamed = hello.clone();
+    streamed["stream"] = json!(true);
+    let text = call(&claude, Endpoint::ChatCompletions, streamed)
+        .await
+        .unwrap();
+    let text = text.as_str().unwrap();
+    assert!(text.contains("\"content\":\"hello\""), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let mut json_mode = hello.clone();
+    json_mode["response_format"] = json!({"type": "json_object"});
+    let answer = call(&claude, Endpoint::ChatCompletions, json_mode)
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        r#"{"answer":"fake"}"#
+    );
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+
+    let requests = fake.requests();
+    let model_call = requests.iter().find(|r| r.path != "/token").unwrap();
+    assert_eq!(
+        model_call.path,
+        "/v1/projects/modelgate-test/locations/us-central1/publishers/anthropic/models/claude-sonnet-4-5@20250929:rawPredict"
+    );
+    assert_eq!(model_call.body["anthropic_version"], "vertex-2023-10-16");
+    assert!(model_call.body.get("model").is_none());
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path.ends_with(":streamRawPredict"))
+    );
+    let tokens = |fake: &FakeProvider| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.path == "/token")
+            .count()
+    };
+    assert_eq!(tokens(&fake), 1, "one token for every call");
+
+    // Vertex refuses the token (revoked): the next call fetches a new one.
+    fake.push(Script::status(401));
+    let refused = call(&claude, Endpoint::ChatCompletions, hello.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.class(), ErrorClass::Auth);
+    call(&claude, Endpoint::ChatCompletions, hello)
+        .await
+        .unwrap();
+    assert_eq!(tokens(&fake), 2, "the refused token was dropped");
+}
+
+#[tokio::test]
+async fn large_embedding_requests_are_split_and_shortened_vectors_normalised() {
+    let fake = FakeProvider::start().await.unwrap();
+    let inputs: Vec<String> = (0..150).map(|n| format!("text {n}")).collect();
+    let request = json!({"model": "e", "input": inputs, "dimensions": 4});
+    let gemini = deployment(ProviderKind::Gemini, &fake, "gemini-embedding-001");
+    let answer = call(&gemini, Endpoint::Embeddings, request.clone())
+        .await
+        .unwrap();
+    let data = answer["data"].as_array().unwrap();
+    assert_eq!(data.len(), 150);
+    for (n, item) in data.iter().enumerate() {
+        assert_eq!(item["index"], n);
+        let vector: Vec<f64> = item["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let norm = vector.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-6, "input {n}: norm {norm}");
+    }
+    let batches: Vec<usize> = fake
+        .requests()
+        .iter()
+        .map(|r| r.body["requests"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(batches.iter().sum::<usize>(), 150);
+    assert!(batches.iter().all(|n| *n <= 100), "{batches:?}");
+
+    // `gemini-embedding-001` on Vertex embeds one text per `predict`.
+    fake.reset();
+    let vertex = deployment(ProviderKind::Vertex, &fake, "gemini-embedding-001");
+    let few = json!({"model": "e", "input": ["a", "b", "c"]});
+    let answer = call(&vertex, Endpoint::Embeddings, few).await.unwrap();
+    assert_eq!(answer["data"].as_array().unwrap().len(), 3);
+    let predicts = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with(":predict"))
+        .count();
+    assert_eq!(predicts, 3);
 }

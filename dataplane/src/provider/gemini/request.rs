@@ -378,19 +378,20 @@ fn parts<'a>(message: &'a Message, provider: &str) -> Result<Vec<PartRef<'a>>, C
     }
 }
 
-/// A data: URL is sent inline; an http(s) or gs:// URL as a file reference Gemini fetches.
+/// A data: URL is sent inline. On Vertex an http(s) or gs:// URL is a file reference Vertex
+/// fetches; the Gemini API fetches no URLs (only its own Files API's), and the gateway downloads
+/// nothing, so there a URL is a 400.
 fn image_part(image: Image<'_>, flavor: Flavor) -> Result<PartData<'_>, CallError> {
     match image {
         Image::Base64 { media_type, data } => Ok(PartData::InlineData(Blob {
             mime_type: media_type,
             data,
         })),
-        Image::Url(url) if url.starts_with("gs://") && flavor == Flavor::Gemini => {
-            Err(CallError::unsupported(
-                "gs:// image URLs are supported by provider vertex only, not gemini",
-            )
-            .with_param("messages"))
-        }
+        Image::Url(_) if flavor == Flavor::Gemini => Err(CallError::unsupported(
+            "image URLs are not supported by provider gemini (the Gemini API does not fetch \
+             them): send the image as a base64 data: URL, or use provider vertex",
+        )
+        .with_param("messages")),
         Image::Url(url) => Ok(PartData::FileData(FileData {
             mime_type: Image::guess_media_type(url),
             file_uri: url,
@@ -625,5 +626,25 @@ mod tests {
         assert_eq!(error.param.as_deref(), Some("n"));
         let body = translate(request, Flavor::Gemini, false).unwrap();
         assert_eq!(body["generationConfig"], json!({"candidateCount": 2}));
+    }
+
+    #[test]
+    fn image_urls_go_to_vertex_only() {
+        for url in [
+            "https://example.com/cat.png",
+            "http://example.com/cat.png",
+            "gs://b/cat.png",
+        ] {
+            let request = json!({"messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": url}}]}]});
+            let refused = translate(request.clone(), Flavor::Gemini, false).unwrap_err();
+            assert_eq!(
+                refused.provider_code.as_deref(),
+                Some(crate::provider::UNSUPPORTED),
+                "{url}"
+            );
+            let body = translate(request, Flavor::Vertex, false).unwrap();
+            assert_eq!(body["contents"][0]["parts"][0]["fileData"]["fileUri"], url);
+        }
     }
 }

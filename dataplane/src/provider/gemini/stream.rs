@@ -5,7 +5,8 @@
 //!
 //! An error after the stream began arrives as `data: {"error": ...}`, or, as the official SDK
 //! guards against, as a bare JSON object over several lines without `data:` framing. The SSE
-//! decoder skips such lines, so they are gathered here on the side until they parse.
+//! decoder skips such lines, so they are gathered here on the side until the object's braces
+//! balance (the SDK's way), and then read.
 
 use super::{
     error::{self, ErrorEnvelope},
@@ -112,15 +113,22 @@ impl EventHandler for Chunks {
     }
 }
 
-/// Lines outside the SSE framing, gathered until they make up an error object. SSE lines are
-/// recognised by their first bytes and skipped, not copied (one may hold a whole tool call).
+/// Lines outside the SSE framing, gathered until they make up an error object. A line is
+/// recognised as an SSE line by its first bytes and then skipped, not copied (one may hold a
+/// whole tool call); only unframed text is kept, and only that counts against the cap.
+/// Unframed lines are gathered from one that opens an object until its braces balance; then
+/// the object is read, and dropped if it is no error, as is a stray line that opens none, so
+/// neither keeps a later error from being read.
 #[derive(Default)]
 struct Unframed {
-    /// The current line, while it may still be unframed text.
+    /// The current line: its first bytes while it may be an SSE line, all of it once it is not.
     line: Vec<u8>,
     /// The current line is an SSE line: skipped to its end.
     skipping: bool,
+    /// The lines of the object being gathered.
     gathered: Vec<u8>,
+    /// Open braces in `gathered`.
+    depth: i64,
 }
 
 struct TooLong;
@@ -136,14 +144,7 @@ impl Unframed {
             let piece = &rest[..newline.unwrap_or(rest.len())];
             rest = &rest[newline.map_or(rest.len(), |i| i + 1)..];
             if !self.skipping {
-                self.line.extend_from_slice(piece);
-                if self.line.len() + self.gathered.len() > MAX_ERROR_BYTES {
-                    return Err(TooLong);
-                }
-                if self.line.len() >= FIELD_PREFIX && is_framed(&self.line) {
-                    self.skipping = true;
-                    self.line.clear();
-                }
+                self.take(piece)?;
             }
             if newline.is_some() {
                 let found = if self.skipping {
@@ -164,22 +165,79 @@ impl Unframed {
         Ok(None)
     }
 
+    /// Adds `piece` to the current line: first only as much as tells an SSE line apart, the
+    /// rest only once the line is known to be unframed.
+    fn take(&mut self, piece: &[u8]) -> Result<(), TooLong> {
+        let mut piece = piece;
+        if self.line.len() < FIELD_PREFIX {
+            let head = piece.len().min(FIELD_PREFIX - self.line.len());
+            self.line.extend_from_slice(&piece[..head]);
+            piece = &piece[head..];
+            if self.line.len() < FIELD_PREFIX {
+                return Ok(());
+            }
+            if is_framed(&self.line) {
+                self.skipping = true;
+                self.line.clear();
+                return Ok(());
+            }
+        }
+        if self.line.len() + piece.len() + self.gathered.len() > MAX_ERROR_BYTES {
+            return Err(TooLong);
+        }
+        self.line.extend_from_slice(piece);
+        Ok(())
+    }
+
     fn line_complete(&mut self, line: &[u8]) -> Option<error::RpcStatus> {
         if is_framed(line) {
             return None;
         }
+        // A JSON array stream (no `alt=sse`) wraps the object in `[`, `]` and commas.
+        if self.gathered.is_empty() && !line.trim_ascii_start_matches(b"[,").starts_with(b"{") {
+            return None;
+        }
         self.gathered.extend_from_slice(line);
         self.gathered.push(b'\n');
-        // A JSON array stream (no `alt=sse`) wraps the object in `[`, `]` and commas.
+        self.depth += brace_balance(line);
+        if self.depth > 0 {
+            return None;
+        }
         let candidate = self
             .gathered
             .trim_ascii()
             .trim_ascii_start_matches(b"[,")
             .trim_ascii_end_matches(b"],");
-        let envelope = serde_json::from_slice::<ErrorEnvelope>(candidate).ok()?;
+        let found = serde_json::from_slice::<ErrorEnvelope>(candidate)
+            .ok()
+            .map(|envelope| envelope.error);
         self.gathered.clear();
-        Some(envelope.error)
+        self.depth = 0;
+        found
     }
+}
+
+/// Braces opened minus braces closed in `line`, outside JSON strings.
+fn brace_balance(line: &[u8]) -> i64 {
+    let (mut depth, mut in_string, mut escaped) = (0, false, false);
+    for &b in line {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'{' => depth += 1,
+                b'}' => depth -= 1,
+                _ => {}
+            }
+        }
+    }
+    depth
 }
 
 /// An SSE field or comment line (what the SSE decoder reads).
@@ -281,6 +339,49 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(unframed)
             );
+        }
+    }
+
+    #[test]
+    fn a_data_line_longer_than_the_unframed_cap_in_one_read_is_fine() {
+        let long = "x".repeat(2 * MAX_ERROR_BYTES);
+        let stream = format!(
+            "data: {{\"candidates\": [{{\"content\": {{\"parts\": [{{\"text\": \"{long}\"}}],\"role\": \"model\"}},\"finishReason\": \"STOP\",\"index\": 0}}]}}\r\n\r\n"
+        );
+        for split in [3, stream.len() / 2] {
+            let (out, result) = run(stream.as_bytes(), split);
+            result.unwrap();
+            assert!(out.contains(&long), "split {split}");
+        }
+        // Unframed text past the cap still fails.
+        let mut junk = TEXT.to_vec();
+        junk.extend_from_slice(format!("{{\"error\": \"{long}").as_bytes());
+        let (_, result) = run(&junk, TEXT.len());
+        assert!(result.unwrap_err().message.contains("too long"));
+    }
+
+    #[test]
+    fn a_stray_unframed_line_does_not_hide_a_later_error() {
+        for stray in [
+            "<html>oops</html>\n",
+            "{\"note\": \"not an error\"}\n",
+            "}\n",
+        ] {
+            let mut stream = TEXT.to_vec();
+            stream.extend_from_slice(stray.as_bytes());
+            stream.extend_from_slice(
+                b"{\n  \"error\": {\n    \"code\": 429,\n    \"message\": \"Quota {exceeded}\",\n    \"status\": \"RESOURCE_EXHAUSTED\",\n    \"details\": [\n      {\n        \"@type\": \"type.googleapis.com/google.rpc.RetryInfo\",\n        \"retryDelay\": \"3s\"\n      }\n    ]\n  }\n}\n",
+            );
+            for split in 0..stream.len() {
+                let (_, result) = run(&stream, split);
+                let error = result.expect_err("the stream fails");
+                assert_eq!(
+                    error.class(),
+                    ErrorClass::RateLimit,
+                    "{stray:?} split {split}"
+                );
+                assert_eq!(error.retry_after, Some(std::time::Duration::from_secs(3)));
+            }
         }
     }
 }

@@ -3,7 +3,9 @@
 //! (`/v1/projects/{p}/locations/{r}/publishers/google/models/{model}:{method}`, a bearer token
 //! issued by this fake's `POST /token`). `generateContent`, `streamGenerateContent` (SSE with
 //! CRLF line ends when `alt=sse`, a JSON array otherwise), `batchEmbedContents`/`embedContent`
-//! (Gemini API) and `predict` (Vertex), errors as `google.rpc.Status`.
+//! (Gemini API) and `predict` (Vertex), errors as `google.rpc.Status`. Embedding calls keep the
+//! APIs' batch limits: 100 requests per `batchEmbedContents`, 250 instances per `predict`, and
+//! one for `gemini-embedding-001` on Vertex.
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -69,7 +71,7 @@ fn answer(req: &Req<'_>) -> Reply {
         ("streamGenerateContent", _) => generate(req, &route, Some(sse)),
         ("batchEmbedContents", false) => batch_embed(req, &route),
         ("embedContent", _) => embed_one(req),
-        ("predict", true) => predict(req),
+        ("predict", true) => predict(req, &route),
         _ => Err(rpc_error(404, "NOT_FOUND", "Method not found.")),
     };
     result.unwrap_or_else(|refusal| refusal)
@@ -204,6 +206,11 @@ fn batch_embed(req: &Req<'_>, route: &Route<'_>) -> Result<Reply, Reply> {
         .ok_or_else(|| {
             invalid("* BatchEmbedContentsRequest.requests: requests is not specified")
         })?;
+    if requests.len() > 100 {
+        return Err(invalid(
+            "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch",
+        ));
+    }
     let model = format!("models/{}", route.model);
     let mut texts = Vec::new();
     for request in requests {
@@ -234,13 +241,25 @@ fn embed_one(req: &Req<'_>) -> Result<Reply, Reply> {
 }
 
 /// Vertex's `predict` for text embedding models, with token counts per instance.
-fn predict(req: &Req<'_>) -> Result<Reply, Reply> {
+fn predict(req: &Req<'_>, route: &Route<'_>) -> Result<Reply, Reply> {
     let instances = req
         .body
         .get("instances")
         .and_then(Value::as_array)
         .filter(|i| !i.is_empty())
         .ok_or_else(|| rpc_error(400, "INVALID_ARGUMENT", "instances is required"))?;
+    let limit = if route.model.starts_with("gemini-embedding-001") {
+        1
+    } else {
+        250
+    };
+    if instances.len() > limit {
+        return Err(rpc_error(
+            400,
+            "INVALID_ARGUMENT",
+            &format!("The model takes at most {limit} instances per request."),
+        ));
+    }
     let texts: Vec<String> = instances
         .iter()
         .map(|i| {

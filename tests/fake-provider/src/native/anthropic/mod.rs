@@ -3,7 +3,9 @@
 //! `:streamRawPredict`), which takes the same body with the model in the URL, the version in
 //! the body and a bearer token instead of `x-api-key`. The request is checked the way the real
 //! API checks what matters to a translator, read back into OpenAI's shape for `reply::answer`,
-//! and answered in Anthropic's format, streamed with the whole event sequence.
+//! and answered in Anthropic's format, streamed with the whole event sequence. JSON mode asked
+//! for with a forced `json_response` tool (how gateways get JSON from every Claude model) is
+//! answered with the fake's JSON answer as that call's input.
 
 mod read;
 mod write;
@@ -50,7 +52,14 @@ fn answer(req: &Req<'_>) -> Reply {
             .unwrap_or("claude-fake"),
     };
     let openai = read::to_openai(req.body, model);
-    let message = write::message(&reply::chat_completion(&openai), model);
+    let mut completion = reply::chat_completion(&openai);
+    if read::forces_json_tool(req.body)
+        && let Some(arguments) =
+            completion.pointer_mut("/choices/0/message/tool_calls/0/function/arguments")
+    {
+        *arguments = json!(reply::JSON_ANSWER);
+    }
+    let message = write::message(&completion, model);
     if req.stream_flag() {
         write::stream(&message)
     } else {
@@ -234,6 +243,17 @@ mod tests {
         let (status, body) = json_of(call("/v1/messages", KEYS, request));
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["content"][0]["text"], "tool result received: sunny");
+    }
+
+    #[test]
+    fn a_forced_json_response_tool_gets_the_json_answer_as_its_input() {
+        let mut request = hello();
+        request["tools"] = json!([{"name": "json_response", "input_schema": {"type": "object"}}]);
+        request["tool_choice"] = json!({"type": "tool", "name": "json_response"});
+        let (status, body) = json_of(call("/v1/messages", KEYS, request));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["content"][0]["name"], "json_response");
+        assert_eq!(body["content"][0]["input"], json!({"answer": "fake"}));
     }
 
     #[test]

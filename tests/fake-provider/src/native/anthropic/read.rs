@@ -152,6 +152,12 @@ pub fn to_openai(body: &Value, model: &str) -> Value {
     Value::Object(openai)
 }
 
+/// Whether the request forces the `json_response` tool: JSON mode, the forced-tool way.
+pub fn forces_json_tool(body: &Value) -> bool {
+    body.pointer("/tool_choice/type").and_then(Value::as_str) == Some("tool")
+        && body.pointer("/tool_choice/name").and_then(Value::as_str) == Some("json_response")
+}
+
 fn tools(body: &Value) -> Vec<Value> {
     let choice = body.pointer("/tool_choice/type").and_then(Value::as_str);
     if choice == Some("none") {

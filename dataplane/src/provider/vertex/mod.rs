@@ -1,7 +1,10 @@
 //! Vertex AI: regional URLs, the service-account bearer token, and the publisher a model belongs
 //! to. Google's own models (Gemini) speak the Gemini dialect; Claude (a model named `claude...`)
-//! speaks Anthropic's Messages body through `rawPredict`. The deployment's `api_key` holds the
-//! whole service-account key JSON, exchanged for access tokens by `google_auth`.
+//! speaks Anthropic's Messages body through `rawPredict` (`claude.rs`). The deployment's
+//! `api_key` holds the whole service-account key JSON, exchanged for access tokens by
+//! `google_auth`; a token Vertex refuses with a 401 is dropped from the cache.
+
+mod claude;
 
 use std::sync::LazyLock;
 
@@ -9,19 +12,17 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, Request, StatusCode, header};
 use modelgate_crds::compiled::CompiledDeployment;
+use tokio::time::Instant;
 
 use super::{
-    CallError, CallErrorKind, Endpoint, HttpClient, Target, anthropic,
-    chat::ChatRequest,
-    gemini::{Flavor, Gemini},
+    CallError, HttpClient, Target, anthropic,
+    gemini::{self, Flavor, Gemini},
     google_auth::{HttpTokenEndpoint, TokenCache},
-    translated::{Dialect, SseStream, StreamTranslator, Translated},
+    translated::{Dialect, StreamTranslator, Translated},
     transport,
 };
 
 const NAME: &str = "vertex";
-/// The `anthropic_version` Claude takes on Vertex.
-const CLAUDE_VERSION: &str = "vertex-2023-10-16";
 
 /// Vertex's default API version (`v1beta1` has previews; a deployment's `apiVersion` picks it).
 const API_VERSION: &str = "v1";
@@ -68,7 +69,7 @@ impl Dialect for Vertex {
     fn request(&self, target: &Target<'_>) -> Result<Request<Bytes>, CallError> {
         match Publisher::of(&target.deployment.model) {
             Publisher::Google => GOOGLE.request(target),
-            Publisher::Anthropic => claude_request(target),
+            Publisher::Anthropic => claude::request(target),
         }
     }
 
@@ -89,20 +90,21 @@ impl Dialect for Vertex {
     ) -> Result<Translated, CallError> {
         match Publisher::of(&target.deployment.model) {
             Publisher::Google => GOOGLE.response(target, headers, body),
-            Publisher::Anthropic => {
-                anthropic::response::completion(&body, &target.deployment.model, NAME)
-            }
+            Publisher::Anthropic => claude::response(target, &body),
+        }
+    }
+
+    fn embedding_batch(&self, target: &Target<'_>) -> Option<usize> {
+        match Publisher::of(&target.deployment.model) {
+            Publisher::Google => GOOGLE.embedding_batch(target),
+            Publisher::Anthropic => None,
         }
     }
 
     fn stream(&self, target: &Target<'_>) -> Option<Box<dyn StreamTranslator>> {
         match Publisher::of(&target.deployment.model) {
             Publisher::Google => GOOGLE.stream(target),
-            Publisher::Anthropic => Some(Box::new(SseStream::new(
-                anthropic::stream::MessagesStream::new(NAME),
-                &target.deployment.model,
-                NAME,
-            ))),
+            Publisher::Anthropic => Some(claude::stream(target)),
         }
     }
 
@@ -115,36 +117,16 @@ impl Dialect for Vertex {
             GOOGLE.error(status, headers, body)
         }
     }
-}
 
-/// Claude through `rawPredict`: Anthropic's Messages body without `model` (it is in the URL) and
-/// with Vertex's `anthropic_version`.
-fn claude_request(target: &Target<'_>) -> Result<Request<Bytes>, CallError> {
-    if target.endpoint != Endpoint::ChatCompletions {
-        return Err(CallError::unsupported(format!(
-            "Claude models on provider {NAME} serve chat completions only"
-        ))
-        .with_param("model"));
+    /// A 401 means the token was refused (revoked, or its account disabled): the next request
+    /// fetches a new one rather than sending this one for the rest of its hour.
+    fn refused(&self, target: &Target<'_>, status: StatusCode, authorized_at: Instant) {
+        if status == StatusCode::UNAUTHORIZED
+            && let Some(key) = &target.deployment.api_key
+        {
+            TOKENS.evict(key.expose(), authorized_at);
+        }
     }
-    let chat = ChatRequest::parse(target)?;
-    let envelope = anthropic::request::Envelope {
-        model: None,
-        anthropic_version: Some(CLAUDE_VERSION),
-        stream: target.stream,
-    };
-    let body = anthropic::request::messages_body(&chat, envelope, NAME)?;
-    let method = if target.stream {
-        "streamRawPredict"
-    } else {
-        "rawPredict"
-    };
-    let url = model_url(
-        target.deployment,
-        Publisher::Anthropic,
-        &target.deployment.model,
-        method,
-    )?;
-    transport::with_body(transport::json_post(&url, target.stream), body)
 }
 
 fn is_anthropic_error(body: &[u8]) -> bool {
@@ -172,21 +154,24 @@ fn model_url(
     model: &str,
     method: &str,
 ) -> Result<String, CallError> {
+    // A compiled config always has both; without them there is no URL to send to, and the
+    // request cannot be served as configured.
     let (Some(region), Some(project)) = (
         deployment.region.as_deref().filter(|r| is_name(r)),
         deployment.project.as_deref().filter(|p| is_name(p)),
     ) else {
-        return Err(CallError::new(
-            CallErrorKind::Connect,
-            "vertex: the deployment needs a `region` and a `project` (letters, digits, `-`)",
+        return Err(CallError::invalid_request(
+            "vertex: the deployment's configuration needs a `region` and a `project` \
+             (letters, digits, `-` and `_`)",
         ));
     };
+    gemini::check_model_id(NAME, model)?;
+    let version = deployment.api_version.as_deref().unwrap_or(API_VERSION);
     let base = match (&deployment.base_url, region) {
-        (Some(base), _) => base.trim_end_matches('/').to_owned(),
+        (Some(base), _) => gemini::base_url(base, version).to_owned(),
         (None, "global") => "https://aiplatform.googleapis.com".to_owned(),
         (None, region) => format!("https://{region}-aiplatform.googleapis.com"),
     };
-    let version = deployment.api_version.as_deref().unwrap_or(API_VERSION);
     Ok(format!(
         "{base}/{version}/projects/{project}/locations/{region}/publishers/{}/models/{model}:{method}",
         publisher.path_name()
@@ -217,7 +202,7 @@ pub fn authorize<'a>(
             )
         })?;
         let token = TOKENS
-            .bearer(key.expose(), &HttpTokenEndpoint(http))
+            .bearer(key.expose(), &HttpTokenEndpoint(http.clone()))
             .await?;
         request.headers_mut().insert(
             header::AUTHORIZATION,
@@ -225,4 +210,74 @@ pub fn authorize<'a>(
         );
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(settings: serde_json::Value) -> CompiledDeployment {
+        let mut base = serde_json::json!({
+            "id": "ns/group/d", "name": "d", "provider": "vertex", "model": "m",
+            "region": "us-east5", "project": "p-1", "weight": 1, "tags": [], "timeouts": {},
+        });
+        for (key, value) in settings.as_object().cloned().unwrap_or_default() {
+            base[key] = value;
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn a_model_id_with_characters_outside_a_path_segment_is_refused() {
+        let plain = deployment(serde_json::json!({}));
+        let url = model_url(
+            &plain,
+            Publisher::Anthropic,
+            "claude-sonnet-4-5@20250929",
+            "rawPredict",
+        );
+        assert!(
+            url.unwrap()
+                .ends_with("/models/claude-sonnet-4-5@20250929:rawPredict")
+        );
+        for bad in ["claude/../../x", "claude?alt=1", "claude#x", "claude x", ""] {
+            let refused = model_url(&plain, Publisher::Anthropic, bad, "rawPredict").unwrap_err();
+            assert_eq!(
+                refused.class(),
+                crate::provider::ErrorClass::InvalidRequest,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_base_url_ending_in_the_version_or_a_slash_is_not_doubled() {
+        for base in [
+            "http://127.0.0.1:9",
+            "http://127.0.0.1:9/",
+            "http://127.0.0.1:9/v1",
+            "http://127.0.0.1:9/v1/",
+        ] {
+            let url = model_url(
+                &deployment(serde_json::json!({"baseUrl": base})),
+                Publisher::Google,
+                "gemini-2.5-flash",
+                "generateContent",
+            )
+            .unwrap();
+            assert_eq!(
+                url,
+                "http://127.0.0.1:9/v1/projects/p-1/locations/us-east5/publishers/google/models/gemini-2.5-flash:generateContent",
+                "{base}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_region_or_project_is_a_clear_configuration_error() {
+        let no_project = deployment(serde_json::json!({"project": null}));
+        let error = model_url(&no_project, Publisher::Google, "g", "generateContent").unwrap_err();
+        assert_eq!(error.class(), crate::provider::ErrorClass::InvalidRequest);
+        assert!(error.message.contains("`project`"), "{}", error.message);
+    }
 }

@@ -3,16 +3,15 @@
 //!
 //! The key is the JSON file Google issues (`client_email`, `private_key` as PEM, `token_uri`),
 //! held whole in the deployment's Secret. `token_uri` is configuration like the rest of the
-//! file: tests point it at the fake provider's `POST /token`.
+//! file, and must be `https`: the signed assertion it receives is a credential. Plain `http` is
+//! taken for loopback hosts only (`127.0.0.1`, `::1`, `localhost`), where tests run the fake
+//! provider's `POST /token`.
 //!
-//! Tokens live an hour. Each account keeps its current token and refreshes it a few minutes
-//! before it expires; one request refreshes while the others wait for its result, so a burst of
-//! requests after expiry costs one call to the token endpoint, not one each.
+//! Access tokens are cached per account by `cache::TokenCache`.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+mod cache;
+
+use std::time::Duration;
 
 use base64::{
     Engine as _,
@@ -20,7 +19,7 @@ use base64::{
 };
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::{HeaderMap, Request, StatusCode, header};
+use http::{HeaderMap, Request, StatusCode, Uri, header};
 use http_body_util::Full;
 use ring::{
     rand::SystemRandom,
@@ -28,19 +27,17 @@ use ring::{
 };
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use tokio::time::Instant;
 
 use super::{AttemptTimeouts, CallError, CallErrorKind, HttpClient, transport};
+
+pub use cache::TokenCache;
 
 /// The scope every Vertex AI call needs.
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// How long an assertion is valid: Google accepts at most an hour.
 const ASSERTION_LIFETIME_SECS: u64 = 3600;
-/// A token is replaced this long before it expires (or at half its life, if that is sooner), so
-/// no request goes out with a token that expires in flight.
-const REFRESH_MARGIN: Duration = Duration::from_secs(300);
-/// The whole exchange with the token endpoint, connection included.
+/// The whole exchange with the token endpoint, connection included: the longest any request
+/// waits for a token.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Token answers are small; anything larger is not one.
 const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
@@ -80,6 +77,11 @@ impl ServiceAccount {
             _ => return Err(invalid_key("has a private_key that is not an RSA key")),
         }
         .map_err(|_| invalid_key("has a private_key that is not a usable RSA key"))?;
+        if !is_safe_token_uri(&file.token_uri) {
+            return Err(invalid_key(
+                "has a token_uri that is not https (plain http is taken for loopback hosts only)",
+            ));
+        }
         Ok(Self {
             client_email: file.client_email,
             token_uri: file.token_uri,
@@ -125,6 +127,21 @@ impl ServiceAccount {
     }
 }
 
+/// An `https` URL, or an `http` one on a loopback host: the assertion sent there is a
+/// credential, so it never crosses a network in the clear.
+fn is_safe_token_uri(token_uri: &str) -> bool {
+    let Ok(uri) = token_uri.parse::<Uri>() else {
+        return false;
+    };
+    match (uri.scheme_str(), uri.host()) {
+        (Some("https"), Some(_)) => true,
+        (Some("http"), Some(host)) => {
+            matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "::1")
+        }
+        _ => false,
+    }
+}
+
 /// The label and DER bytes of the first PEM block in `text`.
 fn pem(text: &str) -> Option<(&str, Vec<u8>)> {
     let start = text.find("-----BEGIN ")? + "-----BEGIN ".len();
@@ -156,34 +173,27 @@ pub struct Grant {
     pub expires_in: Duration,
 }
 
-/// Where assertions are exchanged for access tokens.
+/// Where assertions are exchanged for access tokens. The exchange owns what it needs (it runs
+/// as a task of its own, finished even when the request that started it has gone).
 pub trait TokenEndpoint: Sync {
-    fn exchange<'a>(
-        &'a self,
-        token_uri: &'a str,
+    fn exchange(
+        &self,
+        token_uri: String,
         assertion: String,
-    ) -> BoxFuture<'a, Result<Grant, CallError>>;
+    ) -> BoxFuture<'static, Result<Grant, CallError>>;
 }
 
 /// The account's `token_uri`, over the deployment's HTTP client.
-pub struct HttpTokenEndpoint<'a>(pub &'a HttpClient);
+pub struct HttpTokenEndpoint(pub HttpClient);
 
-impl TokenEndpoint for HttpTokenEndpoint<'_> {
-    fn exchange<'a>(
-        &'a self,
-        token_uri: &'a str,
+impl TokenEndpoint for HttpTokenEndpoint {
+    fn exchange(
+        &self,
+        token_uri: String,
         assertion: String,
-    ) -> BoxFuture<'a, Result<Grant, CallError>> {
-        Box::pin(async move {
-            tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(self.0, token_uri, assertion))
-                .await
-                .map_err(|_| {
-                    CallError::new(
-                        CallErrorKind::Timeout,
-                        "vertex: the token endpoint did not answer in time",
-                    )
-                })?
-        })
+    ) -> BoxFuture<'static, Result<Grant, CallError>> {
+        let http = self.0.clone();
+        Box::pin(async move { exchange(&http, &token_uri, assertion).await })
     }
 }
 
@@ -263,104 +273,8 @@ fn refused(status: StatusCode, body: &[u8]) -> CallError {
     )
 }
 
-/// Access tokens by service account.
-pub struct TokenCache {
-    /// Keyed by the SHA-256 of the key JSON: a rotated key is a new account, and no key material
-    /// is kept outside the parsed key.
-    accounts: moka::sync::Cache<[u8; 32], Arc<Account>>,
-}
-
-struct Account {
-    service: ServiceAccount,
-    current: Mutex<Option<Token>>,
-    /// Held while a token is being fetched: the single flight.
-    refresh: tokio::sync::Mutex<()>,
-}
-
-#[derive(Clone)]
-struct Token {
-    value: Arc<str>,
-    refresh_at: Instant,
-}
-
-impl Account {
-    fn fresh(&self) -> Option<Arc<str>> {
-        crate::sync::lock(&self.current)
-            .as_ref()
-            .filter(|token| Instant::now() < token.refresh_at)
-            .map(|token| token.value.clone())
-    }
-}
-
-impl Default for TokenCache {
-    fn default() -> Self {
-        Self {
-            accounts: moka::sync::Cache::builder()
-                .max_capacity(1024)
-                // An account no deployment uses any more goes after a while.
-                .time_to_idle(Duration::from_secs(6 * 3600))
-                .build(),
-        }
-    }
-}
-
-impl TokenCache {
-    /// A valid access token for the account whose key is `key_json`, fetched from `endpoint`
-    /// only when the cached one is missing or about to expire.
-    pub async fn bearer(
-        &self,
-        key_json: &str,
-        endpoint: &dyn TokenEndpoint,
-    ) -> Result<Arc<str>, CallError> {
-        let account = self.account(key_json)?;
-        if let Some(token) = account.fresh() {
-            return Ok(token);
-        }
-        let _flight = account.refresh.lock().await;
-        // Whoever held the flight before us may have just refreshed it.
-        if let Some(token) = account.fresh() {
-            return Ok(token);
-        }
-        let assertion = account.service.assertion(unix_now())?;
-        let grant = endpoint
-            .exchange(account.service.token_uri(), assertion)
-            .await?;
-        let margin = REFRESH_MARGIN.min(grant.expires_in / 2);
-        let token = Token {
-            value: Arc::from(grant.access_token),
-            refresh_at: Instant::now() + grant.expires_in.saturating_sub(margin),
-        };
-        let value = token.value.clone();
-        *crate::sync::lock(&account.current) = Some(token);
-        Ok(value)
-    }
-
-    fn account(&self, key_json: &str) -> Result<Arc<Account>, CallError> {
-        let id: [u8; 32] = Sha256::digest(key_json.as_bytes()).into();
-        self.accounts
-            .try_get_with(id, || {
-                ServiceAccount::parse(key_json).map(|service| {
-                    Arc::new(Account {
-                        service,
-                        current: Mutex::new(None),
-                        refresh: tokio::sync::Mutex::new(()),
-                    })
-                })
-            })
-            .map_err(|e| (*e).clone())
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
     use serde_json::Value;
 
@@ -368,9 +282,9 @@ mod tests {
     use crate::provider::ErrorClass;
 
     const KEY_FILE: &str =
-        include_str!("../../../tests/fixtures/google-auth/test-service-account.json");
+        include_str!("../../../../tests/fixtures/google-auth/test-service-account.json");
     const PUBLIC_KEY: &str =
-        include_str!("../../../tests/fixtures/google-auth/test-service-account.pub.pem");
+        include_str!("../../../../tests/fixtures/google-auth/test-service-account.pub.pem");
 
     fn decode_part(part: &str) -> Value {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
@@ -425,130 +339,32 @@ mod tests {
         }
     }
 
-    /// A token endpoint that counts its calls and answers after `delay`.
-    struct CountingEndpoint {
-        calls: AtomicUsize,
-        expires_in: Duration,
-        delay: Duration,
-        fail: bool,
-    }
-
-    impl CountingEndpoint {
-        fn new(expires_in: Duration) -> Self {
-            Self {
-                calls: AtomicUsize::new(0),
-                expires_in,
-                delay: Duration::ZERO,
-                fail: false,
-            }
+    #[test]
+    fn the_token_uri_must_be_https_unless_it_is_on_this_host() {
+        let with_uri = |uri: &str| {
+            let mut key: Value = serde_json::from_str(KEY_FILE).unwrap();
+            key["token_uri"] = Value::from(uri);
+            ServiceAccount::parse(&key.to_string())
+        };
+        for good in [
+            "https://oauth2.googleapis.com/token",
+            "http://127.0.0.1:8080/token",
+            "http://localhost/token",
+            "http://[::1]:9/token",
+        ] {
+            assert!(with_uri(good).is_ok(), "{good}");
         }
-
-        fn calls(&self) -> usize {
-            self.calls.load(Ordering::SeqCst)
+        for bad in [
+            "http://oauth2.googleapis.com/token",
+            "http://10.0.0.1/token",
+            "http://localhost.example.com/token",
+            "ftp://127.0.0.1/token",
+            "/token",
+        ] {
+            let Err(error) = with_uri(bad) else {
+                panic!("{bad} accepted");
+            };
+            assert!(error.message.contains("token_uri"), "{}", error.message);
         }
-    }
-
-    impl TokenEndpoint for CountingEndpoint {
-        fn exchange<'a>(
-            &'a self,
-            token_uri: &'a str,
-            assertion: String,
-        ) -> BoxFuture<'a, Result<Grant, CallError>> {
-            Box::pin(async move {
-                assert_eq!(token_uri, "https://oauth2.googleapis.com/token");
-                assert_eq!(assertion.split('.').count(), 3);
-                let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-                tokio::time::sleep(self.delay).await;
-                if self.fail {
-                    return Err(refused(
-                        StatusCode::BAD_REQUEST,
-                        br#"{"error":"invalid_grant"}"#,
-                    ));
-                }
-                Ok(Grant {
-                    access_token: format!("token-{n}"),
-                    expires_in: self.expires_in,
-                })
-            })
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_token_is_reused_until_shortly_before_it_expires() {
-        let cache = TokenCache::default();
-        let endpoint = CountingEndpoint::new(Duration::from_secs(3600));
-        assert_eq!(
-            &*cache.bearer(KEY_FILE, &endpoint).await.unwrap(),
-            "token-1"
-        );
-        assert_eq!(
-            &*cache.bearer(KEY_FILE, &endpoint).await.unwrap(),
-            "token-1"
-        );
-        assert_eq!(endpoint.calls(), 1, "the second request is a cache hit");
-
-        tokio::time::advance(Duration::from_secs(3600 - 301)).await;
-        assert_eq!(
-            &*cache.bearer(KEY_FILE, &endpoint).await.unwrap(),
-            "token-1"
-        );
-        tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(
-            &*cache.bearer(KEY_FILE, &endpoint).await.unwrap(),
-            "token-2",
-            "inside the refresh margin a new token is fetched"
-        );
-        assert_eq!(endpoint.calls(), 2);
-
-        // Another key is another account with its own token.
-        let other = KEY_FILE.replace("modelgate-test@", "other@");
-        assert_eq!(&*cache.bearer(&other, &endpoint).await.unwrap(), "token-3");
-        assert_eq!(
-            &*cache.bearer(KEY_FILE, &endpoint).await.unwrap(),
-            "token-2"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_short_lived_token_is_refreshed_at_half_its_life() {
-        let cache = TokenCache::default();
-        let endpoint = CountingEndpoint::new(Duration::from_secs(120));
-        cache.bearer(KEY_FILE, &endpoint).await.unwrap();
-        tokio::time::advance(Duration::from_secs(59)).await;
-        cache.bearer(KEY_FILE, &endpoint).await.unwrap();
-        assert_eq!(endpoint.calls(), 1);
-        tokio::time::advance(Duration::from_secs(2)).await;
-        cache.bearer(KEY_FILE, &endpoint).await.unwrap();
-        assert_eq!(endpoint.calls(), 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn concurrent_requests_share_one_fetch() {
-        let cache = TokenCache::default();
-        let mut endpoint = CountingEndpoint::new(Duration::from_secs(3600));
-        endpoint.delay = Duration::from_millis(200);
-        let requests = (0..16).map(|_| cache.bearer(KEY_FILE, &endpoint));
-        let tokens = futures_util::future::join_all(requests).await;
-        assert!(tokens.iter().all(|t| t.as_deref().ok() == Some("token-1")));
-        assert_eq!(endpoint.calls(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_refused_grant_is_an_auth_error_and_is_not_cached() {
-        let cache = TokenCache::default();
-        let mut endpoint = CountingEndpoint::new(Duration::from_secs(3600));
-        endpoint.fail = true;
-        let error = cache.bearer(KEY_FILE, &endpoint).await.unwrap_err();
-        assert_eq!(error.class(), ErrorClass::Auth);
-        assert_eq!(
-            error.message,
-            "vertex: the token endpoint refused the service account (invalid_grant)"
-        );
-        cache.bearer(KEY_FILE, &endpoint).await.unwrap_err();
-        assert_eq!(endpoint.calls(), 2, "a failure is tried again next time");
-        assert_eq!(
-            refused(StatusCode::SERVICE_UNAVAILABLE, b"").class(),
-            ErrorClass::Upstream
-        );
     }
 }
