@@ -18,6 +18,7 @@ mod google_auth;
 mod http;
 mod mock;
 mod openai;
+mod openai_message;
 pub mod output;
 pub mod translated;
 mod transport;

@@ -14,16 +14,16 @@
 //!   `parallel_tool_calls: false`, logprobs and any other parameter Cohere has no place for
 //!   are 400s naming them.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{
     super::{
         CallError, Target,
-        chat::{
-            ChatRequest, Content, Message, OutputFormat, Part, PartRef, Role, Tool, ToolCall,
-            ToolMode,
-        },
+        chat::{ChatRequest, Message, OutputFormat, PartRef, Role, Tool, ToolMode},
+        openai_message::{self, ContentOut, ToolCallOut},
     },
     NAME,
 };
@@ -163,13 +163,7 @@ fn message(message: &Message) -> Result<MessageOut<'_>, CallError> {
             content: text_only(message, "system")?,
         },
         Role::User => MessageOut::User {
-            content: match &message.content {
-                None => UserContent::Text(""),
-                Some(Content::Text(text)) => UserContent::Text(text),
-                Some(Content::Parts(parts)) => {
-                    UserContent::Blocks(parts.iter().map(user_block).collect::<Result<_, _>>()?)
-                }
-            },
+            content: openai_message::content(message.content.as_ref(), NAME)?,
         },
         Role::Assistant => {
             let text = text_only(message, "assistant")?;
@@ -178,7 +172,7 @@ fn message(message: &Message) -> Result<MessageOut<'_>, CallError> {
                 tool_calls: message
                     .tool_calls()
                     .iter()
-                    .map(tool_call)
+                    .map(|call| openai_message::tool_call(call, Cow::Borrowed(&call.id)))
                     .collect::<Result<_, _>>()?,
             }
         }
@@ -213,36 +207,6 @@ fn text_only(message: &Message, role: &str) -> Result<String, CallError> {
         }
     }
     Ok(text)
-}
-
-fn user_block(part: &Part) -> Result<Block<'_>, CallError> {
-    Ok(match (part.read(NAME)?, &part.image_url) {
-        (PartRef::Text(text), _) => Block::Text { text },
-        (PartRef::Image(_), Some(image)) => Block::ImageUrl {
-            image_url: ImageUrlOut {
-                url: &image.url,
-                detail: image.detail.as_deref(),
-            },
-        },
-        (PartRef::Image(_), None) => {
-            return Err(
-                CallError::invalid_request("an image_url part needs its `image_url`")
-                    .with_param("messages"),
-            );
-        }
-    })
-}
-
-fn tool_call(call: &ToolCall) -> Result<ToolCallOut<'_>, CallError> {
-    Ok(ToolCallOut {
-        id: &call.id,
-        kind: "function",
-        function: FunctionCallOut {
-            name: &call.function.name,
-            // `""` is `{}`; anything but a JSON object is a 400.
-            arguments: call.function.arguments_object()?.to_string(),
-        },
-    })
 }
 
 #[derive(Serialize)]
@@ -282,7 +246,7 @@ enum MessageOut<'a> {
         content: String,
     },
     User {
-        content: UserContent<'a>,
+        content: ContentOut<'a>,
     },
     Assistant {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -294,41 +258,6 @@ enum MessageOut<'a> {
         tool_call_id: &'a str,
         content: String,
     },
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum UserContent<'a> {
-    Text(&'a str),
-    Blocks(Vec<Block<'a>>),
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Block<'a> {
-    Text { text: &'a str },
-    ImageUrl { image_url: ImageUrlOut<'a> },
-}
-
-#[derive(Serialize)]
-struct ImageUrlOut<'a> {
-    url: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct ToolCallOut<'a> {
-    id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: FunctionCallOut<'a>,
-}
-
-#[derive(Serialize)]
-struct FunctionCallOut<'a> {
-    name: &'a str,
-    arguments: String,
 }
 
 #[derive(Serialize)]

@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 use super::{
     super::{
         CallError, Endpoint, Target,
-        chat::{ADVISORY, Content, EmbeddingsRequest, Message, Part, PartRef, Role, ToolCall},
+        chat::{ADVISORY, EmbeddingsRequest, Message, Role},
+        openai_message::{self, ContentOut, ToolCallOut},
     },
     base_url,
     body::BodyWriter,
@@ -141,20 +142,20 @@ fn write_messages(body: &mut BodyWriter, raw: &[u8]) -> Result<(), CallError> {
 fn message(message: &Message) -> Result<MessageOut<'_>, CallError> {
     Ok(match message.role {
         Role::System | Role::Developer => MessageOut::System {
-            content: content_out(message.content.as_ref())?,
+            content: openai_message::content(message.content.as_ref(), NAME)?,
         },
         Role::User => MessageOut::User {
-            content: content_out(message.content.as_ref())?,
+            content: openai_message::content(message.content.as_ref(), NAME)?,
         },
         Role::Assistant => MessageOut::Assistant {
             content: match &message.content {
                 None => None,
-                content => Some(content_out(content.as_ref())?),
+                content => Some(openai_message::content(content.as_ref(), NAME)?),
             },
             tool_calls: message
                 .tool_calls()
                 .iter()
-                .map(tool_call)
+                .map(|call| openai_message::tool_call(call, tool_call_id(&call.id)))
                 .collect::<Result<_, _>>()?,
             prefix: message
                 .rest
@@ -162,7 +163,7 @@ fn message(message: &Message) -> Result<MessageOut<'_>, CallError> {
                 .and_then(serde_json::Value::as_bool),
         },
         Role::Tool => MessageOut::Tool {
-            content: content_out(message.content.as_ref())?,
+            content: openai_message::content(message.content.as_ref(), NAME)?,
             tool_call_id: message.tool_call_id.as_deref().map(tool_call_id),
             name: message.name.as_deref(),
         },
@@ -172,54 +173,6 @@ fn message(message: &Message) -> Result<MessageOut<'_>, CallError> {
             ))
             .with_param("messages"));
         }
-    })
-}
-
-fn content_out(content: Option<&Content>) -> Result<ContentOut<'_>, CallError> {
-    match content {
-        None => Ok(ContentOut::Text("")),
-        Some(Content::Text(text)) => Ok(ContentOut::Text(text)),
-        Some(Content::Parts(parts)) => parts
-            .iter()
-            .map(part)
-            .collect::<Result<_, _>>()
-            .map(ContentOut::Parts),
-    }
-}
-
-fn part(part: &Part) -> Result<PartOut<'_>, CallError> {
-    Ok(match (part.read(NAME)?, &part.image_url) {
-        (PartRef::Text(text), _) => PartOut::Text { text },
-        (PartRef::Image(_), Some(image)) => PartOut::ImageUrl {
-            image_url: ImageUrlOut {
-                url: &image.url,
-                detail: image.detail.as_deref(),
-            },
-        },
-        (PartRef::Image(_), None) => {
-            return Err(
-                CallError::invalid_request("an image_url part needs its `image_url`")
-                    .with_param("messages"),
-            );
-        }
-    })
-}
-
-fn tool_call(call: &ToolCall) -> Result<ToolCallOut<'_>, CallError> {
-    let arguments = if call.function.arguments.trim().is_empty() {
-        "{}"
-    } else {
-        // Refuses what is not a JSON object; the text itself goes on as the client wrote it.
-        call.function.arguments_object()?;
-        &call.function.arguments
-    };
-    Ok(ToolCallOut {
-        id: tool_call_id(&call.id),
-        kind: "function",
-        function: FunctionOut {
-            name: &call.function.name,
-            arguments,
-        },
     })
 }
 
@@ -268,41 +221,6 @@ enum MessageOut<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         name: Option<&'a str>,
     },
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ContentOut<'a> {
-    Text(&'a str),
-    Parts(Vec<PartOut<'a>>),
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum PartOut<'a> {
-    Text { text: &'a str },
-    ImageUrl { image_url: ImageUrlOut<'a> },
-}
-
-#[derive(Serialize)]
-struct ImageUrlOut<'a> {
-    url: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct ToolCallOut<'a> {
-    id: Cow<'a, str>,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: FunctionOut<'a>,
-}
-
-#[derive(Serialize)]
-struct FunctionOut<'a> {
-    name: &'a str,
-    arguments: &'a str,
 }
 
 #[cfg(test)]
