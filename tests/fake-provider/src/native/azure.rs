@@ -146,21 +146,14 @@ fn error(status: u16, message: &str) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderMap;
 
     fn call(path: &str, query: &str, key: bool, body: Value) -> Reply {
-        let mut headers = HeaderMap::new();
-        if key {
-            headers.insert("api-key", "0123456789abcdef".parse().unwrap());
-        }
-        let raw = body.to_string();
-        answer(&Req {
-            path,
-            query,
-            headers: &headers,
-            body: &body,
-            raw: raw.as_bytes(),
-        })
+        let headers: &[(&'static str, &str)] = if key {
+            &[("api-key", "0123456789abcdef")]
+        } else {
+            &[]
+        };
+        super::super::answer_to(answer, path, query, headers, &body)
     }
 
     fn status(reply: &Reply) -> StatusCode {

@@ -275,19 +275,15 @@ fn error(status: u16, message: &str) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderMap;
 
     fn call(path: &str, body: Value) -> Reply {
-        let mut headers = HeaderMap::new();
-        headers.insert("authorization", "Bearer co-key".parse().unwrap());
-        let raw = body.to_string();
-        answer(&Req {
+        super::super::answer_to(
+            answer,
             path,
-            query: "",
-            headers: &headers,
-            body: &body,
-            raw: raw.as_bytes(),
-        })
+            "",
+            &[("authorization", "Bearer co-key")],
+            &body,
+        )
     }
 
     fn json_of(reply: Reply) -> (StatusCode, Value) {

@@ -238,19 +238,15 @@ fn error(status: u16, message: &str, kind: &str) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderMap;
 
     fn call(path: &str, body: Value) -> Reply {
-        let mut headers = HeaderMap::new();
-        headers.insert("authorization", "Bearer sk-ds".parse().unwrap());
-        let raw = body.to_string();
-        answer(&Req {
+        super::super::answer_to(
+            answer,
             path,
-            query: "",
-            headers: &headers,
-            body: &body,
-            raw: raw.as_bytes(),
-        })
+            "",
+            &[("authorization", "Bearer sk-ds")],
+            &body,
+        )
     }
 
     #[test]

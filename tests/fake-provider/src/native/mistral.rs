@@ -297,19 +297,16 @@ fn error_with_headers(status: u16, message: &str) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderMap;
 
     fn call(body: Value) -> Reply {
-        let mut headers = HeaderMap::new();
-        headers.insert("authorization", "Bearer m-key".parse().unwrap());
-        let raw = body.to_string();
-        answer(&Req {
-            path: "/mistral/v1/chat/completions",
-            query: "",
-            headers: &headers,
-            body: &body,
-            raw: raw.as_bytes(),
-        })
+        let path = "/mistral/v1/chat/completions";
+        super::super::answer_to(
+            answer,
+            path,
+            "",
+            &[("authorization", "Bearer m-key")],
+            &body,
+        )
     }
 
     fn status_and_body(reply: Reply) -> (StatusCode, Value) {

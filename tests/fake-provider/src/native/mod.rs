@@ -134,3 +134,28 @@ pub fn sse_data(value: &Value) -> Bytes {
 pub fn sse_event(name: &str, value: &Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {value}\n\n"))
 }
+
+/// A dialect's answer to one request built from its parts, for the dialects' own tests.
+#[cfg(test)]
+pub fn answer_to(
+    reply: fn(&Req<'_>) -> Reply,
+    path: &str,
+    query: &str,
+    headers: &[(&'static str, &str)],
+    body: &Value,
+) -> Reply {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        if let Ok(value) = value.parse() {
+            map.insert(*name, value);
+        }
+    }
+    let raw = body.to_string();
+    reply(&Req {
+        path,
+        query,
+        headers: &map,
+        body,
+        raw: raw.as_bytes(),
+    })
+}

@@ -118,23 +118,11 @@ fn authorized(req: &Req<'_>, vertex: bool) -> Result<(), Reply> {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use http::HeaderMap;
 
     use super::*;
 
     fn call(path: &str, headers: &[(&'static str, &str)], body: Value) -> Reply {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.insert(*name, value.parse().unwrap());
-        }
-        let req = Req {
-            path,
-            query: "",
-            headers: &map,
-            body: &body,
-            raw: b"",
-        };
-        answer(&req)
+        super::super::answer_to(answer, path, "", headers, &body)
     }
 
     const KEYS: &[(&str, &str)] = &[
