@@ -360,6 +360,17 @@ mod tests {
         json!({"type": "content_block_stop", "index": index})
     }
 
+    /// The text deltas of a translated stream, joined.
+    fn streamed_text(chunks: &[Value]) -> String {
+        chunks
+            .iter()
+            .filter_map(|c| {
+                c.pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+            })
+            .collect()
+    }
+
     fn tool_calls(chunks: &[Value]) -> Vec<Value> {
         chunks
             .iter()
@@ -404,13 +415,7 @@ mod tests {
                 ],
                 "split {split}"
             );
-            let text: String = chunks
-                .iter()
-                .filter_map(|c| {
-                    c.pointer("/choices/0/delta/content")
-                        .and_then(Value::as_str)
-                })
-                .collect();
+            let text = streamed_text(&chunks);
             assert_eq!(text, "On it.", "thinking never reaches the content");
             let finish = chunks.iter().find_map(|c| {
                 c.pointer("/choices/0/finish_reason")
@@ -485,13 +490,7 @@ mod tests {
             tool_calls(&chunks).is_empty(),
             "no tool call reaches the client"
         );
-        let text: String = chunks
-            .iter()
-            .filter_map(|c| {
-                c.pointer("/choices/0/delta/content")
-                    .and_then(Value::as_str)
-            })
-            .collect();
+        let text = streamed_text(&chunks);
         assert_eq!(text, "{\"answer\": \"fake\"}");
         let finish = chunks.iter().find_map(|c| {
             c.pointer("/choices/0/finish_reason")
@@ -509,13 +508,7 @@ mod tests {
         ];
         let (chunks, result) = run_in(true, &empty, 64);
         result.unwrap();
-        let text: String = chunks
-            .iter()
-            .filter_map(|c| {
-                c.pointer("/choices/0/delta/content")
-                    .and_then(Value::as_str)
-            })
-            .collect();
+        let text = streamed_text(&chunks);
         assert_eq!(text, "{}");
     }
 
