@@ -184,6 +184,14 @@ impl CallError {
         error
     }
 
+    /// A failure the provider reported inside a 2xx answer (a stop reason or a stream event that
+    /// means the call failed), described in the gateway's own words.
+    pub fn generation_failed(class: ErrorClass, provider: &str, what: &str) -> Self {
+        let mut error = Self::classified(class, &HeaderMap::new(), None, None, provider);
+        error.message = format!("{provider}: {what}");
+        error
+    }
+
     /// The class of this error, for logs and tests.
     pub fn class(&self) -> ErrorClass {
         match (self.kind, self.status) {

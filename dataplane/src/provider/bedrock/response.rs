@@ -55,15 +55,11 @@ pub fn finish_reason(stop_reason: &str) -> Result<FinishReason, CallError> {
         "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
         "guardrail_intervened" | "content_filtered" => FinishReason::ContentFilter,
         "malformed_model_output" | "malformed_tool_use" => {
-            let mut error = CallError::classified(
+            return Err(CallError::generation_failed(
                 ErrorClass::Upstream,
-                &http::HeaderMap::new(),
-                None,
-                None,
                 NAME,
-            );
-            error.message = format!("{NAME}: the model's answer was unusable ({stop_reason})");
-            return Err(error);
+                &format!("the model's answer was unusable ({stop_reason})"),
+            ));
         }
         // `end_turn`, `stop_sequence`, and whatever a newer API adds.
         _ => FinishReason::Stop,

@@ -91,18 +91,14 @@ fn handle(
         )),
         Some("error") => {
             // A protocol-level failure of the stream itself.
-            let mut error = CallError::classified(
+            Err(CallError::generation_failed(
                 ErrorClass::Upstream,
-                &http::HeaderMap::new(),
-                None,
-                None,
                 NAME,
-            );
-            error.message = format!(
-                "{NAME}: the stream failed ({})",
-                frame.string(":error-code").unwrap_or("no error code")
-            );
-            Err(error)
+                &format!(
+                    "the stream failed ({})",
+                    frame.string(":error-code").unwrap_or("no error code")
+                ),
+            ))
         }
         _ => event(
             frame.string(":event-type").unwrap_or_default(),

@@ -1,7 +1,6 @@
 //! Cohere's complete chat answer as a `chat.completion`, and the finish-reason and usage
 //! readings the stream shares.
 
-use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -142,10 +141,7 @@ pub fn finish_reason(reason: &str) -> Result<FinishReason, CallError> {
 /// A server-side failure reported inside a 2xx answer (its text is Cohere's, not the caller's
 /// mistake, so it is not passed on).
 pub fn generation_failed(what: &str) -> CallError {
-    let mut error =
-        CallError::classified(ErrorClass::Upstream, &HeaderMap::new(), None, None, NAME);
-    error.message = format!("{NAME}: {what}");
-    error
+    CallError::generation_failed(ErrorClass::Upstream, NAME, what)
 }
 
 /// Cohere's usage in OpenAI's terms: `tokens` (what the model read and wrote), or the billed

@@ -11,7 +11,6 @@
 //! its bytes.
 
 use bytes::Bytes;
-use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -156,9 +155,7 @@ pub fn read_usage(provider: &str, usage: &Value) -> Result<Usage, CallError> {
 
 /// A provider failure reported inside a 2xx answer.
 fn generation_failed(provider: &str, class: ErrorClass, what: &str) -> CallError {
-    let mut error = CallError::classified(class, &HeaderMap::new(), None, None, provider);
-    error.message = format!("{provider}: {what}");
-    error
+    CallError::generation_failed(class, provider, what)
 }
 
 /// An error event inside a stream: a server-side failure (its message is not passed on, as it
