@@ -65,16 +65,16 @@ pub fn choice_normalised(
             changed = true;
         }
         Some("error") => {
-            return Err(generation_failed(
-                provider,
+            return Err(CallError::generation_failed(
                 ErrorClass::Upstream,
+                provider,
                 "the generation failed (finish_reason `error`)",
             ));
         }
         Some("insufficient_system_resource") => {
-            return Err(generation_failed(
-                provider,
+            return Err(CallError::generation_failed(
                 ErrorClass::Overloaded,
+                provider,
                 "the generation was cut short for lack of server capacity \
                  (finish_reason `insufficient_system_resource`)",
             ));
@@ -153,17 +153,12 @@ pub fn read_usage(provider: &str, usage: &Value) -> Result<Usage, CallError> {
     Usage::deserialize(usage).map_err(|e| malformed(provider, format!("unreadable usage: {e}")))
 }
 
-/// A provider failure reported inside a 2xx answer.
-fn generation_failed(provider: &str, class: ErrorClass, what: &str) -> CallError {
-    CallError::generation_failed(class, provider, what)
-}
-
 /// An error event inside a stream: a server-side failure (its message is not passed on, as it
 /// is not the caller's own mistake).
 pub fn stream_failed(provider: &str) -> CallError {
-    generation_failed(
-        provider,
+    CallError::generation_failed(
         ErrorClass::Upstream,
+        provider,
         "the stream reported an error",
     )
 }
