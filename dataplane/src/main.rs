@@ -20,6 +20,10 @@ struct Args {
     /// Required unless a subcommand is given.
     #[arg(long, env = "MODELGATE_CONFIG")]
     config: Option<PathBuf>,
+    /// Seconds between checks of the config file besides its change events (a backstop for
+    /// filesystems that report none); 0 relies on the events alone.
+    #[arg(long, env = "MODELGATE_CONFIG_POLL_SECONDS", default_value_t = 10)]
+    config_poll_seconds: u64,
     /// Address of the OpenAI-compatible API.
     #[arg(long, env = "MODELGATE_LISTEN", default_value = "127.0.0.1:4000")]
     listen: SocketAddr,
@@ -102,6 +106,7 @@ async fn run(args: Args, config: PathBuf) -> ExitCode {
     });
     let options = GatewayOptions {
         config_path: config,
+        config_poll: Some(std::time::Duration::from_secs(args.config_poll_seconds)),
         listen: args.listen,
         admin_listen: args.admin_listen,
         decision_log,

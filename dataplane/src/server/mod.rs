@@ -36,6 +36,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
     pub config_path: PathBuf,
+    /// How often the config file is checked besides its change events; `None` trusts the events.
+    pub config_poll: Option<Duration>,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub decision_log: Option<DecisionTarget>,
@@ -130,7 +132,9 @@ impl Gateway {
             config.clone(),
             metrics.clone(),
             Arc::new(SignalRegistry::default()),
+            options.config_poll,
         ));
+        let changes = loader.subscribe();
         // A bad first config leaves the gateway unready (503, /readyz), not dead.
         loader.reload_and_record().await;
         let decisions = match options.decision_log {
@@ -228,7 +232,7 @@ impl Gateway {
         let tasks = vec![
             tokio::spawn(api),
             tokio::spawn(admin),
-            tokio::spawn(loader.watch(shutdown_rx)),
+            tokio::spawn(loader.watch(changes, shutdown_rx)),
         ];
         tracing::info!(%api_addr, %admin_addr, "modelgate data plane started");
         Ok(Self {

@@ -91,11 +91,22 @@ async fn a_bad_file_keeps_the_last_good_config() {
     let gw = TestGateway::start(&good).await;
     let served = gw.gateway.config().checksum();
 
-    gw.write_config("apiVersion: v1\nkind: Secret\nmetadata: {name: [broken\n");
+    let broken = "apiVersion: v1\nkind: Secret\nmetadata: {name: [broken\n";
+    gw.write_config(broken);
     eventually("the bad file to be counted", || async {
         reload_failures(&gw).await >= 1
     })
     .await;
+    // The same bad bytes again wake the loader but are not reported again; the next, different
+    // bad file is. Events are handled in order, so once the second counts the first rewrite has
+    // been handled too.
+    gw.write_config(broken);
+    gw.write_config("kind: [still broken\n");
+    eventually("the second bad file to be counted", || async {
+        reload_failures(&gw).await >= 2
+    })
+    .await;
+    assert_eq!(reload_failures(&gw).await, 2, "one report per bad change");
     assert_eq!(
         gw.gateway.config().checksum(),
         served,
@@ -112,6 +123,61 @@ async fn a_bad_file_keeps_the_last_good_config() {
     assert_eq!(
         gw.post("/v1/chat/completions", chat("after")).await.status,
         StatusCode::OK
+    );
+    assert_eq!(reload_failures(&gw).await, 2);
+}
+
+/// Opens of the config file, as inotify reports them to an independent watcher.
+fn count_opens(path: &std::path::Path) -> (notify::RecommendedWatcher, Arc<AtomicUsize>) {
+    use notify::{
+        EventKind, RecursiveMode, Watcher,
+        event::{AccessKind, AccessMode},
+    };
+    let opens = Arc::new(AtomicUsize::new(0));
+    let counter = opens.clone();
+    let file = path.to_owned();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && matches!(
+                event.kind,
+                EventKind::Access(AccessKind::Open(AccessMode::Any))
+            )
+            && event.paths.contains(&file)
+        {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    watcher
+        .watch(path.parent().unwrap(), RecursiveMode::NonRecursive)
+        .unwrap();
+    (watcher, opens)
+}
+
+/// An idle data plane runs in every pod: after a change it reads its file a bounded number of
+/// times, then not again (it used to wake on its own reads and re-read the file forever).
+#[tokio::test]
+async fn an_idle_gateway_does_not_reread_its_file() {
+    let fake = FakeProvider::start().await.unwrap();
+    let gw = TestGateway::start(&chat_and_mock(&fake, "before")).await;
+    let (_watcher, opens) = count_opens(&gw.config_path);
+    let next = chat_and_mock(&fake, "after");
+    gw.write_config(&next);
+    gw.wait_for_config(&next).await;
+    let after_change = opens.load(Ordering::SeqCst);
+    assert!(after_change >= 1, "the change was read");
+    // Waiting for reads that must not come: the condition is the failure.
+    let reread = tokio::time::timeout(
+        Duration::from_secs(2),
+        eventually("more reads", || {
+            std::future::ready(opens.load(Ordering::SeqCst) > after_change + 2)
+        }),
+    )
+    .await;
+    assert!(
+        reread.is_err(),
+        "an idle gateway kept reading its config: {} opens",
+        opens.load(Ordering::SeqCst)
     );
 }
 

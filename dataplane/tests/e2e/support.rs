@@ -95,6 +95,8 @@ impl TestGateway {
         let decision_log = dir.path().join("decisions.jsonl");
         let gateway = Gateway::start(GatewayOptions {
             config_path: config_path.clone(),
+            // No poll: every reload test proves the change events alone.
+            config_poll: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             decision_log: Some(DecisionTarget::File(decision_log.clone())),

@@ -107,6 +107,7 @@ async fn the_data_plane_serves_what_the_operator_publishes() {
     );
     let gateway = Gateway::start(GatewayOptions {
         config_path,
+        config_poll: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         decision_log: None,
