@@ -20,7 +20,8 @@ use modelgate_crds::{
 use modelgate_dataplane::{
     auth,
     config::Snapshot,
-    route::{self, RouteInput, signals::SignalRegistry},
+    route::{self, RouteInput},
+    signals::SignalRegistry,
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -152,7 +153,8 @@ fn routing(c: &mut Criterion) {
             Strategy::CostBased,
         ] {
             let decide = |i: usize| {
-                let key = auth::authenticate(&snapshot, &headers[i % keys], 0).unwrap();
+                let key =
+                    auth::authenticate(&snapshot, auth::bearer(&headers[i % keys]), 0).unwrap();
                 let input = RouteInput {
                     model: &models[i % groups],
                     tags: &tags,

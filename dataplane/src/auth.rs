@@ -9,13 +9,14 @@ use crate::{
     error::ApiError,
 };
 
-/// Finds the caller's key; 401 when missing, unknown or expired.
+/// Finds the caller's key from the credential its front door read; 401 when missing, unknown or
+/// expired.
 pub fn authenticate<'s>(
     snapshot: &'s Snapshot,
-    headers: &HeaderMap,
+    presented: Option<&str>,
     now_unix: i64,
 ) -> Result<&'s KeyEntry, ApiError> {
-    let presented = bearer(headers).ok_or_else(ApiError::missing_key)?;
+    let presented = presented.ok_or_else(ApiError::missing_key)?;
     let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     let entry = snapshot.key(&hash).ok_or_else(ApiError::unknown_key)?;
     if entry.expires_at.is_some_and(|at| at <= now_unix) {
@@ -25,7 +26,7 @@ pub fn authenticate<'s>(
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();

@@ -4,8 +4,8 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use modelgate_dataplane::{
-    CacheBackend, Gateway, GatewayOptions, StateBackend, limits::FailMode, route::explain::replay,
-    telemetry::DecisionTarget,
+    CacheBackend, Gateway, GatewayOptions, StateBackend, decision::DecisionTarget,
+    limits::FailMode, route::explain::replay,
 };
 use tracing_subscriber::EnvFilter;
 

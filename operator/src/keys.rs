@@ -12,7 +12,7 @@ use k8s_openapi::{
 use kube::{Api, Client, Resource, ResourceExt, api::PostParams};
 use modelgate_crds::{VirtualKey, virtual_key::generated_key_secret};
 
-use crate::{FIELD_MANAGER, MANAGED_BY, reconcile::ReconcileError};
+use crate::{FIELD_MANAGER, MANAGED_BY, error::ReconcileError};
 
 /// Prefix of every generated key, so a leaked one is recognisable (and scannable).
 pub const KEY_PREFIX: &str = "sk-mg-";

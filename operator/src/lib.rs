@@ -3,6 +3,7 @@
 
 mod admin;
 mod controller;
+mod error;
 pub mod keys;
 mod leader;
 mod metrics;

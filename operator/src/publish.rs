@@ -14,7 +14,7 @@ use kube::{
 };
 use modelgate_crds::CompiledConfig;
 
-use crate::{FIELD_MANAGER, MANAGED_BY, metrics::Metrics, reconcile::ReconcileError};
+use crate::{FIELD_MANAGER, MANAGED_BY, error::ReconcileError, metrics::Metrics};
 
 pub const CONFIG_SECRET: &str = "modelgate-config";
 pub const CONFIG_KEY: &str = "config.json";

@@ -15,7 +15,7 @@ use modelgate_crds::{ObjectReport, common::condition};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value, json};
 
-use crate::{FIELD_MANAGER, publish::CONFIG_SECRET, reconcile::ReconcileError};
+use crate::{FIELD_MANAGER, error::ReconcileError, publish::CONFIG_SECRET};
 
 /// One condition as this operator decides it, before times are assigned.
 #[derive(Debug, PartialEq, Eq)]

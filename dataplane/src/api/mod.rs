@@ -1,46 +1,23 @@
-//! The OpenAI-compatible surface: routes each request to its handler. Every route is listed in
-//! [`ROUTES`] with whether it needs a virtual key, so the auth requirement of each is explicit.
+//! The front doors: each inbound API turns its HTTP requests into the pipeline's parsed request
+//! and the pipeline's answer back into its own wire format. Every route is listed in [`ROUTES`]
+//! with whether it needs a virtual key, so the auth requirement of each is explicit.
 
-mod cached;
-mod inference;
+mod body;
 mod models;
-mod request;
-mod response;
-mod spend;
-mod stream;
+mod openai;
 
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use crate::{
-    cache::Cache,
-    config::ConfigHandle,
-    error::ApiError,
-    limits::Limiter,
-    provider::{Endpoint, HttpClients},
-    resilience::{Breakers, RetryBudget},
-    telemetry::{DecisionLog, Metrics},
-};
+use crate::{error::ApiError, pipeline::Services, request::Endpoint, server::ResponseBody};
 
-pub use request::{EXTENSION_FIELD, JsonRequest};
-pub use response::{ResponseBody, error_response, full};
-
-/// What a request handler shares.
-pub struct AppState {
-    pub config: ConfigHandle,
-    /// Budgets and rate limits.
-    pub limiter: Limiter,
-    /// The response cache.
-    pub cache: Arc<Cache>,
-    pub http: HttpClients,
-    pub metrics: Arc<Metrics>,
-    pub decisions: DecisionLog,
+/// What the front doors share: the pipeline's services and the intake limits.
+pub struct Api {
+    pub services: Services,
+    /// Largest accepted request body.
     pub max_body_bytes: usize,
-    /// Circuit breakers per (org, deployment); they outlive config swaps.
-    pub breakers: Breakers,
-    pub retry_budget: RetryBudget,
 }
 
 /// Every public route: (method, path or prefix, needs a virtual key). Admin routes are not here;
@@ -53,7 +30,7 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/v1/models/{model}", true),
 ];
 
-pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn handle(api: Arc<Api>, request: Request<Incoming>) -> Response<ResponseBody> {
     let path = request.uri().path();
     let endpoint = match path {
         "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
@@ -63,15 +40,15 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
     };
     if let Some(endpoint) = endpoint {
         if request.method() != Method::POST {
-            return error_response(&ApiError::method_not_allowed(), None);
+            return openai::bare_error(&ApiError::method_not_allowed());
         }
-        return inference::handle(&state, endpoint, request).await;
+        return openai::handle(&api, endpoint, request).await;
     }
     if path == "/v1/models" || path.starts_with("/v1/models/") {
         if request.method() != Method::GET {
-            return error_response(&ApiError::method_not_allowed(), None);
+            return openai::bare_error(&ApiError::method_not_allowed());
         }
-        return models::handle(&state, &request);
+        return models::handle(&api, &request);
     }
-    error_response(&ApiError::not_found_route(), None)
+    openai::bare_error(&ApiError::not_found_route())
 }

@@ -5,8 +5,12 @@ use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use super::{AppState, ResponseBody, error_response, full};
-use crate::{auth, error::ApiError};
+use super::{Api, openai::bare_error};
+use crate::{
+    auth,
+    error::ApiError,
+    server::{ResponseBody, full},
+};
 
 #[derive(Serialize)]
 struct Model<'a> {
@@ -22,17 +26,17 @@ struct ModelList<'a> {
     data: Vec<Model<'a>>,
 }
 
-pub fn handle(state: &AppState, request: &Request<Incoming>) -> Response<ResponseBody> {
-    let Some(snapshot) = state.config.current() else {
-        return error_response(&ApiError::not_ready(), None);
+pub fn handle(api: &Api, request: &Request<Incoming>) -> Response<ResponseBody> {
+    let Some(snapshot) = api.services.config.current() else {
+        return bare_error(&ApiError::not_ready());
     };
     let key = match auth::authenticate(
         &snapshot,
-        request.headers(),
+        auth::bearer(request.headers()),
         jiff::Timestamp::now().as_second(),
     ) {
         Ok(key) => key,
-        Err(e) => return error_response(&e, None),
+        Err(e) => return bare_error(&e),
     };
     let models = snapshot.models_for(key);
     let model = |id| Model {
@@ -48,7 +52,7 @@ pub fn handle(state: &AppState, request: &Request<Incoming>) -> Response<Respons
         }),
         Some(wanted) => match models.iter().find(|(id, _)| *id == wanted) {
             Some((id, _)) => serde_json::to_vec(&model(id)),
-            None => return error_response(&ApiError::model_not_found(wanted), None),
+            None => return bare_error(&ApiError::model_not_found(wanted)),
         },
     };
     let mut response = Response::new(full(body.unwrap_or_default()));

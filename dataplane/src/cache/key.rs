@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::{api::JsonRequest, provider::Endpoint};
+use crate::request::{Endpoint, JsonRequest};
 
 /// Members that do not change the output: the model alias (the resolved group is in the key
 /// instead), streaming (a stream and a complete answer share an entry), the extension, and
@@ -16,7 +16,7 @@ const NOT_IN_KEY: &[&str] = &[
     "model",
     "stream",
     "stream_options",
-    crate::api::EXTENSION_FIELD,
+    crate::request::EXTENSION_FIELD,
     "user",
     "metadata",
     "store",

@@ -21,9 +21,8 @@ pub use key::CacheKey;
 pub use store::{CacheStore, MemoryCache, RedisCache};
 
 use crate::{
-    api::JsonRequest,
     config::{Group, KeyEntry},
-    provider::Endpoint,
+    request::{Endpoint, JsonRequest},
     telemetry::Metrics,
 };
 

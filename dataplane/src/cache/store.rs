@@ -10,7 +10,7 @@ use moka::{Expiry, sync::Cache};
 use tokio::time::Instant;
 
 use super::key::CacheKey;
-use crate::{limits::connection::SharedConnection, telemetry::Metrics};
+use crate::{fleet::SharedConnection, telemetry::Metrics};
 
 pub trait CacheStore: Send + Sync {
     fn get<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Option<Bytes>>;

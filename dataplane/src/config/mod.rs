@@ -2,10 +2,12 @@
 //! [`CompiledConfig`], held in one [`ConfigHandle`] that is swapped (infallibly) on reload.
 
 mod handle;
+mod limits;
 mod snapshot;
 pub mod watch;
 
 pub use handle::ConfigHandle;
+pub use limits::KeyLimits;
 pub use snapshot::{
     Deployment, Group, GroupId, HotFields, KeyEntry, Policy, Snapshot, SnapshotError,
     TagRequirement,

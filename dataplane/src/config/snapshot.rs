@@ -14,13 +14,11 @@ use modelgate_crds::{
     compiled::{CompiledDeployment, CompiledKey, CompiledModelGroup, CompiledPolicy},
 };
 
+use super::KeyLimits;
 use crate::{
-    limits::{
-        KeyLimits,
-        cost::{Price, PriceSource},
-    },
+    catalog::{self, Price, PriceSource},
     provider::{self, Provider},
-    route::signals::{DeploymentSignals, SignalRegistry},
+    signals::{DeploymentSignals, SignalRegistry},
 };
 
 /// Index of a group inside a snapshot.
@@ -191,7 +189,7 @@ impl Snapshot {
                             weight: d.weight,
                             rpm: d.rpm,
                             tpm: d.tpm,
-                            price: Price::of(d),
+                            price: catalog::price_of(d),
                         },
                         provider,
                         signals: signals.get(&d.id),

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
 use super::{ConfigHandle, Snapshot};
-use crate::{route::signals::SignalRegistry, telemetry::Metrics};
+use crate::{signals::SignalRegistry, telemetry::Metrics};
 
 /// The name of the kubelet's symlink to the current version of a mounted volume.
 const KUBELET_DATA_LINK: &str = "..data";

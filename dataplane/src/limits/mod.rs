@@ -7,12 +7,7 @@
 //! or 429. The returned [`Ticket`] settles to the real cost after the call, or releases the
 //! reservation when the call fails, the client goes away, or the request is dropped.
 
-pub mod connection;
-mod cooldowns;
-pub mod cost;
-pub mod fleet_usage;
 mod memory;
-mod prices;
 mod redis;
 pub mod store;
 
@@ -21,15 +16,14 @@ use std::{sync::Arc, time::Duration};
 use jiff::Timestamp;
 use modelgate_crds::{
     common::{Budget, BudgetPeriod},
-    compiled::{CompiledKey, CompiledPolicy},
-    spend::{BudgetWindow, Meter, Subject, counter_key},
+    spend::{BudgetWindow, Meter, counter_key},
 };
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 pub use store::{Store, StoreError};
 
-use crate::{error::RateKind, telemetry::Metrics};
+use crate::{catalog::NANOS_PER_USD, config::KeyLimits, error::RateKind, telemetry::Metrics};
 use store::{Admission, BudgetCharge, RateCharge, Settlement, Verdict};
 
 /// What to do when the store cannot be reached.
@@ -39,112 +33,6 @@ pub enum FailMode {
     Closed,
     /// Serve without limits, counting and logging every such request.
     Open,
-}
-
-/// A counter identity, owned: who a limit applies to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Owner {
-    Key {
-        namespace: String,
-        name: String,
-    },
-    Team {
-        namespace: String,
-        org: String,
-        team: String,
-    },
-    Org {
-        namespace: String,
-        org: String,
-    },
-}
-
-impl Owner {
-    fn subject(&self) -> Subject<'_> {
-        match self {
-            Self::Key { namespace, name } => Subject::Key { namespace, name },
-            Self::Team {
-                namespace,
-                org,
-                team,
-            } => Subject::Team {
-                namespace,
-                org,
-                team,
-            },
-            Self::Org { namespace, org } => Subject::Org { namespace, org },
-        }
-    }
-}
-
-/// The limits of one scope (the key itself, its team, its org).
-#[derive(Clone, Debug, PartialEq)]
-struct ScopeLimits {
-    owner: Owner,
-    budget: Option<Budget>,
-    rpm: Option<u64>,
-    tpm: Option<u64>,
-}
-
-/// Every limit that applies to a key, worked out once per config snapshot.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct KeyLimits {
-    scopes: Vec<ScopeLimits>,
-}
-
-impl KeyLimits {
-    /// The key's own limits, its team policy's and its org policy's `limits`. A policy that is
-    /// both (it names the team and the org) counts once, as the team's.
-    pub fn new(
-        key: &CompiledKey,
-        team_policy: Option<&CompiledPolicy>,
-        org_policy: Option<&CompiledPolicy>,
-    ) -> Self {
-        let mut scopes = vec![ScopeLimits {
-            owner: Owner::Key {
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-            },
-            budget: key.budget.clone(),
-            rpm: key.rpm,
-            tpm: key.tpm,
-        }];
-        if let (Some(team), Some(policy)) = (&key.team, team_policy) {
-            scopes.push(ScopeLimits {
-                owner: Owner::Team {
-                    namespace: key.namespace.clone(),
-                    org: key.org.clone(),
-                    team: team.clone(),
-                },
-                budget: policy.budget.clone(),
-                rpm: policy.rpm,
-                tpm: policy.tpm,
-            });
-        }
-        let org_policy = org_policy.filter(|org| {
-            team_policy.is_none_or(|team| {
-                (team.namespace.as_str(), team.name.as_str())
-                    != (org.namespace.as_str(), org.name.as_str())
-            })
-        });
-        if let Some(policy) = org_policy {
-            scopes.push(ScopeLimits {
-                owner: Owner::Org {
-                    namespace: key.namespace.clone(),
-                    org: key.org.clone(),
-                },
-                budget: policy.budget.clone(),
-                rpm: policy.rpm,
-                tpm: policy.tpm,
-            });
-        }
-        scopes.retain(|s| s.budget.is_some() || s.rpm.is_some() || s.tpm.is_some());
-        Self { scopes }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.scopes.is_empty()
-    }
 }
 
 /// What one call may cost and consume, estimated before it is made.
@@ -214,58 +102,8 @@ impl Limiter {
         if limits.is_empty() {
             return Ok(Ticket::unlimited());
         }
-        let now = Timestamp::now();
-        let now_ms = now.as_millisecond();
-        let minute = now.as_second().div_euclid(60);
-        let minute_ends_ms = (minute + 1) * 60_000;
-        // A rate counter outlives its minute by one more, for settles of long calls.
-        let rate_expiry_ms = minute_ends_ms + 60_000;
-        let mut admission = Admission {
-            id: request_id.to_owned(),
-            now_ms,
-            reservation_ttl_ms: i64::try_from(self.reservation_ttl.as_millis()).unwrap_or(i64::MAX),
-            budgets: Vec::new(),
-            rates: Vec::new(),
-        };
-        // Which scope and limit each charge stands for, to name it in a refusal.
-        let mut budget_of = Vec::new();
-        let mut rate_of = Vec::new();
-        let mut tokens = Vec::new();
-        for scope in &limits.scopes {
-            let subject = scope.owner.subject();
-            if let Some(budget) = scope.budget.as_ref().filter(|_| !demand.rates_only) {
-                let window = BudgetWindow::containing(budget.period, now);
-                admission.budgets.push(BudgetCharge {
-                    counter: counter_key(subject, Meter::Budget { period: &window.id }),
-                    limit: usd_to_nanos(budget.limit),
-                    amount: demand.worst_case_nanos,
-                    // Kept a week past the reset, so spend stays readable for a while.
-                    expire_at_ms: window.resets_at.map_or(0, |at| (at + 7 * 24 * 3600) * 1000),
-                });
-                budget_of.push((subject.scope(), budget, window));
-            }
-            if let Some(rpm) = scope.rpm {
-                admission.rates.push(RateCharge {
-                    counter: counter_key(subject, Meter::Requests { minute }),
-                    limit: saturating_i64(rpm),
-                    amount: 1,
-                    expire_at_ms: rate_expiry_ms,
-                });
-                rate_of.push((subject.scope(), RateKind::Requests, rpm));
-            }
-            if let Some(tpm) = scope.tpm {
-                let counter = counter_key(subject, Meter::Tokens { minute });
-                admission.rates.push(RateCharge {
-                    counter: counter.clone(),
-                    limit: saturating_i64(tpm),
-                    amount: saturating_i64(demand.tokens),
-                    expire_at_ms: rate_expiry_ms,
-                });
-                rate_of.push((subject.scope(), RateKind::Tokens, tpm));
-                tokens.push(counter);
-            }
-        }
-        let verdict = match self.store.admit(&admission).await {
+        let charges = Charges::new(limits, request_id, demand, self.reservation_ttl);
+        let verdict = match self.store.admit(&charges.admission).await {
             Ok(verdict) => verdict,
             Err(error) => {
                 self.metrics.limit_store_error("admit");
@@ -287,43 +125,129 @@ impl Limiter {
                     store: self.store.clone(),
                     metrics: self.metrics.clone(),
                     id: request_id.to_owned(),
-                    budgets: admission.budgets.into_iter().map(|b| b.counter).collect(),
-                    tokens: tokens
+                    budgets: charges
+                        .admission
+                        .budgets
+                        .into_iter()
+                        .map(|b| b.counter)
+                        .collect(),
+                    tokens: charges
+                        .tokens
                         .into_iter()
                         .map(|c| (c, saturating_i64(demand.tokens)))
                         .collect(),
                 }),
             }),
-            Verdict::OverBudget(i) => {
-                let (scope, budget, window) = budget_of.get(i).ok_or(Refusal::Unavailable)?;
-                let scope = *scope;
-                self.metrics.limit_refused(scope, "budget");
-                Err(Refusal::Budget {
-                    scope,
-                    limit_usd: budget.limit,
-                    period: budget.period,
-                    retry_after: window
-                        .resets_at
-                        .map(|at| u64::try_from(at - now.as_second()).unwrap_or(1).max(1)),
-                })
+            Verdict::OverBudget(i) => Err(charges.over_budget(i, &self.metrics)),
+            Verdict::OverRate(i) => Err(charges.over_rate(i, &self.metrics)),
+        }
+    }
+}
+
+/// One admission's charges, and which scope and limit each stands for (to name it in a refusal).
+struct Charges<'l> {
+    admission: Admission,
+    now: Timestamp,
+    minute_ends_ms: i64,
+    budget_of: Vec<(&'static str, &'l Budget, BudgetWindow)>,
+    rate_of: Vec<(&'static str, RateKind, u64)>,
+    /// The TPM counters charged, to correct at settle.
+    tokens: Vec<String>,
+}
+
+impl<'l> Charges<'l> {
+    fn new(limits: &'l KeyLimits, request_id: &str, demand: Demand, ttl: Duration) -> Self {
+        let now = Timestamp::now();
+        let minute = now.as_second().div_euclid(60);
+        let minute_ends_ms = (minute + 1) * 60_000;
+        // A rate counter outlives its minute by one more, for settles of long calls.
+        let rate_expiry_ms = minute_ends_ms + 60_000;
+        let mut charges = Self {
+            admission: Admission {
+                id: request_id.to_owned(),
+                now_ms: now.as_millisecond(),
+                reservation_ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+                budgets: Vec::new(),
+                rates: Vec::new(),
+            },
+            now,
+            minute_ends_ms,
+            budget_of: Vec::new(),
+            rate_of: Vec::new(),
+            tokens: Vec::new(),
+        };
+        for scope in limits.scopes() {
+            let subject = scope.owner.subject();
+            if let Some(budget) = scope.budget.as_ref().filter(|_| !demand.rates_only) {
+                let window = BudgetWindow::containing(budget.period, now);
+                charges.admission.budgets.push(BudgetCharge {
+                    counter: counter_key(subject, Meter::Budget { period: &window.id }),
+                    limit: usd_to_nanos(budget.limit),
+                    amount: demand.worst_case_nanos,
+                    // Kept a week past the reset, so spend stays readable for a while.
+                    expire_at_ms: window.resets_at.map_or(0, |at| (at + 7 * 24 * 3600) * 1000),
+                });
+                charges.budget_of.push((subject.scope(), budget, window));
             }
-            Verdict::OverRate(i) => {
-                let (scope, kind, limit) = rate_of.get(i).copied().ok_or(Refusal::Unavailable)?;
-                self.metrics.limit_refused(
-                    scope,
-                    match kind {
-                        RateKind::Requests => "rpm",
-                        RateKind::Tokens => "tpm",
-                    },
-                );
-                let left_ms = minute_ends_ms - now_ms;
-                Err(Refusal::Rate {
-                    scope,
-                    kind,
-                    limit,
-                    retry_after: u64::try_from(left_ms.div_euclid(1000) + 1).unwrap_or(1),
-                })
+            let rates = [
+                (scope.rpm, RateKind::Requests, Meter::Requests { minute }, 1),
+                (
+                    scope.tpm,
+                    RateKind::Tokens,
+                    Meter::Tokens { minute },
+                    demand.tokens,
+                ),
+            ];
+            for (limit, kind, meter, amount) in rates {
+                let Some(limit) = limit else { continue };
+                let counter = counter_key(subject, meter);
+                if kind == RateKind::Tokens {
+                    charges.tokens.push(counter.clone());
+                }
+                charges.admission.rates.push(RateCharge {
+                    counter,
+                    limit: saturating_i64(limit),
+                    amount: saturating_i64(amount),
+                    expire_at_ms: rate_expiry_ms,
+                });
+                charges.rate_of.push((subject.scope(), kind, limit));
             }
+        }
+        charges
+    }
+
+    fn over_budget(&self, index: usize, metrics: &Metrics) -> Refusal {
+        let Some((scope, budget, window)) = self.budget_of.get(index) else {
+            return Refusal::Unavailable;
+        };
+        metrics.limit_refused(scope, "budget");
+        Refusal::Budget {
+            scope,
+            limit_usd: budget.limit,
+            period: budget.period,
+            retry_after: window
+                .resets_at
+                .map(|at| u64::try_from(at - self.now.as_second()).unwrap_or(1).max(1)),
+        }
+    }
+
+    fn over_rate(&self, index: usize, metrics: &Metrics) -> Refusal {
+        let Some(&(scope, kind, limit)) = self.rate_of.get(index) else {
+            return Refusal::Unavailable;
+        };
+        metrics.limit_refused(
+            scope,
+            match kind {
+                RateKind::Requests => "rpm",
+                RateKind::Tokens => "tpm",
+            },
+        );
+        let left_ms = self.minute_ends_ms - self.now.as_millisecond();
+        Refusal::Rate {
+            scope,
+            kind,
+            limit,
+            retry_after: u64::try_from(left_ms.div_euclid(1000) + 1).unwrap_or(1),
         }
     }
 }
@@ -400,7 +324,7 @@ impl Pending {
 }
 
 fn usd_to_nanos(usd: f64) -> i64 {
-    let nanos = (usd * cost::NANOS_PER_USD).floor();
+    let nanos = (usd * NANOS_PER_USD).floor();
     if nanos.is_finite() && nanos > 0.0 {
         nanos.min(i64::MAX as f64) as i64
     } else {

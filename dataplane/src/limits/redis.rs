@@ -7,15 +7,13 @@
 //! reservations before it checks. The connection manager reconnects on its own, and concurrent
 //! requests share one reconnect attempt.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use redis::{AsyncCommands, Script};
-use tokio::sync::mpsc;
 
-use crate::{config::ConfigHandle, resilience::Cooldown, telemetry::Metrics};
+use crate::fleet::SharedConnection;
 
-use super::connection::SharedConnection;
 use super::store::{
     Admission, BudgetState, SETTLED_MEMORY_MS, Settlement, Store, StoreError, Verdict,
 };
@@ -121,22 +119,6 @@ impl RedisStore {
     /// The connection, for the cache and the fleet tasks.
     pub fn connection(&self) -> &SharedConnection {
         &self.connection
-    }
-}
-
-impl RedisStore {
-    /// Shares this replica's deployment usage with the fleet, and reads the fleet's.
-    pub fn share_deployment_usage(&self, config: ConfigHandle, metrics: Arc<Metrics>) {
-        super::fleet_usage::spawn(self.connection.clone(), config, metrics);
-    }
-
-    /// Shares this replica's breaker cooldowns with the fleet, and applies the fleet's.
-    pub fn share_cooldowns(
-        &self,
-        apply: Arc<dyn Fn(&Cooldown) + Send + Sync>,
-        metrics: Arc<Metrics>,
-    ) -> mpsc::UnboundedSender<Cooldown> {
-        super::cooldowns::spawn(self.connection.clone(), apply, metrics)
     }
 }
 

@@ -71,6 +71,12 @@ pub struct BudgetState {
 #[error("state store unavailable: {0}")]
 pub struct StoreError(pub String);
 
+impl From<crate::fleet::ConnectionError> for StoreError {
+    fn from(error: crate::fleet::ConnectionError) -> Self {
+        Self(error.0)
+    }
+}
+
 pub trait Store: Send + Sync {
     fn admit<'a>(&'a self, admission: &'a Admission) -> BoxFuture<'a, Result<Verdict, StoreError>>;
     fn settle<'a>(&'a self, settlement: &'a Settlement) -> BoxFuture<'a, Result<(), StoreError>>;

@@ -12,7 +12,7 @@ use modelgate_crds::{ProviderKind, compiled::CompiledDeployment};
 use serde_json::{Value, json};
 
 use super::{AttemptTimeouts, Call, CallError, Endpoint, HttpClients, UpstreamBody, registry};
-use crate::api::JsonRequest;
+use crate::request::JsonRequest;
 
 struct Upstream {
     fake: FakeProvider,

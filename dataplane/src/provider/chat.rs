@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{CallError, Target};
-use crate::api::EXTENSION_FIELD;
+use crate::request::EXTENSION_FIELD;
 
 /// Members that only steer OpenAI's own product features (storage, billing tier, end-user
 /// attribution) and change nothing in the answer: adapters may leave them out.
@@ -558,7 +558,7 @@ impl EmbeddingsRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::JsonRequest;
+    use crate::request::JsonRequest;
     use bytes::Bytes;
     use modelgate_crds::compiled::CompiledDeployment;
 

@@ -19,7 +19,7 @@ use modelgate_crds::{ProviderKind, compiled::CompiledDeployment};
 use serde_json::{Map, Value, json};
 
 use super::{CallError, Endpoint, Target, dialect, translated::StreamTranslator};
-use crate::api::JsonRequest;
+use crate::request::JsonRequest;
 
 /// Every case a provider must cover.
 pub const CASES: &[&str] = &[

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use futures_util::{StreamExt, stream::BoxStream};
 
-use super::{CallError, translated::cut_short};
+use super::{CallError, error::cut_short};
 
 /// Long enough to hold `\ndata: [DONE]` split across two chunks.
 const CARRY: usize = 16;

@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::{CallError, UpstreamBody, Usage, translated::malformed};
-use crate::api::JsonRequest;
+use super::{CallError, UpstreamBody, Usage, error::malformed};
+use crate::request::JsonRequest;
 
 /// Batches of one request in flight at once: enough to hide latency, few enough not to trip
 /// the provider's own rate limit with one client call.

@@ -32,6 +32,9 @@ impl CallErrorKind {
 #[derive(Clone, Debug)]
 pub struct CallError {
     pub kind: CallErrorKind,
+    /// What kind of failure it is, decided where the error is made: the adapter that read the
+    /// provider's answer knows, nobody after it has to guess from codes or messages.
+    pub class: ErrorClass,
     pub status: Option<StatusCode>,
     pub retry_after: Option<Duration>,
     /// The provider's own error code, when it gave one (e.g. `context_length_exceeded`).
@@ -74,6 +77,19 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// The class a status means when the provider says nothing more.
+    pub fn of_status(status: StatusCode) -> Self {
+        match status.as_u16() {
+            429 => Self::RateLimit,
+            401 | 403 => Self::Auth,
+            402 => Self::Quota,
+            404 => Self::NotFound,
+            503 | 529 => Self::Overloaded,
+            400..=499 => Self::InvalidRequest,
+            _ => Self::Upstream,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RateLimit => "rate_limit",
@@ -120,6 +136,7 @@ impl CallError {
     pub fn new(kind: CallErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
+            class: ErrorClass::Upstream,
             status: None,
             retry_after: None,
             provider_code: None,
@@ -132,6 +149,7 @@ impl CallError {
     pub fn invalid_request(message: impl Into<String>) -> Self {
         Self {
             kind: CallErrorKind::Status,
+            class: ErrorClass::InvalidRequest,
             status: Some(StatusCode::BAD_REQUEST),
             retry_after: None,
             provider_code: None,
@@ -169,6 +187,7 @@ impl CallError {
             class.code().map(str::to_owned),
             format!("{provider} answered: {}", class.as_str().replace('_', " ")),
         );
+        error.class = class;
         if retry_after.is_some() {
             error.retry_after = retry_after.map(|d| d.min(MAX_RETRY_AFTER));
         }
@@ -192,28 +211,29 @@ impl CallError {
         error
     }
 
-    /// The class of this error, for logs and tests.
+    /// The class of this error.
     pub fn class(&self) -> ErrorClass {
-        match (self.kind, self.status) {
-            (CallErrorKind::Status, Some(status)) => match status.as_u16() {
-                429 => ErrorClass::RateLimit,
-                401 | 403 => ErrorClass::Auth,
-                402 => ErrorClass::Quota,
-                404 => ErrorClass::NotFound,
-                503 | 529 => ErrorClass::Overloaded,
-                400..=499 => match self.provider_code.as_deref() {
-                    Some("context_length_exceeded") => ErrorClass::ContextLength,
-                    Some("content_filter" | "content_policy_violation") => {
-                        ErrorClass::ContentPolicy
-                    }
-                    _ => ErrorClass::InvalidRequest,
-                },
-                _ => ErrorClass::Upstream,
-            },
-            _ => ErrorClass::Upstream,
+        self.class
+    }
+
+    /// With the class its adapter read from the provider's own code.
+    pub fn with_class(mut self, class: ErrorClass) -> Self {
+        self.class = class;
+        self
+    }
+
+    /// The stable `code` a client sees when this error is its own mistake.
+    pub fn client_code(&self) -> &'static str {
+        match self.class {
+            ErrorClass::ContextLength => "context_length_exceeded",
+            ErrorClass::ContentPolicy => "content_policy_violation",
+            _ if self.provider_code.as_deref() == Some(UNSUPPORTED) => UNSUPPORTED,
+            _ => "invalid_request",
         }
     }
 
+    /// A non-success answer, classed by its status alone; an adapter that knows better says so
+    /// with [`Self::with_class`] or builds it with [`Self::classified`].
     pub fn status(
         status: StatusCode,
         headers: &HeaderMap,
@@ -222,6 +242,7 @@ impl CallError {
     ) -> Self {
         Self {
             kind: CallErrorKind::Status,
+            class: ErrorClass::of_status(status),
             status: Some(status),
             retry_after: retry_after(headers)
                 .or_else(|| {
@@ -258,6 +279,19 @@ impl CallError {
             _ => false,
         }
     }
+}
+
+/// A stream that ended before the provider's last event.
+pub fn cut_short(provider: &str) -> CallError {
+    CallError::new(
+        CallErrorKind::Protocol,
+        format!("{provider}: the stream ended before its last event"),
+    )
+}
+
+/// A provider answer that is not what its API promises.
+pub fn malformed(provider: &str, what: impl std::fmt::Display) -> CallError {
+    CallError::new(CallErrorKind::Protocol, format!("{provider}: {what}"))
 }
 
 /// `retry-after-ms`, then `retry-after` in seconds (HTTP dates are ignored: a clock-skewed date is

@@ -14,6 +14,7 @@ mod done_watch;
 mod embedding_batches;
 mod error;
 mod gemini;
+mod google;
 mod google_auth;
 mod http;
 mod mock;
@@ -30,37 +31,10 @@ use bytes::Bytes;
 use futures_util::{future::BoxFuture, stream::BoxStream};
 use modelgate_crds::{ProviderKind, compiled::CompiledDeployment};
 
-use crate::api::JsonRequest;
+use crate::request::{Endpoint, JsonRequest};
 
 pub use error::{CallError, CallErrorKind, ErrorClass, UNSUPPORTED};
 pub use http::{DEFAULT_CONNECT_TIMEOUT, HttpClient, HttpClients};
-
-/// The OpenAI API operations the gateway serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    ChatCompletions,
-    Embeddings,
-    ImageGenerations,
-}
-
-impl Endpoint {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "chat_completions",
-            Self::Embeddings => "embeddings",
-            Self::ImageGenerations => "images_generations",
-        }
-    }
-
-    /// Path below an OpenAI-style base URL.
-    pub fn openai_path(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "/chat/completions",
-            Self::Embeddings => "/embeddings",
-            Self::ImageGenerations => "/images/generations",
-        }
-    }
-}
 
 /// Time limits of one attempt.
 #[derive(Clone, Copy, Debug)]

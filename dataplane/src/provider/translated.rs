@@ -14,6 +14,8 @@ use super::{
 };
 use crate::sse::EventError;
 
+pub use super::error::{cut_short, malformed};
+
 /// A complete answer, translated: OpenAI JSON and the usage it reports.
 pub struct Translated {
     pub body: Bytes,
@@ -236,19 +238,6 @@ fn redact(mut error: CallError, target: &Target<'_>) -> CallError {
         }
     }
     error
-}
-
-/// A stream that ended before the provider's last event.
-pub fn cut_short(provider: &str) -> CallError {
-    CallError::new(
-        CallErrorKind::Protocol,
-        format!("{provider}: the stream ended before its last event"),
-    )
-}
-
-/// A provider answer that is not what its API promises.
-pub fn malformed(provider: &str, what: impl std::fmt::Display) -> CallError {
-    CallError::new(CallErrorKind::Protocol, format!("{provider}: {what}"))
 }
 
 /// The events of one SSE stream, translated by `H` into one OpenAI chunk stream.

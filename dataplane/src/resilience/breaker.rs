@@ -14,7 +14,7 @@ use std::{
 use modelgate_crds::compiled::CompiledBreaker;
 use tokio::{sync::mpsc, time::Instant};
 
-use crate::sync;
+use crate::{fleet::Cooldown, sync};
 
 const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
 const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
@@ -96,6 +96,15 @@ pub enum Gate {
 pub enum Transition {
     Opened,
     Closed,
+}
+
+impl Transition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Closed => "closed",
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -191,14 +200,6 @@ impl Breaker {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         sync::lock(&self.state)
     }
-}
-
-/// A cooldown one replica started, for the others of the fleet to apply too.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cooldown {
-    pub org: String,
-    pub deployment: Arc<str>,
-    pub pause: Duration,
 }
 
 /// Breakers by org, then by deployment id: one tenant's failures never touch another tenant's

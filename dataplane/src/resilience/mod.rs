@@ -6,20 +6,24 @@
 mod breaker;
 mod prime;
 mod retry;
+mod timeouts;
 
 use std::fmt::Write as _;
 
 use tokio::time::Instant;
 
 use breaker::{Breaker, Gate};
-pub use breaker::{BreakerSettings, Breakers, Cooldown, Transition};
+pub use breaker::{BreakerSettings, Breakers, Transition};
 pub use retry::{RetryBudget, RetryPolicy};
+pub use timeouts::{attempt_timeouts, total_timeout};
 
 use crate::{
     config::{Deployment, Snapshot},
-    provider::{Call, CallError, UpstreamBody},
-    route::{Plan, PlannedAttempt, signals::InFlight},
-    telemetry::{AttemptRecord, Metrics},
+    decision::AttemptRecord,
+    provider::{Call, CallError, ErrorClass, UpstreamBody},
+    route::{Plan, PlannedAttempt},
+    signals::InFlight,
+    telemetry::Metrics,
 };
 
 /// A deployment answered.
@@ -58,15 +62,52 @@ pub struct Execution<'a> {
     pub seed: u64,
 }
 
-/// Runs the plan. `make_call` builds the provider call for one deployment.
+/// What running a plan came to.
+pub struct Executed {
+    pub result: Result<Served, Failed>,
+    /// Whether the request went on to the plan's wider links (its context-window fallbacks).
+    pub widened: bool,
+}
+
+/// Runs the plan. `make_call` builds the provider call for one deployment. When a provider finds
+/// the request too long for its context window, the plan's wider links get it next, with the
+/// attempts so far in front of their own.
+pub async fn execute<'a, F>(
+    snapshot: &'a Snapshot,
+    plan: &Plan,
+    run: &Execution<'_>,
+    mut make_call: F,
+) -> Executed
+where
+    F: FnMut(&'a Deployment) -> Call<'a>,
+{
+    let first = run_links(snapshot, &plan.attempts, run, &mut make_call).await;
+    match (first, &plan.wider) {
+        (Err(Failed::Client { error, attempts }), Some(wider))
+            if error.class == ErrorClass::ContextLength =>
+        {
+            let widened = run_links(snapshot, &wider.attempts, run, &mut make_call).await;
+            Executed {
+                result: after(attempts, widened),
+                widened: true,
+            }
+        }
+        (result, _) => Executed {
+            result,
+            widened: false,
+        },
+    }
+}
+
+/// Runs a list of links.
 ///
 /// Each link: skipped while its breaker is open (unless every link is open: then the one that
 /// reopens first is still tried); otherwise tried, and retried with backoff while the error is
 /// transient, retries are left and the retry budget allows. A Retry-After cools the link down
 /// and moves on when another link exists. The deadline and the attempt cap bound it all.
-pub async fn execute<'a, F>(
+async fn run_links<'a, F>(
     snapshot: &'a Snapshot,
-    plan: &Plan,
+    links: &[PlannedAttempt],
     run: &Execution<'_>,
     mut make_call: F,
 ) -> Result<Served, Failed>
@@ -76,12 +117,12 @@ where
     run.budget.deposit();
     let mut state = Attempts {
         run,
-        records: Vec::with_capacity(plan.attempts.len()),
+        records: Vec::with_capacity(links.len()),
         made: 0,
         rng: fastrand::Rng::with_seed(run.seed.rotate_left(17)),
     };
     let mut open: Option<(PlannedAttempt, Instant)> = None;
-    for (index, &planned) in plan.attempts.iter().enumerate() {
+    for (index, &planned) in links.iter().enumerate() {
         let deployment = &snapshot.group(planned.group).deployments[planned.deployment];
         if !state.has_room() {
             // Checked before the gate: a probe the gate hands out must really be made.
@@ -95,7 +136,7 @@ where
             }
             continue;
         }
-        let more_links = index + 1 < plan.attempts.len();
+        let more_links = index + 1 < links.len();
         for retry in 0..=run.retry.retries_per_link {
             let error = match state
                 .attempt(planned, deployment, &breaker, &mut make_call)
@@ -224,7 +265,7 @@ impl Attempts<'_> {
                     .breakers
                     .announce(self.run.org, &deployment.id, pause);
             }
-            self.run.metrics.breaker(transition);
+            self.run.metrics.breaker(transition.as_str());
             tracing::info!(org = self.run.org, deployment = %deployment.id, ?transition, "circuit breaker");
         }
         match result {
@@ -264,8 +305,16 @@ impl Attempts<'_> {
 /// The outcome recorded for a link skipped because its breaker was open.
 pub const BREAKER_OPEN: &str = "breaker_open";
 
+/// Attempts that called a provider (links skipped on an open breaker are in the chain, not here).
+pub fn calls_made(attempts: &[AttemptRecord]) -> usize {
+    attempts
+        .iter()
+        .filter(|a| a.outcome != BREAKER_OPEN)
+        .count()
+}
+
 /// The outcome of a second plan, with the attempts of the first in front of its own.
-pub fn after(
+fn after(
     mut earlier: Vec<AttemptRecord>,
     result: Result<Served, Failed>,
 ) -> Result<Served, Failed> {

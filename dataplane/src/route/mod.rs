@@ -9,7 +9,6 @@
 
 pub mod explain;
 mod record;
-pub mod signals;
 pub mod strategy;
 pub mod tags;
 
@@ -38,6 +37,18 @@ pub struct PlannedAttempt {
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
     pub attempts: Vec<PlannedAttempt>,
+    /// The links a request goes on to when a provider finds it too long for its context
+    /// window: the entry group's context-window fallbacks (and theirs), ranked as usual.
+    pub wider: Option<Box<Plan>>,
+}
+
+impl Plan {
+    /// Every link the request may reach, the wider plan's included.
+    pub fn every_link(&self) -> impl Iterator<Item = &PlannedAttempt> {
+        self.attempts
+            .iter()
+            .chain(self.wider.iter().flat_map(|w| w.attempts.iter()))
+    }
 }
 
 /// What routing needs to know about one request.
@@ -64,6 +75,8 @@ pub struct Routed {
     pub group: GroupId,
     pub plan: Plan,
     pub record: RoutingRecord,
+    /// How the plan's wider links were ranked (logged only when they are used).
+    pub wider_record: Option<RoutingRecord>,
 }
 
 pub fn route(
@@ -122,24 +135,29 @@ pub fn route(
             ApiError::no_deployments()
         });
     }
+    let (wider_plan, wider_record) = wider(snapshot, key, input, entries[0]).unzip();
+    plan.wider = wider_plan.map(Box::new);
     Ok(Routed {
         group: entries[0],
         plan,
         record,
+        wider_record,
     })
 }
 
-/// The plan over `from`'s context-window fallbacks, for a request a provider found too long for
+/// The plan over `from`'s context-window fallbacks, for a request a provider finds too long for
 /// `from`: each of those groups (and its fallbacks) ranked as usual. `None` when `from` has none
 /// or none can serve the request's tags. The seed is the request's, turned, so both plans replay.
-pub fn route_context_fallbacks(
+fn wider(
     snapshot: &Snapshot,
     key: &KeyEntry,
     input: &RouteInput<'_>,
     from: GroupId,
-) -> Option<Routed> {
+) -> Option<(Plan, RoutingRecord)> {
     let targets = &snapshot.group(from).context_fallbacks;
-    let first = *targets.first()?;
+    if targets.is_empty() {
+        return None;
+    }
     let input = RouteInput {
         seed: input.seed.rotate_left(32),
         ..*input
@@ -150,11 +168,7 @@ pub fn route_context_fallbacks(
     for &target in targets {
         ctx.push_group(target, &mut visited, &mut plan, &mut record, &mut rng);
     }
-    (!plan.attempts.is_empty()).then_some(Routed {
-        group: first,
-        plan,
-        record,
-    })
+    (!plan.attempts.is_empty()).then_some((plan, record))
 }
 
 struct Ranker<'a> {

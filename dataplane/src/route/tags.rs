@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::{api::JsonRequest, error::ApiError};
+use crate::{error::ApiError, request::JsonRequest};
 
 pub const VISION: &str = "vision";
 pub const FUNCTION_CALLING: &str = "function-calling";

@@ -5,8 +5,8 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::{
-    api::{ResponseBody, full},
     config::ConfigHandle,
+    server::{ResponseBody, full},
     telemetry::Metrics,
 };
 

@@ -276,11 +276,8 @@ impl Metrics {
         self.retries.inc();
     }
 
-    pub fn breaker(&self, transition: crate::resilience::Transition) {
-        let transition = match transition {
-            crate::resilience::Transition::Opened => "opened",
-            crate::resilience::Transition::Closed => "closed",
-        };
+    /// A breaker opened or closed (`transition`: `opened` or `closed`).
+    pub fn breaker(&self, transition: &'static str) {
         self.breaker_transitions
             .get_or_create(&TransitionLabels { transition })
             .inc();

@@ -1,7 +1,6 @@
-//! Observation only: metrics and the decision log. Nothing here decides or blocks a request.
+//! Observation: Prometheus metrics with bounded labels. Observes, never decides; imports no stage
+//! of the request path.
 
-mod decision;
 mod metrics;
 
-pub use decision::{AttemptRecord, DecisionLog, DecisionRecord, DecisionTarget};
 pub use metrics::Metrics;

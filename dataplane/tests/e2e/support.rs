@@ -11,10 +11,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use modelgate_dataplane::{
-    CacheBackend, Gateway, GatewayOptions, StateBackend, limits::FailMode,
-    telemetry::DecisionTarget,
-};
+use modelgate_dataplane::{CacheBackend, Gateway, GatewayOptions, decision::DecisionTarget};
 use serde_json::Value;
 
 pub const KEY: &str = "sk-mg-e2e-test-key-0001";
@@ -93,17 +90,12 @@ impl TestGateway {
         cache: CacheBackend,
     ) -> Self {
         let decision_log = dir.path().join("decisions.jsonl");
+        // No poll (`local`'s default): every reload test proves the change events alone.
         let gateway = Gateway::start(GatewayOptions {
-            config_path: config_path.clone(),
-            // No poll: every reload test proves the change events alone.
-            config_poll: None,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            admin_listen: "127.0.0.1:0".parse().unwrap(),
             decision_log: Some(DecisionTarget::File(decision_log.clone())),
             max_body_bytes: 1024 * 1024,
-            state: StateBackend::default(),
-            state_fail_mode: FailMode::Closed,
             cache,
+            ..GatewayOptions::local(config_path.clone())
         })
         .await
         .unwrap();

@@ -19,7 +19,7 @@ use kube::{
     Api,
     runtime::{WatchStreamExt, watcher},
 };
-use modelgate_dataplane::{CacheBackend, Gateway, GatewayOptions, StateBackend, limits::FailMode};
+use modelgate_dataplane::{Gateway, GatewayOptions};
 use tokio::time::Instant;
 
 use crate::support::{Operator, OperatorOptions, SETTLE, control_plane, kubectl_apply};
@@ -106,15 +106,8 @@ async fn the_data_plane_serves_what_the_operator_publishes() {
         operator.logs()
     );
     let gateway = Gateway::start(GatewayOptions {
-        config_path,
-        config_poll: None,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        decision_log: None,
         max_body_bytes: 1 << 20,
-        state: StateBackend::default(),
-        state_fail_mode: FailMode::Closed,
-        cache: CacheBackend::default(),
+        ..GatewayOptions::local(config_path)
     })
     .await
     .unwrap();

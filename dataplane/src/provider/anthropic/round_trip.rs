@@ -12,11 +12,11 @@ use modelgate_crds::compiled::CompiledDeployment;
 use serde_json::{Value, json};
 
 use crate::{
-    api::JsonRequest,
     provider::{
         AttemptTimeouts, Call, CallError, Endpoint, ErrorClass, HttpClients, Provider,
         UpstreamBody, translated::Translating,
     },
+    request::JsonRequest,
 };
 
 async fn call(fake: &FakeProvider, request: Value) -> Result<UpstreamBody, CallError> {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::super::{
     AttemptTimeouts, Call, CallError, Endpoint, ErrorClass, HttpClients, UpstreamBody, registry,
 };
-use crate::api::JsonRequest;
+use crate::request::JsonRequest;
 
 const MODEL: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
 

@@ -535,7 +535,7 @@ mod tests {
             "empty ids are refused too"
         );
     }
-    use crate::api::JsonRequest;
+    use crate::request::JsonRequest;
 
     fn converse_json(request: Value) -> Result<Value, CallError> {
         let request = JsonRequest::parse(Bytes::from(request.to_string())).unwrap();

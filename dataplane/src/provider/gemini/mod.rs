@@ -1,5 +1,5 @@
 //! Google's Gemini models, on the Gemini API (`generativelanguage.googleapis.com`, an API key)
-//! and on Vertex AI (a service account's OAuth token; see `vertex.rs`). Both speak the same
+//! and on Vertex AI (a service account's OAuth token; see `google.rs`). Both speak the same
 //! `generateContent` format, so one dialect serves both and only URLs and credentials differ.
 //!
 //! Choices made where the spec leaves room (`gemini.md`, `edge-cases.md`):
@@ -26,6 +26,7 @@ use http::{HeaderMap, HeaderName, Request, StatusCode};
 use super::{
     CallError, Endpoint, HttpClient, Target,
     chat::ChatRequest,
+    google::{Publisher, base_url, check_model_id},
     translated::{Dialect, StreamTranslator, Translated, malformed},
     transport,
 };
@@ -90,7 +91,9 @@ impl Dialect for Gemini {
                 );
                 format!("{base}/{version}/models/{model}:{method}")
             }
-            Flavor::Vertex => super::vertex::google_model_url(deployment, model, method)?,
+            Flavor::Vertex => {
+                super::google::model_url(deployment, Publisher::Google, model, method)?
+            }
         };
         let stream = target.stream && target.endpoint == Endpoint::ChatCompletions;
         transport::with_body(transport::json_post(&url, stream), Bytes::from(body))
@@ -107,7 +110,7 @@ impl Dialect for Gemini {
                 let name = HeaderName::from_static("x-goog-api-key");
                 transport::api_key_header(target.deployment, request, name, "")
             }),
-            Flavor::Vertex => super::vertex::authorize(target, http, request),
+            Flavor::Vertex => super::google::authorize(target, http, request),
         }
     }
 
@@ -143,30 +146,6 @@ impl Dialect for Gemini {
     fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CallError {
         error::classify(self.name(), status, headers, body)
     }
-}
-
-/// A deployment's `baseUrl` as the origin (and path prefix) the API version follows: a trailing
-/// `/` or a trailing `/{version}` (copied from a full URL) would otherwise be doubled.
-pub(super) fn base_url<'a>(base: &'a str, version: &str) -> &'a str {
-    let base = base.trim_end_matches('/');
-    base.strip_suffix(version)
-        .and_then(|rest| rest.strip_suffix('/'))
-        .unwrap_or(base)
-}
-
-/// The model id goes into the URL path: `gemini-2.5-flash`, `claude-sonnet-4-5@20250929`, never
-/// anything that could start another path segment or a query. A deployment's model outside
-/// that is a configuration error, refused before anything is sent.
-pub(super) fn check_model_id(provider: &str, model: &str) -> Result<(), CallError> {
-    let allowed =
-        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b':' | b'-');
-    if !model.is_empty() && model.bytes().all(allowed) {
-        return Ok(());
-    }
-    Err(CallError::invalid_request(format!(
-        "{provider}: the deployment's model has characters a model id cannot have (letters, \
-         digits, `.`, `_`, `@`, `:` and `-` only)"
-    )))
 }
 
 /// The model id as the URL wants it: `models/gemini-2.5-flash` and `gemini-2.5-flash` both work

@@ -11,11 +11,11 @@ use modelgate_crds::{ProviderKind, compiled::CompiledDeployment};
 use serde_json::{Value, json};
 
 use crate::{
-    api::JsonRequest,
     provider::{
         AttemptTimeouts, Call, CallError, DEFAULT_CONNECT_TIMEOUT, Endpoint, ErrorClass,
         HttpClients, UpstreamBody, registry,
     },
+    request::JsonRequest,
 };
 
 const KEY_FILE: &str =

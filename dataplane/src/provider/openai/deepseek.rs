@@ -22,7 +22,7 @@ use super::{
     body::BodyWriter,
     no_endpoint,
 };
-use crate::api::EXTENSION_FIELD;
+use crate::request::EXTENSION_FIELD;
 
 pub const NAME: &str = "deepseek";
 const BASE_URL: &str = "https://api.deepseek.com";

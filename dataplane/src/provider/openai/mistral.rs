@@ -23,7 +23,7 @@ use super::{
     body::BodyWriter,
     no_endpoint,
 };
-use crate::api::EXTENSION_FIELD;
+use crate::request::EXTENSION_FIELD;
 
 pub const NAME: &str = "mistral";
 const BASE_URL: &str = "https://api.mistral.ai/v1";

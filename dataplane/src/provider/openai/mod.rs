@@ -163,6 +163,11 @@ pub fn error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CallError 
     if error.is_client_error()
         && let Some((code, message)) = upstream_error(body)
     {
+        error.class = match code.as_deref() {
+            Some("context_length_exceeded") => ErrorClass::ContextLength,
+            Some("content_filter" | "content_policy_violation") => ErrorClass::ContentPolicy,
+            _ => error.class,
+        };
         error.provider_code = code;
         error.message = message;
     }

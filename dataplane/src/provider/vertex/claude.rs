@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use http::Request;
 
-use super::{NAME, Publisher, model_url};
+use super::super::google::{Publisher, VERTEX as NAME, model_url};
 use crate::provider::{
     CallError, CallErrorKind, Endpoint, Target, anthropic,
     chat::ChatRequest,

@@ -1,8 +1,6 @@
 //! Per-call cost from a deployment's prices and the usage the provider reported. Money is counted
 //! in integer nano-dollars (1e-9 USD), so shared counters add exactly, in memory and in Redis.
 
-use modelgate_crds::compiled::CompiledDeployment;
-
 use crate::provider::Usage;
 
 /// Nano-dollars per dollar.
@@ -37,20 +35,6 @@ pub struct Price {
 }
 
 impl Price {
-    /// The deployment's own price, else the built-in list price of its model, else none (a
-    /// self-hosted or mock deployment costs nothing).
-    pub fn of(deployment: &CompiledDeployment) -> Option<Self> {
-        match &deployment.pricing {
-            Some(p) => Some(Self {
-                input: p.input,
-                output: p.output,
-                cached_input: p.cached_input.unwrap_or(p.input),
-                source: PriceSource::Deployment,
-            }),
-            None => super::prices::builtin(&deployment.model),
-        }
-    }
-
     /// The cost of `usage` in nano-dollars. Cached prompt tokens are part of `prompt_tokens`
     /// and reasoning tokens part of `completion_tokens` (OpenAI's accounting), so each token is
     /// priced exactly once.

@@ -6,7 +6,7 @@
 //! Matched by exact model name, then by the longest listed prefix (dated snapshots such as
 //! `gpt-4o-2024-08-06` take their family's price). Prices as published by the providers in 2026.
 
-use super::cost::{Price, PriceSource};
+use super::price::{Price, PriceSource};
 
 /// (model or model prefix, input, output, cached input) in USD per 1M tokens.
 const TABLE: &[(&str, f64, f64, f64)] = &[

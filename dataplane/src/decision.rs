@@ -10,8 +10,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use super::Metrics;
-use crate::provider::Usage;
+use crate::{provider::Usage, route::RoutingRecord, telemetry::Metrics};
 
 const QUEUE: usize = 8192;
 
@@ -41,11 +40,11 @@ pub struct DecisionRecord {
     pub plan: Vec<Arc<str>>,
     /// Everything the plan was derived from; `modelgate-dataplane explain` replays it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub routing: Option<crate::route::RoutingRecord>,
+    pub routing: Option<RoutingRecord>,
     /// The second plan, over the context-window fallbacks, when the first group's provider found
     /// the request too long.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub context_window_routing: Option<crate::route::RoutingRecord>,
+    pub context_window_routing: Option<RoutingRecord>,
     pub attempts: Vec<AttemptRecord>,
     pub stream: bool,
     pub status: u16,

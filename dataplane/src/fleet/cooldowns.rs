@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::connection::SharedConnection;
-use crate::{resilience::Cooldown, telemetry::Metrics};
+use crate::telemetry::Metrics;
 
 const CHANNEL: &str = "mg:cooldowns";
 /// Pause before resubscribing after the subscription connection drops.
@@ -18,6 +18,14 @@ const RESUBSCRIBE: Duration = Duration::from_secs(1);
 /// Cooldowns longer than this from a message are capped (a bad message cannot park a
 /// deployment for days).
 const MAX_PAUSE: Duration = Duration::from_secs(3600);
+
+/// A cooldown one replica started, for the others of the fleet to apply too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cooldown {
+    pub org: String,
+    pub deployment: Arc<str>,
+    pub pause: Duration,
+}
 
 #[derive(Serialize, Deserialize)]
 struct Message {
@@ -28,8 +36,9 @@ struct Message {
     pause_ms: u64,
 }
 
-/// Starts publishing this replica's cooldowns and applying the fleet's.
-pub fn spawn(
+/// Starts publishing this replica's cooldowns and applying the fleet's; returns where to send
+/// this replica's cooldowns.
+pub fn share_cooldowns(
     connection: SharedConnection,
     apply: Arc<dyn Fn(&Cooldown) + Send + Sync>,
     metrics: Arc<Metrics>,
@@ -57,7 +66,7 @@ pub fn spawn(
                     .query_async::<i64>(&mut publisher)
                     .await
                     .map_err(|e| e.to_string()),
-                Err(error) => Err(error.0),
+                Err(error) => Err(error.to_string()),
             };
             if let Err(error) = published {
                 publish_metrics.limit_store_error("publish_cooldown");

@@ -12,14 +12,20 @@ use redis::aio::ConnectionManager;
 
 use super::connection::SharedConnection;
 
-use crate::{config::ConfigHandle, route::signals::DeploymentSignals, telemetry::Metrics};
+use crate::{config::ConfigHandle, signals::DeploymentSignals, telemetry::Metrics};
 
 /// How often a replica shares its counts and reads the fleet's.
-pub const INTERVAL: Duration = Duration::from_millis(500);
+const INTERVAL: Duration = Duration::from_millis(500);
 /// Counters outlive their minute by this much.
 const KEEP_MS: i64 = 120_000;
 
-pub fn spawn(connection: SharedConnection, config: ConfigHandle, metrics: Arc<Metrics>) {
+/// Shares this replica's deployment usage with the fleet, and reads the fleet's, until the
+/// process ends.
+pub fn share_deployment_usage(
+    connection: SharedConnection,
+    config: ConfigHandle,
+    metrics: Arc<Metrics>,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -9,7 +9,10 @@ use std::{sync::Arc, time::Duration};
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::StoreError;
+/// Redis cannot be used: a bad URL, or no connection made yet.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectionError(pub String);
 
 /// Pause between attempts at the first connection.
 const RETRY: Duration = Duration::from_secs(1);
@@ -23,8 +26,8 @@ pub struct SharedConnection {
 impl SharedConnection {
     /// Opens `url`, waiting for the first connection at most `timeout`; if Redis does not answer
     /// by then, keeps trying in the background. Every command gives up after `timeout`.
-    pub async fn open(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError(e.to_string()))?;
+    pub async fn open(url: &str, timeout: Duration) -> Result<Self, ConnectionError> {
+        let client = redis::Client::open(url).map_err(|e| ConnectionError(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -56,12 +59,12 @@ impl SharedConnection {
     }
 
     /// The connection, or an error while the first one has not been made.
-    pub fn get(&self) -> Result<ConnectionManager, StoreError> {
+    pub fn get(&self) -> Result<ConnectionManager, ConnectionError> {
         self.manager
             .load()
             .as_deref()
             .cloned()
-            .ok_or_else(|| StoreError("not connected to Redis yet".to_owned()))
+            .ok_or_else(|| ConnectionError("not connected to Redis yet".to_owned()))
     }
 
     pub fn client(&self) -> &redis::Client {

@@ -1,0 +1,64 @@
+//! The bill of a served call: its admitted ticket, costed at the serving deployment's price with
+//! the usage the provider reported, and settled with the store.
+
+use crate::{
+    catalog::{Price, usd},
+    decision::DecisionRecord,
+    limits::Ticket,
+    provider::Usage,
+    telemetry::Metrics,
+};
+
+/// An admitted call's ticket and what is needed to cost it once it is served.
+pub struct Bill {
+    pub ticket: Ticket,
+    pub org: String,
+    pub team: Option<String>,
+    /// The serving deployment's price.
+    pub price: Option<Price>,
+    /// The serving group's name (the spend metric's `model`).
+    pub group: String,
+}
+
+impl Bill {
+    /// Costs the call (the price times the reported usage), records the cost, and returns the
+    /// ticket to settle at that cost. Without usage the cost is unknown: the reservation is
+    /// released and there is nothing to settle.
+    pub fn cost(
+        self,
+        usage: Option<Usage>,
+        record: &mut DecisionRecord,
+        metrics: &Metrics,
+    ) -> Option<Settle> {
+        let usage = usage?;
+        let cost = self.price.map_or(0, |p| p.cost_nanos(&usage));
+        record.cost_usd = Some(usd(cost));
+        record.price_source = self.price.map(|p| p.source.as_str());
+        metrics.spend(&self.org, self.team.as_deref(), &self.group, usd(cost));
+        Some(Settle {
+            ticket: self.ticket,
+            cost,
+            tokens: usage.total_tokens,
+        })
+    }
+}
+
+/// A costed call, ready to settle.
+pub struct Settle {
+    ticket: Ticket,
+    /// Nano-dollars.
+    pub cost: i64,
+    tokens: u64,
+}
+
+impl Settle {
+    /// Before a complete answer goes out, so the caller's next request already sees its spend.
+    pub async fn now(self) {
+        self.ticket.settle(self.cost, self.tokens).await;
+    }
+
+    /// After a stream's last byte went out.
+    pub fn in_background(self) {
+        self.ticket.settle_in_background(self.cost, self.tokens);
+    }
+}

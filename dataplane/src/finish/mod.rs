@@ -1,0 +1,337 @@
+//! The one place a request is finished, however it was answered: a complete answer, the end of
+//! a stream (completed, failed, or abandoned by its client), a cache hit, or a refusal. Each
+//! settles what the call cost, stores a cacheable answer, feeds the serving deployment's live
+//! signals, writes the metrics and the decision record, and names what happened in the
+//! `x-modelgate-*` headers. The front doors only put the answer into their own wire format.
+
+mod bill;
+mod stream;
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::time::Instant;
+
+pub use bill::{Bill, Settle};
+pub use stream::{Relay, StreamEnd, mentions_usage};
+
+use crate::{
+    cache::{self, Cache, CacheKey},
+    catalog::usd,
+    decision::{DecisionLog, DecisionRecord},
+    error::ApiError,
+    provider::{CallError, UpstreamBody, Usage},
+    request::{CACHE_HEADER, Endpoint},
+    resilience::calls_made,
+    signals::InFlight,
+    telemetry::Metrics,
+};
+
+pub const REQUEST_ID: &str = "x-modelgate-request-id";
+const ROUTED_MODEL: &str = "x-modelgate-routed-model";
+const PROVIDER: &str = "x-modelgate-provider";
+const DEPLOYMENT: &str = "x-modelgate-deployment";
+const ATTEMPTS: &str = "x-modelgate-attempts";
+const COST: &str = "x-modelgate-cost";
+
+/// Where finished requests go: shared by every request, cheap to clone.
+#[derive(Clone)]
+pub struct Sinks {
+    pub metrics: Arc<Metrics>,
+    pub decisions: DecisionLog,
+    pub cache: Arc<Cache>,
+}
+
+/// A request on its way through the pipeline: its decision record, which the stages fill in,
+/// and when it arrived.
+pub struct Finish {
+    pub record: DecisionRecord,
+    endpoint: Endpoint,
+    started: Instant,
+    sinks: Sinks,
+}
+
+/// A call a deployment answered, with what finishing it needs.
+pub struct ServedCall {
+    pub bill: Bill,
+    pub provider: &'static str,
+    /// The serving deployment's name.
+    pub deployment: String,
+    /// Counts the call as in flight until dropped.
+    pub in_flight: InFlight,
+    /// When the serving attempt started, for its time to first token.
+    pub attempt_started: Instant,
+    /// The cache entry the answer is stored under, when the cache applies.
+    pub cache: Option<(CacheKey, Duration)>,
+}
+
+/// A stored answer served from the cache.
+pub struct Hit {
+    /// The ModelGroup the request resolved to.
+    pub group: String,
+    pub body: Bytes,
+    /// Whether the client asked for a stream (and then for the usage chunk).
+    pub stream: bool,
+    pub client_wants_usage: bool,
+}
+
+/// What the stages of the pipeline came to.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per request, moved once; boxing would add an allocation"
+)]
+pub enum Outcome {
+    Served {
+        call: ServedCall,
+        body: UpstreamBody,
+        client_wants_usage: bool,
+    },
+    Hit(Hit),
+}
+
+/// A request the pipeline refused, with the headers that explain it.
+pub struct Refused {
+    pub error: ApiError,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// The answer, for a front door to put in its wire format.
+pub struct Answer {
+    pub headers: HeaderMap,
+    pub body: AnswerBody,
+}
+
+pub enum AnswerBody {
+    /// A complete answer in OpenAI's shape.
+    Complete(Bytes),
+    /// A stored complete answer for a client that asked for a stream: replayed as one.
+    Replay {
+        body: Bytes,
+        client_wants_usage: bool,
+    },
+    /// A live stream of OpenAI SSE bytes. The gateway always asks the provider for usage; a
+    /// client that did not ask has the usage chunk taken out.
+    Stream {
+        relay: Relay,
+        client_wants_usage: bool,
+    },
+}
+
+/// A refusal, for a front door to put in its wire format.
+pub struct Rejected {
+    pub error: ApiError,
+    pub headers: HeaderMap,
+}
+
+impl Finish {
+    pub fn start(sinks: &Sinks, endpoint: Endpoint) -> Self {
+        Self {
+            record: DecisionRecord {
+                request_id: format!("req_{:032x}", fastrand::u128(..)),
+                timestamp: jiff::Timestamp::now().to_string(),
+                endpoint: endpoint.as_str(),
+                strategy: "none",
+                ..DecisionRecord::default()
+            },
+            endpoint,
+            started: Instant::now(),
+            sinks: sinks.clone(),
+        }
+    }
+
+    /// When the request arrived.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Finishes the request with what its stages came to.
+    pub async fn answer(self, outcome: Result<Outcome, Refused>) -> Result<Answer, Rejected> {
+        match outcome {
+            Ok(Outcome::Served {
+                call,
+                body: UpstreamBody::Complete { body, usage },
+                ..
+            }) => Ok(self.complete(call, body, usage).await),
+            Ok(Outcome::Served {
+                call,
+                body: UpstreamBody::Stream(upstream),
+                client_wants_usage,
+            }) => Ok(self.stream(call, upstream, client_wants_usage)),
+            Ok(Outcome::Hit(hit)) => Ok(self.hit(hit)),
+            Err(refused) => Err(self.rejected(refused)),
+        }
+    }
+
+    async fn complete(mut self, call: ServedCall, body: Bytes, usage: Option<Usage>) -> Answer {
+        let mut headers = self.served_headers(&call);
+        self.record.usage = usage;
+        let metrics = self.sinks.metrics.clone();
+        if let Some(settle) = call.bill.cost(usage, &mut self.record, &metrics) {
+            insert(&mut headers, COST, &format!("{:.9}", usd(settle.cost)));
+            settle.now().await;
+        }
+        let signals = call.in_flight.signals();
+        let latency_ms = call.attempt_started.elapsed().as_secs_f64() * 1000.0;
+        let output_tokens = usage.map_or(0, |u| u.completion_tokens).max(1);
+        signals.record_per_token(latency_ms / output_tokens as f64);
+        if let Some(usage) = usage {
+            signals.add_tokens(usage.total_tokens);
+        }
+        if let Some((key, ttl)) = call.cache
+            && !(cache::storable(self.endpoint, &body)
+                && self.sinks.cache.put(key, body.clone(), ttl))
+        {
+            self.store_skipped();
+        }
+        self.cache_header(&mut headers);
+        self.log("ok", http::StatusCode::OK);
+        Answer {
+            headers,
+            body: AnswerBody::Complete(body),
+        }
+    }
+
+    fn stream(
+        mut self,
+        call: ServedCall,
+        upstream: futures_util::stream::BoxStream<'static, Result<Bytes, CallError>>,
+        client_wants_usage: bool,
+    ) -> Answer {
+        let mut headers = self.served_headers(&call);
+        self.cache_header(&mut headers);
+        self.record.status = http::StatusCode::OK.as_u16();
+        Answer {
+            headers,
+            body: AnswerBody::Stream {
+                relay: stream::relay(upstream, self, call),
+                client_wants_usage,
+            },
+        }
+    }
+
+    /// The stream's first chunk reached the client.
+    fn first_byte(&mut self, call: &ServedCall) {
+        if self.record.ttft_ms.is_none() {
+            self.record.ttft_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
+            let attempt_ttft = call.attempt_started.elapsed().as_secs_f64() * 1000.0;
+            call.in_flight.signals().record_ttft(attempt_ttft);
+        }
+    }
+
+    fn stream_ended(mut self, call: ServedCall, end: StreamEnd) {
+        let ok = end.outcome == "ok";
+        if !ok {
+            self.record.error_code = Some(end.outcome);
+        }
+        self.record.usage = end.usage;
+        if let Some(usage) = end.usage {
+            call.in_flight.signals().add_tokens(usage.total_tokens);
+        }
+        // A stream that completed is stored; a cut or failed one never is.
+        if let (Some((key, ttl)), Some(assembler)) = (call.cache, end.assembled)
+            && ok
+        {
+            let stored = assembler
+                .finish()
+                .is_some_and(|answer| self.sinks.cache.put(key, answer, ttl));
+            if !stored {
+                self.store_skipped();
+            }
+        }
+        // A stream cut before its usage arrived has no known cost: its reservation is released.
+        let usage = end.usage.filter(|_| ok);
+        let metrics = self.sinks.metrics.clone();
+        if let Some(settle) = call.bill.cost(usage, &mut self.record, &metrics) {
+            settle.in_background();
+        }
+        let status = http::StatusCode::OK;
+        self.log(end.outcome, status);
+    }
+
+    fn hit(mut self, hit: Hit) -> Answer {
+        let mut headers = HeaderMap::new();
+        insert(&mut headers, REQUEST_ID, &self.record.request_id);
+        insert(&mut headers, ROUTED_MODEL, &hit.group);
+        headers.insert(CACHE_HEADER, HeaderValue::from_static("hit"));
+        headers.insert(COST, HeaderValue::from_static("0.000000000"));
+        headers.insert(ATTEMPTS, HeaderValue::from_static("0"));
+        self.record.cost_usd = Some(0.0);
+        self.log("ok", http::StatusCode::OK);
+        let body = if hit.stream {
+            AnswerBody::Replay {
+                body: hit.body,
+                client_wants_usage: hit.client_wants_usage,
+            }
+        } else {
+            AnswerBody::Complete(hit.body)
+        };
+        Answer { headers, body }
+    }
+
+    fn rejected(mut self, refused: Refused) -> Rejected {
+        let mut headers = HeaderMap::new();
+        insert(&mut headers, REQUEST_ID, &self.record.request_id);
+        headers.extend(refused.headers);
+        self.cache_header(&mut headers);
+        self.record.error_code = Some(refused.error.code);
+        self.log(refused.error.code, refused.error.status);
+        Rejected {
+            error: refused.error,
+            headers,
+        }
+    }
+
+    /// Who served the call.
+    fn served_headers(&self, call: &ServedCall) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        insert(&mut headers, REQUEST_ID, &self.record.request_id);
+        insert(&mut headers, ROUTED_MODEL, &call.bill.group);
+        insert(&mut headers, PROVIDER, call.provider);
+        insert(&mut headers, DEPLOYMENT, &call.deployment);
+        headers.insert(
+            ATTEMPTS,
+            HeaderValue::from(calls_made(&self.record.attempts)),
+        );
+        headers
+    }
+
+    fn cache_header(&self, headers: &mut HeaderMap) {
+        if let Some(result) = self.record.cache {
+            headers.insert(CACHE_HEADER, HeaderValue::from_static(result));
+        }
+    }
+
+    fn store_skipped(&mut self) {
+        self.record.cache = Some("store-skipped");
+        self.sinks.metrics.cache("store-skipped");
+    }
+
+    /// The metrics and the decision record of the finished request.
+    fn log(mut self, code: &'static str, status: http::StatusCode) {
+        let elapsed = self.started.elapsed();
+        self.record.status = status.as_u16();
+        self.record.latency_ms = elapsed.as_secs_f64() * 1000.0;
+        self.sinks
+            .metrics
+            .request(self.record.endpoint, code, elapsed.as_secs_f64());
+        self.sinks.decisions.record(self.record);
+    }
+}
+
+/// Sets a header whose value came from config or the gateway (never fails in practice; a value
+/// that is not a valid header is left out rather than failing the answer).
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}

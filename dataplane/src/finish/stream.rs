@@ -1,0 +1,198 @@
+//! A streamed answer on its way to the client: the upstream SSE bytes pass through untouched
+//! while an observer notes the time to the first chunk, reads the usage and assembles the answer
+//! for the cache. The request is finished when the stream ends, however it ends: completion, an
+//! upstream failure (passed on as an `Err` the front door turns into its own error event), or the
+//! client going away (the stream is dropped).
+
+use bytes::Bytes;
+use futures_util::{StreamExt, stream::BoxStream};
+use serde::Deserialize;
+
+use super::{Finish, ServedCall};
+use crate::{
+    cache::assemble::StreamAssembler, error::ApiError, provider::CallError, provider::Usage,
+    sse::DataLines,
+};
+
+/// The client's side of a stream: the upstream bytes, or the error that cut it (the last item).
+pub type Relay = BoxStream<'static, Result<Bytes, ApiError>>;
+
+/// Outcome of a stream in which the provider itself sent an error event after content.
+const UPSTREAM_ERROR_EVENT: &str = "upstream_error_event";
+/// Outcome of a stream its client stopped reading before it ended.
+const CLIENT_DISCONNECTED: &str = "client_disconnected";
+/// A partial SSE line longer than this stops the usage scan (the bytes still pass through).
+const MAX_LINE: usize = 1024 * 1024;
+
+/// How a stream ended, for the finish step.
+pub struct StreamEnd {
+    /// `ok`, or the error code the stream ended with.
+    pub outcome: &'static str,
+    pub usage: Option<Usage>,
+    /// The whole answer, assembled for the cache (only when the cache applies).
+    pub assembled: Option<StreamAssembler>,
+}
+
+/// Watches one stream and finishes its request when dropped.
+struct Observer {
+    finish: Option<Finish>,
+    call: Option<ServedCall>,
+    scanner: UsageScanner,
+    assembler: Option<StreamAssembler>,
+    outcome: Option<&'static str>,
+}
+
+pub(super) fn relay(
+    upstream: BoxStream<'static, Result<Bytes, CallError>>,
+    finish: Finish,
+    call: ServedCall,
+) -> Relay {
+    let observer = Observer {
+        assembler: call.cache.is_some().then(StreamAssembler::default),
+        finish: Some(finish),
+        call: Some(call),
+        scanner: UsageScanner::default(),
+        outcome: None,
+    };
+    futures_util::stream::unfold(Some((upstream, observer)), |state| async move {
+        let (mut upstream, mut observer) = state?;
+        match upstream.next().await {
+            Some(Ok(bytes)) => {
+                observer.chunk(&bytes);
+                Some((Ok(bytes), Some((upstream, observer))))
+            }
+            Some(Err(error)) => {
+                let interrupted = ApiError::stream_interrupted();
+                tracing::warn!(
+                    request_id = %observer.request_id(),
+                    error = %error.message,
+                    "upstream stream failed after the first byte"
+                );
+                observer.outcome = Some(interrupted.code);
+                Some((Err(interrupted), None))
+            }
+            None => {
+                observer.outcome = Some(if observer.scanner.saw_error {
+                    UPSTREAM_ERROR_EVENT
+                } else {
+                    "ok"
+                });
+                None
+            }
+        }
+    })
+    .boxed()
+}
+
+impl Observer {
+    fn chunk(&mut self, bytes: &[u8]) {
+        if let (Some(finish), Some(call)) = (&mut self.finish, &self.call) {
+            finish.first_byte(call);
+        }
+        self.scanner.feed(bytes);
+        if let Some(assembler) = &mut self.assembler {
+            assembler.feed(bytes);
+        }
+    }
+
+    fn request_id(&self) -> &str {
+        self.finish
+            .as_ref()
+            .map_or("", |finish| finish.record.request_id.as_str())
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if let (Some(finish), Some(call)) = (self.finish.take(), self.call.take()) {
+            finish.stream_ended(
+                call,
+                StreamEnd {
+                    // Dropped before the upstream finished and without an upstream error.
+                    outcome: self.outcome.unwrap_or(CLIENT_DISCONNECTED),
+                    usage: self.scanner.usage,
+                    assembled: self.assembler.take(),
+                },
+            );
+        }
+    }
+}
+
+/// Finds the `usage` object (and any error event) in OpenAI SSE `data:` lines.
+struct UsageScanner {
+    lines: DataLines,
+    usage: Option<Usage>,
+    /// The provider sent an error event (passed through as is; the SDKs raise on it).
+    saw_error: bool,
+    /// A line outgrew the cap: scanning stops (the bytes still pass through).
+    overflowed: bool,
+}
+
+impl Default for UsageScanner {
+    fn default() -> Self {
+        Self {
+            lines: DataLines::new(MAX_LINE),
+            usage: None,
+            saw_error: false,
+            overflowed: false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct UsageEvent {
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+impl UsageScanner {
+    fn feed(&mut self, bytes: &[u8]) {
+        if self.overflowed {
+            return;
+        }
+        let (usage, saw_error) = (&mut self.usage, &mut self.saw_error);
+        let scanned = self.lines.push(bytes, |data| {
+            if data.starts_with(b"{\"error\"") {
+                *saw_error = true;
+            }
+            // Only chunks that mention usage are parsed; content chunks are skipped cheaply.
+            if mentions_usage(data)
+                && let Ok(event) = serde_json::from_slice::<UsageEvent>(data)
+                && let Some(found) = event.usage
+            {
+                *usage = Some(found);
+            }
+        });
+        self.overflowed = scanned.is_err();
+    }
+}
+
+/// Whether an SSE `data:` payload names a `usage` member.
+pub fn mentions_usage(data: &[u8]) -> bool {
+    data.windows(7).any(|w| w == b"\"usage\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_usage_split_across_chunks() {
+        let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,\"total_tokens\":8}}\r\n\r\ndata: [DONE]\n\n";
+        for split in 0..stream.len() {
+            let mut scanner = UsageScanner::default();
+            scanner.feed(&stream[..split]);
+            scanner.feed(&stream[split..]);
+            assert_eq!(
+                scanner.usage,
+                Some(Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: 5,
+                    total_tokens: 8,
+                    ..Usage::default()
+                }),
+                "split at {split}"
+            );
+        }
+    }
+}

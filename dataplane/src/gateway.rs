@@ -1,0 +1,321 @@
+//! The composition root: builds the config loader, the stores, the cache, fleet sharing and the
+//! provider clients, hands them to the pipeline, and serves the front doors and the admin
+//! endpoints on their own listeners.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::{
+    api::{self, Api},
+    cache::{Cache, MemoryCache, RedisCache},
+    config::{ConfigHandle, watch::ConfigLoader},
+    decision::{DecisionLog, DecisionTarget},
+    finish::Sinks,
+    fleet::{self, SharedConnection},
+    limits::{FailMode, Limiter, MemoryStore, RedisStore, Store, StoreError},
+    pipeline::Services,
+    provider::HttpClients,
+    resilience::{Breakers, RetryBudget},
+    server::{self, BindError, admin},
+    signals::SignalRegistry,
+    telemetry::Metrics,
+};
+
+/// How long a call to Redis may take before it counts as unavailable.
+const STATE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a reservation lives without a settle (longer than any sane call).
+const RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);
+/// How often changed spend is written to the memory backend's snapshot file.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How to run a gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    pub config_path: PathBuf,
+    /// How often the config file is checked besides its change events; `None` trusts the events.
+    pub config_poll: Option<Duration>,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub decision_log: Option<DecisionTarget>,
+    pub max_body_bytes: usize,
+    /// Where budgets and rate limits are kept.
+    pub state: StateBackend,
+    pub state_fail_mode: FailMode,
+    pub cache: CacheBackend,
+}
+
+impl GatewayOptions {
+    /// Serves `config_path` on free loopback ports with every other setting at its default:
+    /// what tests and embedders start from.
+    pub fn local(config_path: PathBuf) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            config_path,
+            config_poll: None,
+            listen: loopback,
+            admin_listen: loopback,
+            decision_log: None,
+            max_body_bytes: 32 * 1024 * 1024,
+            state: StateBackend::default(),
+            state_fail_mode: FailMode::Closed,
+            cache: CacheBackend::default(),
+        }
+    }
+}
+
+/// Where response-cache entries live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheBackend {
+    /// No caching at all, whatever the policies say.
+    Off,
+    /// In this process, bounded by `max_bytes`.
+    Memory {
+        max_bytes: u64,
+        max_entry_bytes: usize,
+    },
+    /// In Redis (`redis://host:port/db`), shared by the fleet.
+    Redis { url: String, max_entry_bytes: usize },
+}
+
+impl Default for CacheBackend {
+    fn default() -> Self {
+        Self::Memory {
+            max_bytes: 256 * 1024 * 1024,
+            max_entry_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The store of budgets and rate limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateBackend {
+    /// In this process (one replica); spend saved to the snapshot file when one is given.
+    Memory { snapshot: Option<PathBuf> },
+    /// Shared by every replica (`redis://host:port/db`).
+    Redis { url: String },
+}
+
+impl Default for StateBackend {
+    fn default() -> Self {
+        Self::Memory { snapshot: None }
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("cannot open the decision log: {0}")]
+    DecisionLog(std::io::Error),
+    #[error("cannot open the budget and rate-limit store: {0}")]
+    State(#[source] StoreError),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    api_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    config: ConfigHandle,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    /// The memory backend, saved once more on shutdown.
+    memory: Option<Arc<MemoryStore>>,
+    store: Arc<dyn Store>,
+}
+
+/// The limit store, opened.
+struct State {
+    store: Arc<dyn Store>,
+    memory: Option<Arc<MemoryStore>>,
+    redis: Option<Arc<RedisStore>>,
+}
+
+impl Gateway {
+    /// Loads the config (a bad one leaves the gateway unready, not dead), binds both listeners
+    /// and starts serving.
+    pub async fn start(options: GatewayOptions) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let config = ConfigHandle::default();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let loader = Arc::new(ConfigLoader::new(
+            options.config_path.clone(),
+            config.clone(),
+            metrics.clone(),
+            Arc::new(SignalRegistry::default()),
+            options.config_poll,
+        ));
+        let changes = loader.subscribe();
+        // A bad first config leaves the gateway unready (503, /readyz), not dead.
+        loader.reload_and_record().await;
+        let decisions = match options.decision_log.clone() {
+            Some(target) => DecisionLog::start(target, metrics.clone())
+                .await
+                .map_err(StartError::DecisionLog)?,
+            None => DecisionLog::disabled(metrics.clone()),
+        };
+        let state = open_state(&options.state).await?;
+        let cache = open_cache(&options, &state, &metrics).await?;
+        let services = Services {
+            config: config.clone(),
+            limiter: Limiter::new(
+                state.store.clone(),
+                options.state_fail_mode,
+                RESERVATION_TTL,
+                metrics.clone(),
+            ),
+            http: HttpClients::default(),
+            breakers: Breakers::default(),
+            retry_budget: RetryBudget::default(),
+            sinks: Sinks {
+                metrics: metrics.clone(),
+                decisions,
+                cache: Arc::new(cache),
+            },
+        };
+        let api = Arc::new(Api {
+            services,
+            max_body_bytes: options.max_body_bytes,
+        });
+        if let Some(redis) = &state.redis {
+            share_with_fleet(redis.connection(), &api, &config, &metrics);
+        }
+
+        let (api_listener, api_addr) = server::bind(options.listen).await?;
+        let (admin_listener, admin_addr) = server::bind(options.admin_listen).await?;
+        let public = server::serve(api_listener, shutdown_rx.clone(), move |req| {
+            api::handle(api.clone(), req)
+        });
+        let admin_config = config.clone();
+        let admin = server::serve(admin_listener, shutdown_rx.clone(), move |req| {
+            std::future::ready(admin::handle(&admin_config, &metrics, &req))
+        });
+        let tasks = vec![
+            tokio::spawn(public),
+            tokio::spawn(admin),
+            tokio::spawn(loader.watch(changes, shutdown_rx)),
+        ];
+        tracing::info!(%api_addr, %admin_addr, "modelgate data plane started");
+        Ok(Self {
+            api_addr,
+            admin_addr,
+            config,
+            shutdown,
+            tasks,
+            memory: state.memory,
+            store: state.store,
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The budget and rate-limit store, for tests and tools that read spend.
+    pub fn limits_store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The current config, for readiness checks in tests and tools.
+    pub fn config(&self) -> &ConfigHandle {
+        &self.config
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Some(memory) = self.memory
+            && let Err(error) = memory.save_if_dirty()
+        {
+            tracing::warn!(%error, "cannot write the spend snapshot on shutdown");
+        }
+    }
+}
+
+async fn open_state(backend: &StateBackend) -> Result<State, StartError> {
+    Ok(match backend {
+        StateBackend::Memory { snapshot } => {
+            let store = MemoryStore::open(snapshot.as_deref()).map_err(StartError::State)?;
+            store.spawn_snapshots(SNAPSHOT_INTERVAL);
+            State {
+                store: store.clone(),
+                memory: Some(store),
+                redis: None,
+            }
+        }
+        StateBackend::Redis { url } => {
+            let store = Arc::new(
+                RedisStore::connect(url, STATE_TIMEOUT)
+                    .await
+                    .map_err(StartError::State)?,
+            );
+            State {
+                store: store.clone(),
+                memory: None,
+                redis: Some(store),
+            }
+        }
+    })
+}
+
+async fn open_cache(
+    options: &GatewayOptions,
+    state: &State,
+    metrics: &Arc<Metrics>,
+) -> Result<Cache, StartError> {
+    Ok(match &options.cache {
+        CacheBackend::Off => Cache::new(None, 0, metrics.clone()),
+        CacheBackend::Memory {
+            max_bytes,
+            max_entry_bytes,
+        } => Cache::new(
+            Some(Arc::new(MemoryCache::new(*max_bytes))),
+            *max_entry_bytes,
+            metrics.clone(),
+        ),
+        CacheBackend::Redis {
+            url,
+            max_entry_bytes,
+        } => {
+            // The same Redis as the limits shares their connection.
+            let connection = match (&state.redis, &options.state) {
+                (Some(store), StateBackend::Redis { url: state }) if state == url => {
+                    store.connection().clone()
+                }
+                _ => SharedConnection::open(url, STATE_TIMEOUT)
+                    .await
+                    .map_err(|e| StartError::State(e.into()))?,
+            };
+            Cache::new(
+                Some(Arc::new(RedisCache::new(connection, metrics.clone()))),
+                *max_entry_bytes,
+                metrics.clone(),
+            )
+        }
+    })
+}
+
+/// With shared state, breaker cooldowns and deployment quotas are shared with the fleet.
+fn share_with_fleet(
+    connection: &SharedConnection,
+    api: &Arc<Api>,
+    config: &ConfigHandle,
+    metrics: &Arc<Metrics>,
+) {
+    let receiver = api.clone();
+    let announcer = fleet::share_cooldowns(
+        connection.clone(),
+        Arc::new(move |cooldown| receiver.services.breakers.apply(cooldown)),
+        metrics.clone(),
+    );
+    api.services.breakers.announce_to(announcer);
+    fleet::share_deployment_usage(connection.clone(), config.clone(), metrics.clone());
+}
