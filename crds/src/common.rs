@@ -13,6 +13,19 @@ pub const VERSION: &str = "v1alpha1";
 /// `apiVersion` string written in manifests.
 pub const API_VERSION: &str = "modelgate.io/v1alpha1";
 
+/// A Secret labelled `modelgate.io/credential: "true"` may hold provider credentials; the
+/// operator reads no other Secret for them.
+pub const CREDENTIAL_LABEL: &str = "modelgate.io/credential";
+/// A Secret labelled `modelgate.io/virtual-key` (any value; `"true"` by hand, the VirtualKey's
+/// name on the keys the operator generates) may hold virtual-key material.
+pub const VIRTUAL_KEY_LABEL: &str = "modelgate.io/virtual-key";
+/// On a credential Secret: the hosts (besides its provider's own API hosts) its credential may
+/// be sent to, comma-separated; `*.example.com` matches one label.
+pub const ALLOWED_HOSTS_ANNOTATION: &str = "modelgate.io/allowed-hosts";
+/// On a Namespace: the org of every VirtualKey in it (default: the namespace's name). Set by
+/// whoever administers namespaces, never by a key's author.
+pub const ORG_LABEL: &str = "modelgate.io/org";
+
 /// A key inside a Secret in the same namespace as the object that references it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -6,9 +6,12 @@ mod group;
 mod key;
 mod policy;
 mod secrets;
+mod upstream;
 
 #[cfg(test)]
 mod tests;
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -22,15 +25,51 @@ use crate::{
 };
 
 pub use policy::{DEFAULT_AUTO_NAME, DEFAULT_EXPLORATION_PERCENT, DEFAULT_TOLERANCE_PERCENT};
-pub use secrets::SecretIndex;
+pub use secrets::{SecretIndex, SecretUse};
+pub use upstream::{forbidden_address, is_loopback};
 
-/// Everything the compiler reads: the three CRDs and the Secrets they reference.
+/// Everything the compiler reads: the three CRDs, the Secrets they reference, and the org of
+/// each namespace.
 #[derive(Clone, Debug, Default)]
 pub struct Resources {
     pub model_groups: Vec<ModelGroup>,
     pub routing_policies: Vec<RoutingPolicy>,
     pub virtual_keys: Vec<VirtualKey>,
     pub secrets: Vec<Secret>,
+    /// Namespaces' `modelgate.io/org` labels; a namespace not listed is an org of its own name.
+    pub namespace_orgs: BTreeMap<String, String>,
+    pub mode: Mode,
+}
+
+/// Who wrote the resources: tenants of a cluster, or the one author of a standalone file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Objects from the API server: loopback upstreams only where a namespace allows them.
+    #[default]
+    Cluster,
+    /// A file its author runs: loopback upstreams are allowed.
+    Standalone,
+}
+
+impl Resources {
+    /// The org every VirtualKey of `namespace` belongs to.
+    pub fn org_of<'a>(&'a self, namespace: &'a str) -> &'a str {
+        self.namespace_orgs
+            .get(namespace)
+            .map_or(namespace, String::as_str)
+    }
+
+    /// Whether the ModelGroups of `namespace` may name loopback `baseUrl`s: always in a
+    /// standalone file, in a cluster when the namespace default RoutingPolicy says so.
+    pub fn allows_loopback(&self, namespace: &str) -> bool {
+        self.mode == Mode::Standalone
+            || self.routing_policies.iter().any(|p| {
+                p.namespace().as_deref().unwrap_or("default") == namespace
+                    && p.spec.allow_loopback_upstreams
+                    && p.spec.orgs.is_empty()
+                    && p.spec.teams.is_empty()
+            })
+    }
 }
 
 /// Compiles every object it can; an invalid object is left out and reported, never blocking the
@@ -40,9 +79,21 @@ pub fn compile(resources: &Resources, now: jiff::Timestamp) -> (CompiledConfig, 
     let mut config = CompiledConfig::empty();
     let mut reports = Vec::new();
 
-    let groups = group::compile_all(&resources.model_groups, &secrets);
+    let context = group::GroupContext {
+        secrets: &secrets,
+        resources,
+    };
+    let groups = group::compile_all(&resources.model_groups, &context);
+    let mut warnings: BTreeMap<String, Vec<Rejection>> = BTreeMap::new();
+    for (id, warning) in groups.warnings {
+        warnings.entry(id).or_default().push(warning);
+    }
     for (object, outcome) in groups.outcomes {
-        reports.push(report(ObjectKind::ModelGroup, object, outcome));
+        let mut report = report(ObjectKind::ModelGroup, object, outcome);
+        if report.is_accepted() {
+            report.warnings = warnings.remove(&format!("{}/{}", report.namespace, report.name)).unwrap_or_default();
+        }
+        reports.push(report);
     }
     config.model_groups = groups.accepted;
 
@@ -52,7 +103,7 @@ pub fn compile(resources: &Resources, now: jiff::Timestamp) -> (CompiledConfig, 
     }
     config.policies = policies.accepted;
 
-    let keys = key::compile_all(&resources.virtual_keys, &secrets, now);
+    let keys = key::compile_all(resources, &secrets, &config.policies, now);
     for (object, outcome) in keys.outcomes {
         reports.push(report(ObjectKind::VirtualKey, object, outcome));
     }
@@ -88,8 +139,10 @@ impl ObjectRef {
 
 /// What a per-kind compiler hands back.
 pub(crate) struct Compiled<T> {
-    pub accepted: std::collections::BTreeMap<String, T>,
+    pub accepted: BTreeMap<String, T>,
     pub outcomes: Vec<(ObjectRef, Result<(), Rejection>)>,
+    /// Accepted objects (by id) that deserve a look.
+    pub warnings: Vec<(String, Rejection)>,
 }
 
 fn report(kind: ObjectKind, object: ObjectRef, outcome: Result<(), Rejection>) -> ObjectReport {
@@ -99,6 +152,7 @@ fn report(kind: ObjectKind, object: ObjectRef, outcome: Result<(), Rejection>) -
         name: object.name,
         generation: object.generation,
         outcome,
+        warnings: Vec::new(),
     }
 }
 

@@ -63,6 +63,10 @@ pub struct CompiledDeployment {
     pub model: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
+    /// Whether the connector may reach loopback addresses for this deployment (link-local and
+    /// metadata addresses it never reaches).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_loopback: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<Sensitive>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +150,9 @@ pub struct CompiledPolicy {
     pub splits: BTreeMap<String, CompiledSplit>,
     pub allow_strategy_override: bool,
     pub allow_tag_override: bool,
+    /// Keys with a budget may call deployments that have no price.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unpriced: bool,
     pub latency_tolerance_percent: u32,
     pub exploration_percent: u32,
 }

@@ -2,6 +2,7 @@
 //! compiler that turns them into the data plane's [`CompiledConfig`], and the standalone loader.
 //! No Kubernetes client and no I/O beyond what callers hand in.
 
+pub mod catalog;
 pub mod common;
 pub mod compile;
 pub mod compiled;

@@ -6,8 +6,8 @@ use k8s_openapi::api::core::v1::Secret;
 use serde_json::Value;
 
 use crate::{
-    common::API_VERSION,
-    compile::{Resources, compile},
+    common::{API_VERSION, ORG_LABEL},
+    compile::{Mode, Resources, compile},
     compiled::{CompiledConfig, CompiledConfigError},
     report::{ObjectKind, ObjectReport, Reason, Rejection},
 };
@@ -51,7 +51,10 @@ pub fn parse_manifests(
 ) -> Result<(Resources, Vec<ObjectReport>), LoadError> {
     let documents: Vec<Value> =
         serde_saphyr::from_multiple(text).map_err(|e| LoadError::Yaml(e.to_string()))?;
-    let mut resources = Resources::default();
+    let mut resources = Resources {
+        mode: Mode::Standalone,
+        ..Resources::default()
+    };
     let mut reports = Vec::new();
     for (index, doc) in documents.into_iter().enumerate() {
         if doc.is_null() {
@@ -69,6 +72,18 @@ pub fn parse_manifests(
             .to_owned();
         match (api_version.as_str(), kind.as_str()) {
             ("v1", "Secret") => resources.secrets.push(parse_secret(index, doc, env)?),
+            ("v1", "Namespace") => {
+                let name = doc.pointer("/metadata/name").and_then(Value::as_str);
+                let org = doc
+                    .pointer("/metadata/labels")
+                    .and_then(|labels| labels.get(ORG_LABEL))
+                    .and_then(Value::as_str);
+                if let (Some(name), Some(org)) = (name, org) {
+                    resources
+                        .namespace_orgs
+                        .insert(name.to_owned(), org.to_owned());
+                }
+            }
             (API_VERSION, "ModelGroup") => push_or_report(
                 index,
                 doc,
@@ -94,7 +109,7 @@ pub fn parse_manifests(
                 return Err(LoadError::Document {
                     index,
                     message: format!(
-                        "unsupported apiVersion/kind {api_version:?}/{kind:?}; expected v1 Secret or {API_VERSION} ModelGroup, RoutingPolicy, VirtualKey"
+                        "unsupported apiVersion/kind {api_version:?}/{kind:?}; expected v1 Secret or Namespace, or {API_VERSION} ModelGroup, RoutingPolicy, VirtualKey"
                     ),
                 });
             }
@@ -134,6 +149,7 @@ fn push_or_report<T: serde::de::DeserializeOwned>(
             name,
             generation: None,
             outcome: Err(Rejection::new(Reason::InvalidSpec, e.to_string())),
+            warnings: Vec::new(),
         }),
     }
     Ok(())

@@ -179,6 +179,32 @@ impl ProviderKind {
             Self::Mock => "mock",
         }
     }
+
+    /// The API hosts this provider's credentials go to when no `baseUrl` says otherwise: a
+    /// credential may always be sent there. `*` stands for one DNS label.
+    pub fn own_hosts(self, region: Option<&str>) -> Vec<String> {
+        let fixed: &[&str] = match self {
+            Self::Openai => &["api.openai.com"],
+            Self::Anthropic => &["api.anthropic.com"],
+            Self::Gemini => &["generativelanguage.googleapis.com"],
+            Self::Vertex => &["aiplatform.googleapis.com", "*-aiplatform.googleapis.com"],
+            Self::Azure => &[
+                "*.openai.azure.com",
+                "*.cognitiveservices.azure.com",
+                "*.services.ai.azure.com",
+            ],
+            Self::Cohere => &["api.cohere.com", "api.cohere.ai"],
+            Self::Mistral => &["api.mistral.ai"],
+            Self::Deepseek => &["api.deepseek.com"],
+            Self::Bedrock | Self::OpenaiCompatible | Self::Mock => &[],
+        };
+        let mut hosts: Vec<String> = fixed.iter().map(|h| (*h).to_owned()).collect();
+        if let (Self::Bedrock, Some(region)) = (self, region) {
+            hosts.push(format!("bedrock-runtime.{region}.amazonaws.com"));
+            hosts.push(format!("bedrock-runtime-fips.{region}.amazonaws.com"));
+        }
+        hosts
+    }
 }
 
 /// Behaviour of the built-in mock provider.

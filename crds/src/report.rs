@@ -38,6 +38,18 @@ pub enum Reason {
     DuplicateKey,
     PolicyConflict,
     UnknownGroup,
+    /// A referenced Secret lacks the label that lets modelgate read it.
+    SecretNotLabelled,
+    /// A credential would go to a host its Secret does not allow.
+    CredentialHostNotAllowed,
+    /// A VirtualKey names an org other than its namespace's.
+    OrgMismatch,
+    /// A VirtualKey names a team no RoutingPolicy of its namespace declares.
+    UnknownTeam,
+    /// A deployment has no price (a warning: it is still served, see `allowUnpriced`).
+    UnpricedDeployment,
+    /// The operator may not read the namespace's Secrets (no RoleBinding for it there).
+    SecretAccessDenied,
 }
 
 impl Reason {
@@ -56,6 +68,12 @@ impl Reason {
             Self::DuplicateKey => "DuplicateKey",
             Self::PolicyConflict => "PolicyConflict",
             Self::UnknownGroup => "UnknownGroup",
+            Self::SecretNotLabelled => "SecretNotLabelled",
+            Self::CredentialHostNotAllowed => "CredentialHostNotAllowed",
+            Self::OrgMismatch => "OrgMismatch",
+            Self::UnknownTeam => "UnknownTeam",
+            Self::UnpricedDeployment => "UnpricedDeployment",
+            Self::SecretAccessDenied => "SecretAccessDenied",
         }
     }
 
@@ -63,7 +81,12 @@ impl Reason {
     pub fn is_unresolved_reference(self) -> bool {
         matches!(
             self,
-            Self::SecretNotFound | Self::UnknownFallback | Self::UnknownGroup
+            Self::SecretNotFound
+                | Self::SecretNotLabelled
+                | Self::UnknownFallback
+                | Self::UnknownGroup
+                | Self::UnknownTeam
+                | Self::SecretAccessDenied
         )
     }
 }
@@ -100,6 +123,8 @@ pub struct ObjectReport {
     pub generation: Option<i64>,
     /// `Ok` when compiled in, otherwise why not.
     pub outcome: Result<(), Rejection>,
+    /// What is served but deserves a look (a deployment with no price).
+    pub warnings: Vec<Rejection>,
 }
 
 impl ObjectReport {

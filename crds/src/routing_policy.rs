@@ -69,6 +69,16 @@ pub struct RoutingPolicySpec {
     /// Tuning of the latency-based strategy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_based: Option<LatencyBased>,
+    /// Let keys with a budget call deployments that have no price (no `pricing` and no list
+    /// price for their model). Such calls are charged $0, so the budget does not bound them;
+    /// by default they are refused (`unpriced_deployment`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unpriced: bool,
+    /// On the namespace default policy (no `orgs`, no `teams`) only: ModelGroups of this
+    /// namespace may name loopback `baseUrl`s (a model server on the node). Link-local and
+    /// cloud metadata addresses are refused regardless.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_loopback_upstreams: bool,
 }
 
 /// A virtual model that routes each request to the best of several groups.

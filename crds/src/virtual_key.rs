@@ -20,7 +20,7 @@ use crate::common::{Budget, SecretKeySelector};
     status = "VirtualKeyStatus",
     shortname = "vk",
     category = "modelgate",
-    printcolumn = r#"{"name":"Org","type":"string","jsonPath":".spec.org"}"#,
+    printcolumn = r#"{"name":"Org","type":"string","jsonPath":".status.org"}"#,
     printcolumn = r#"{"name":"Team","type":"string","jsonPath":".spec.team"}"#,
     printcolumn = r#"{"name":"Budget","type":"number","jsonPath":".spec.budget.limit"}"#,
     printcolumn = r#"{"name":"Period","type":"string","jsonPath":".spec.budget.period"}"#,
@@ -32,10 +32,14 @@ use crate::common::{Budget, SecretKeySelector};
 #[x_kube(validation = Rule::new("!has(self.budget) || self.budget.limit > 0.0").message("budget.limit must be greater than 0"))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualKeySpec {
-    /// The org the key belongs to; it scopes breakers, cache and org limits.
+    /// The org the key belongs to; it scopes breakers, cache and org limits. It always comes
+    /// from the key's namespace (the namespace's `modelgate.io/org` label, else its name); when
+    /// set here it must name that org, or the key is rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
-    pub org: String,
-    /// The team inside the org; a team RoutingPolicy beats the org's.
+    pub org: Option<String>,
+    /// The team inside the org; a team RoutingPolicy beats the org's. It must be one a
+    /// RoutingPolicy of the key's namespace lists in `teams`, or the key is rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub team: Option<String>,
@@ -96,6 +100,9 @@ pub struct VirtualKeyStatus {
     /// Checksum of the published config that includes this object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_checksum: Option<String>,
+    /// The org the key belongs to: its namespace's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
     /// USD spent (settled calls) in the current budget period, read from the shared state store
     /// when the operator is given one (`--state`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

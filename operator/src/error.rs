@@ -12,6 +12,8 @@ pub enum ReconcileError {
     MissingUid,
     #[error("the OS random source failed: {0}")]
     Random(String),
+    #[error("the operator may not read Secrets in this namespace")]
+    SecretAccessDenied,
 }
 
 impl ReconcileError {
@@ -36,6 +38,7 @@ impl ReconcileError {
             Self::Api { .. } => "Unavailable",
             Self::MissingUid => "MissingUid",
             Self::Random(_) => "Random",
+            Self::SecretAccessDenied => "SecretAccessDenied",
         }
     }
 }

@@ -95,6 +95,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         recorder,
         metrics: metrics.clone(),
         spend,
+        service_account: options.service_account.clone(),
     });
 
     let mut leader_metric = leading.clone();

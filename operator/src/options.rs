@@ -61,6 +61,11 @@ pub struct Options {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub spend_refresh_interval: Duration,
 
+    /// This operator's ServiceAccount as `namespace:name`, named in the fix a status gives when
+    /// a tenant namespace has no RoleBinding for it.
+    #[arg(long, env = "MODELGATE_SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
+
     /// Log format: `json` or `text`.
     #[arg(long, env = "MODELGATE_LOG_FORMAT", default_value = "json")]
     pub log_format: String,

@@ -2,8 +2,10 @@
 //! namespace, publish the config if its checksum changed, then write each object's status.
 //! Invalid objects are reported on their own status and never block the valid ones.
 
-use kube::{Client, ResourceExt, runtime::events::Recorder};
-use modelgate_crds::{CompiledConfig, ObjectKind, ObjectReport, Resources, VirtualKey, compile};
+use kube::{Client, Resource, ResourceExt, runtime::events::Recorder};
+use modelgate_crds::{
+    CompiledConfig, ObjectKind, ObjectReport, Reason, Rejection, Resources, VirtualKey, compile,
+};
 use serde_json::{Map, json};
 
 pub use crate::error::ReconcileError;
@@ -24,19 +26,25 @@ pub struct Context {
     pub metrics: std::sync::Arc<Metrics>,
     /// Reads spend for VirtualKey status, when a shared state store is configured.
     pub spend: Option<SpendReader>,
+    /// This operator's ServiceAccount (`namespace:name`), for the RoleBinding a status asks for.
+    pub service_account: Option<String>,
 }
 
 pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, ReconcileError> {
-    let Some(stores) = ctx.scopes.stores(namespace) else {
+    if !ctx.scopes.watches(namespace) {
         return Ok(Outcome::default());
-    };
-    let mut resources = stores.resources(namespace);
+    }
+    let tenant = ctx.scopes.tenant(namespace);
+    if !tenant.ready().await {
+        return no_secret_access(ctx, namespace).await;
+    }
+    let mut resources = ctx.scopes.resources(namespace, &tenant);
     let has_objects = !(resources.model_groups.is_empty()
         && resources.routing_policies.is_empty()
         && resources.virtual_keys.is_empty());
     // A namespace whose last object went away still gets an (empty) config, so data planes stop
     // serving what was deleted; one that never had any gets nothing.
-    if !has_objects && !stores.has_published(namespace) {
+    if !has_objects && !tenant.has_published(namespace) {
         return Ok(Outcome::default());
     }
     let generated = keys::ensure_generated(
@@ -59,7 +67,7 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, Reconc
         &ctx.client,
         namespace,
         &config,
-        stores.published_checksum(namespace).as_deref(),
+        tenant.published_checksum(namespace).as_deref(),
         &ctx.metrics,
     )
     .await?;
@@ -87,6 +95,47 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, Reconc
         status_writes,
         rejected,
     })
+}
+
+/// The namespace's Secrets cannot be read: every object says so, with the RoleBinding that
+/// fixes it, and nothing is published (the last published config keeps serving).
+async fn no_secret_access(ctx: &Context, namespace: &str) -> Result<Outcome, ReconcileError> {
+    let resources = ctx.scopes.resources(namespace, &ctx.scopes.tenant(namespace));
+    let subject = ctx
+        .service_account
+        .as_deref()
+        .map_or_else(|| "<namespace>:<name> of the operator's ServiceAccount".to_owned(), str::to_owned);
+    let rejection = Rejection::new(
+        Reason::SecretAccessDenied,
+        format!(
+            "the operator may not read the Secrets of namespace \"{namespace}\"; grant it with \
+             `kubectl create rolebinding modelgate-operator -n {namespace} \
+             --clusterrole=modelgate-operator-tenant --serviceaccount={subject}`"
+        ),
+    );
+    let objects = resources
+        .model_groups
+        .iter()
+        .map(|o| (ObjectKind::ModelGroup, o.meta()))
+        .chain(resources.routing_policies.iter().map(|o| (ObjectKind::RoutingPolicy, o.meta())))
+        .chain(resources.virtual_keys.iter().map(|o| (ObjectKind::VirtualKey, o.meta())));
+    let reports: Vec<ObjectReport> = objects
+        .map(|(kind, meta)| ObjectReport {
+            kind,
+            namespace: namespace.to_owned(),
+            name: meta.name.clone().unwrap_or_default(),
+            generation: meta.generation,
+            outcome: Err(rejection.clone()),
+            warnings: Vec::new(),
+        })
+        .collect();
+    let config = CompiledConfig::empty();
+    for report in &reports {
+        if let Err(error) = write_status(ctx, &resources, &config, report).await {
+            tracing::warn!(namespace, name = %report.name, %error, "status write failed");
+        }
+    }
+    Err(ReconcileError::SecretAccessDenied)
 }
 
 async fn write_status(
@@ -126,7 +175,8 @@ async fn write_status(
             let Some(object) = find(&resources.virtual_keys, report) else {
                 return Ok(false);
             };
-            let extra = spend_fields(ctx, object).await;
+            let mut extra = spend_fields(ctx, object).await;
+            extra.insert("org".to_owned(), json!(resources.org_of(&report.namespace)));
             status::apply(&ctx.client, &ctx.recorder, object, report, checksum, extra).await?
         }
     };

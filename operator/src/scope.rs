@@ -1,12 +1,21 @@
-//! Shared reflectors: one watch per kind (ModelGroup, RoutingPolicy, VirtualKey, Secret, and the
-//! metadata of the config Secrets this operator published) per watched scope, all namespaces or
-//! each configured one. Reconciles read these in-memory stores; every change sends the object's
-//! namespace to the work queue.
+//! Shared reflectors. The modelgate CRs are watched per scope (all namespaces, or each configured
+//! one), and the Namespaces' metadata for their org label. Secrets are watched only inside the
+//! tenant namespaces that hold modelgate objects, and only those labelled for modelgate
+//! (credentials, virtual keys, the configs this operator published): the operator needs no
+//! cluster-wide read of Secrets, only a RoleBinding in each tenant namespace. Reconciles read
+//! these in-memory stores; every change sends its namespace to the work queue.
 
-use std::{collections::BTreeSet, fmt::Debug, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Debug,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
     core::PartialObjectMeta,
@@ -16,152 +25,251 @@ use kube::{
         watcher::{self, Event, watcher},
     },
 };
-use modelgate_crds::{ModelGroup, Resources, RoutingPolicy, VirtualKey};
+use modelgate_crds::{
+    ModelGroup, Resources, RoutingPolicy, VirtualKey,
+    common::{CREDENTIAL_LABEL, ORG_LABEL, VIRTUAL_KEY_LABEL},
+};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::{publish, queue::Trigger};
 
-const UNREFERENCED_SECRET_TYPES: &str =
-    "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
-
-/// The stores of one watched scope.
+/// The modelgate CRs of one watched scope.
 #[derive(Clone)]
-pub struct Stores {
+struct CrdStores {
     model_groups: Store<ModelGroup>,
     routing_policies: Store<RoutingPolicy>,
     virtual_keys: Store<VirtualKey>,
-    secrets: Store<Secret>,
-    published: Store<PartialObjectMeta<Secret>>,
 }
 
-/// Every scope the operator watches: the whole cluster, or each configured namespace.
+/// The Secrets modelgate reads in one tenant namespace.
 #[derive(Clone)]
-pub enum Scopes {
-    Cluster(Stores),
-    Namespaces(Arc<std::collections::BTreeMap<String, Stores>>),
+pub struct TenantStores {
+    credentials: Store<Secret>,
+    keys: Store<Secret>,
+    published: Store<PartialObjectMeta<Secret>>,
+    /// The API server refused a Secret watch here: the operator holds no RoleBinding in it.
+    forbidden: Arc<AtomicBool>,
+}
+
+/// Everything the operator watches.
+#[derive(Clone)]
+pub struct Scopes {
+    client: Client,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    crds: Arc<BTreeMap<Option<String>, CrdStores>>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    tenants: Arc<Mutex<BTreeMap<String, TenantStores>>>,
 }
 
 impl Scopes {
-    /// Starts the watches. They retry with backoff on errors for as long as the process runs.
+    /// Starts the watches; `namespaces` empty watches the CRs of the whole cluster. They retry
+    /// with backoff on errors for as long as the process runs.
     pub fn start(
         client: &Client,
         namespaces: &[String],
         triggers: &mpsc::UnboundedSender<Trigger>,
     ) -> Self {
-        if namespaces.is_empty() {
-            return Self::Cluster(Stores::start(client, None, triggers));
-        }
-        let stores = namespaces
-            .iter()
-            .map(|ns| (ns.clone(), Stores::start(client, Some(ns), triggers)))
+        let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+            vec![None]
+        } else {
+            namespaces.iter().cloned().map(Some).collect()
+        };
+        let crds = scopes
+            .into_iter()
+            .map(|scope| {
+                let stores = CrdStores::start(client, scope.as_deref(), triggers);
+                (scope, stores)
+            })
             .collect();
-        Self::Namespaces(Arc::new(stores))
+        let scopes = Self {
+            client: client.clone(),
+            triggers: triggers.clone(),
+            crds: Arc::new(crds),
+            // A change of a namespace's org label re-compiles it.
+            namespaces: reflect(
+                Api::all(client.clone()),
+                watcher::Config::default(),
+                triggers,
+                |o: &PartialObjectMeta<Namespace>| o.name_any(),
+            ),
+            tenants: Arc::default(),
+        };
+        // The configured namespaces are tenants from the start.
+        for namespace in namespaces {
+            scopes.tenant(namespace);
+        }
+        scopes
     }
 
-    /// Waits until every watch has listed once.
+    /// Waits until every CR and namespace watch has listed once.
     pub async fn wait_ready(&self) {
-        match self {
-            Self::Cluster(stores) => stores.wait_ready().await,
-            Self::Namespaces(all) => {
-                for stores in all.values() {
-                    stores.wait_ready().await;
-                }
-            }
+        for stores in self.crds.values() {
+            stores.wait_ready().await;
         }
+        // Err only if a writer was dropped, which cannot happen while the watch tasks run.
+        let _ = self.namespaces.wait_until_ready().await;
     }
 
-    /// The stores that hold `namespace`, if it is watched.
-    pub fn stores(&self, namespace: &str) -> Option<&Stores> {
-        match self {
-            Self::Cluster(stores) => Some(stores),
-            Self::Namespaces(all) => all.get(namespace),
-        }
+    /// Whether `namespace` is watched at all.
+    pub fn watches(&self, namespace: &str) -> bool {
+        self.crds.contains_key(&None) || self.crds.contains_key(&Some(namespace.to_owned()))
     }
 
     /// Namespaces with anything to reconcile: a modelgate object or a published config.
     pub fn active_namespaces(&self) -> BTreeSet<String> {
-        match self {
-            Self::Cluster(stores) => stores.active_namespaces(),
-            Self::Namespaces(all) => all.values().flat_map(Stores::active_namespaces).collect(),
+        let mut active: BTreeSet<String> =
+            self.crds.values().flat_map(CrdStores::namespaces).collect();
+        let tenants = lock(&self.tenants);
+        active.extend(
+            tenants
+                .iter()
+                .filter(|(_, t)| t.published.state().iter().next().is_some())
+                .map(|(ns, _)| ns.clone()),
+        );
+        active
+    }
+
+    /// The Secret watches of `namespace`, started on first use.
+    pub fn tenant(&self, namespace: &str) -> TenantStores {
+        let mut tenants = lock(&self.tenants);
+        tenants
+            .entry(namespace.to_owned())
+            .or_insert_with(|| TenantStores::start(&self.client, namespace, &self.triggers))
+            .clone()
+    }
+
+    /// Everything the compiler reads for one namespace, once its Secret watches have listed.
+    pub fn resources(&self, namespace: &str, tenant: &TenantStores) -> Resources {
+        let mut resources = Resources {
+            secrets: tenant.secrets(),
+            ..Resources::default()
+        };
+        for stores in self.crds.values() {
+            resources
+                .model_groups
+                .extend(in_namespace(&stores.model_groups, namespace));
+            resources
+                .routing_policies
+                .extend(in_namespace(&stores.routing_policies, namespace));
+            resources
+                .virtual_keys
+                .extend(in_namespace(&stores.virtual_keys, namespace));
         }
+        if let Some(org) = self
+            .namespaces
+            .get(&reflector::ObjectRef::new(namespace))
+            .and_then(|ns| ns.labels().get(ORG_LABEL).cloned())
+        {
+            resources.namespace_orgs.insert(namespace.to_owned(), org);
+        }
+        resources
     }
 }
 
-impl Stores {
+impl CrdStores {
     fn start(
         client: &Client,
         namespace: Option<&str>,
         triggers: &mpsc::UnboundedSender<Trigger>,
     ) -> Self {
-        let own = format!("!{}", publish::CONFIG_LABEL);
-        let published = format!("{}=true", publish::CONFIG_LABEL);
         Self {
-            model_groups: reflect(api(client, namespace), watcher::Config::default(), triggers),
-            routing_policies: reflect(api(client, namespace), watcher::Config::default(), triggers),
-            virtual_keys: reflect(api(client, namespace), watcher::Config::default(), triggers),
-            // The published configs are large and derived: left out of the Secret cache, and
-            // watched as metadata only (their checksum annotation). Helm releases and
-            // service-account tokens are never referenced, so they are not cached either.
-            secrets: reflect(
+            model_groups: reflect(
                 api(client, namespace),
-                watcher::Config::default()
-                    .labels(&own)
-                    .fields(UNREFERENCED_SECRET_TYPES),
+                watcher::Config::default(),
                 triggers,
+                namespace_of,
             ),
-            published: reflect(
+            routing_policies: reflect(
                 api(client, namespace),
-                watcher::Config::default().labels(&published),
+                watcher::Config::default(),
                 triggers,
+                namespace_of,
+            ),
+            virtual_keys: reflect(
+                api(client, namespace),
+                watcher::Config::default(),
+                triggers,
+                namespace_of,
             ),
         }
     }
 
     async fn wait_ready(&self) {
-        // Err only if a writer was dropped, which cannot happen while the watch tasks run.
         let _ = self.model_groups.wait_until_ready().await;
         let _ = self.routing_policies.wait_until_ready().await;
         let _ = self.virtual_keys.wait_until_ready().await;
-        let _ = self.secrets.wait_until_ready().await;
-        let _ = self.published.wait_until_ready().await;
     }
 
-    fn active_namespaces(&self) -> BTreeSet<String> {
+    fn namespaces(&self) -> BTreeSet<String> {
         let mut namespaces = BTreeSet::new();
-        namespaces.extend(
-            self.model_groups
-                .state()
-                .iter()
-                .filter_map(|o| o.namespace()),
-        );
-        namespaces.extend(
-            self.routing_policies
-                .state()
-                .iter()
-                .filter_map(|o| o.namespace()),
-        );
-        namespaces.extend(
-            self.virtual_keys
-                .state()
-                .iter()
-                .filter_map(|o| o.namespace()),
-        );
-        namespaces.extend(self.published.state().iter().filter_map(|o| o.namespace()));
+        namespaces.extend(self.model_groups.state().iter().filter_map(|o| o.namespace()));
+        namespaces.extend(self.routing_policies.state().iter().filter_map(|o| o.namespace()));
+        namespaces.extend(self.virtual_keys.state().iter().filter_map(|o| o.namespace()));
         namespaces
     }
+}
 
-    /// Everything the compiler reads for one namespace.
-    pub fn resources(&self, namespace: &str) -> Resources {
-        Resources {
-            model_groups: in_namespace(&self.model_groups, namespace),
-            routing_policies: in_namespace(&self.routing_policies, namespace),
-            virtual_keys: in_namespace(&self.virtual_keys, namespace),
-            secrets: in_namespace(&self.secrets, namespace),
+impl TenantStores {
+    fn start(client: &Client, namespace: &str, triggers: &mpsc::UnboundedSender<Trigger>) -> Self {
+        let forbidden = Arc::new(AtomicBool::new(false));
+        let config = |labels: &str| watcher::Config::default().labels(labels);
+        Self {
+            credentials: reflect_tracking(
+                Api::namespaced(client.clone(), namespace),
+                config(&format!("{CREDENTIAL_LABEL}=true")),
+                triggers,
+                namespace_of,
+                forbidden.clone(),
+            ),
+            keys: reflect_tracking(
+                Api::namespaced(client.clone(), namespace),
+                config(VIRTUAL_KEY_LABEL),
+                triggers,
+                namespace_of,
+                forbidden.clone(),
+            ),
+            // The published configs are large and derived: watched as metadata only (their
+            // checksum annotation).
+            published: reflect_tracking(
+                Api::namespaced(client.clone(), namespace),
+                config(&format!("{}=true", publish::CONFIG_LABEL)),
+                triggers,
+                namespace_of,
+                forbidden.clone(),
+            ),
+            forbidden,
         }
     }
 
-    /// The checksum annotation of the config Secret published in `namespace`, as last seen.
+    /// Waits until every Secret watch here has listed once; false when the API server refuses
+    /// them (no RoleBinding for the operator in this namespace).
+    pub async fn ready(&self) -> bool {
+        loop {
+            if self.forbidden.load(Ordering::Relaxed) {
+                return false;
+            }
+            let listed = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+                let _ = self.credentials.wait_until_ready().await;
+                let _ = self.keys.wait_until_ready().await;
+                let _ = self.published.wait_until_ready().await;
+            })
+            .await;
+            if listed.is_ok() {
+                return true;
+            }
+        }
+    }
+
+    fn secrets(&self) -> Vec<Secret> {
+        let mut secrets: BTreeMap<String, Secret> = BTreeMap::new();
+        for secret in self.credentials.state().iter().chain(self.keys.state().iter()) {
+            secrets.insert(secret.name_any(), Secret::clone(secret));
+        }
+        secrets.into_values().collect()
+    }
+
+    /// The checksum annotation of the config Secret published here, as last seen.
     pub fn published_checksum(&self, namespace: &str) -> Option<String> {
         let key = reflector::ObjectRef::new(publish::CONFIG_SECRET).within(namespace);
         self.published.get(&key).and_then(|meta| {
@@ -171,11 +279,20 @@ impl Stores {
         })
     }
 
-    /// Whether a config Secret is published in `namespace`.
+    /// Whether a config Secret is published here.
     pub fn has_published(&self, namespace: &str) -> bool {
         let key = reflector::ObjectRef::new(publish::CONFIG_SECRET).within(namespace);
         self.published.get(&key).is_some()
     }
+}
+
+/// The namespace a namespaced object's change concerns.
+fn namespace_of<K: Resource>(object: &K) -> String {
+    object.meta().namespace.clone().unwrap_or_default()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -200,15 +317,34 @@ where
         .collect()
 }
 
-/// A reflector whose events become namespace triggers. A relist (`InitDone`) triggers every
-/// namespace, because objects deleted while the watch was down are not reported one by one.
-fn reflect<K>(
+/// A reflector whose events become namespace triggers (`namespace_of` names the namespace an
+/// object's change concerns). A relist (`InitDone`) triggers every namespace, because objects
+/// deleted while the watch was down are not reported one by one.
+fn reflect<K, N>(
     api: Api<K>,
     config: watcher::Config,
     triggers: &mpsc::UnboundedSender<Trigger>,
+    namespace_of: N,
 ) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    N: Fn(&K) -> String + Send + 'static,
+{
+    reflect_tracking(api, config, triggers, namespace_of, Arc::new(AtomicBool::new(false)))
+}
+
+/// [`reflect`], raising `forbidden` while the API server refuses the watch (RBAC) and lowering
+/// it once the watch works.
+fn reflect_tracking<K, N>(
+    api: Api<K>,
+    config: watcher::Config,
+    triggers: &mpsc::UnboundedSender<Trigger>,
+    namespace_of: N,
+    forbidden: Arc<AtomicBool>,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    N: Fn(&K) -> String + Send + 'static,
 {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
@@ -218,13 +354,22 @@ where
         while let Some(event) = stream.next().await {
             let trigger = match event {
                 Ok(Event::Apply(o) | Event::Delete(o) | Event::InitApply(o)) => {
-                    o.meta().namespace.clone().map(Trigger::Namespace)
+                    forbidden.store(false, Ordering::Relaxed);
+                    Some(Trigger::Namespace(namespace_of(&o)))
                 }
-                Ok(Event::InitDone) => Some(Trigger::All),
+                Ok(Event::InitDone) => {
+                    forbidden.store(false, Ordering::Relaxed);
+                    Some(Trigger::All)
+                }
                 Ok(Event::Init) => None,
                 Err(error) => {
-                    tracing::warn!(kind = %K::kind(&()), %error, "watch failed; retrying with backoff");
-                    None
+                    if is_forbidden(&error) && !forbidden.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(kind = %K::kind(&()), %error, "the API server refuses this watch: the operator's ServiceAccount needs a RoleBinding here");
+                        Some(Trigger::All)
+                    } else {
+                        tracing::warn!(kind = %K::kind(&()), %error, "watch failed; retrying with backoff");
+                        None
+                    }
                 }
             };
             if let Some(trigger) = trigger
@@ -235,4 +380,14 @@ where
         }
     });
     reader
+}
+
+fn is_forbidden(error: &watcher::Error) -> bool {
+    matches!(
+        error,
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+            | watcher::Error::WatchFailed(kube::Error::Api(status))
+            | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+            if status.code == 403
+    )
 }

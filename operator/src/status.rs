@@ -47,7 +47,7 @@ pub fn verdicts(report: &ObjectReport, checksum: &str) -> [Verdict; 3] {
                 type_: condition::READY,
                 status: "True",
                 reason: "Published".to_owned(),
-                message: format!("live in Secret {CONFIG_SECRET} (config {short})"),
+                message: ready_message(report, short),
             },
         ],
         Err(rejection) => {
@@ -87,6 +87,16 @@ pub fn verdicts(report: &ObjectReport, checksum: &str) -> [Verdict; 3] {
             ]
         }
     }
+}
+
+/// Where an accepted object is live, and what of it deserves a look (a deployment with no
+/// price, which budgeted keys may not call).
+fn ready_message(report: &ObjectReport, short: &str) -> String {
+    let mut message = format!("live in Secret {CONFIG_SECRET} (config {short})");
+    for warning in &report.warnings {
+        message.push_str(&format!("; {warning}"));
+    }
+    message
 }
 
 /// Turns verdicts into conditions, keeping `lastTransitionTime` where the status did not change.
@@ -227,6 +237,7 @@ mod tests {
             name: "chat".to_owned(),
             generation: Some(3),
             outcome,
+            warnings: Vec::new(),
         }
     }
 
@@ -239,6 +250,22 @@ mod tests {
         );
         assert_eq!(ready.reason, "Published");
         assert!(ready.message.contains("0123456789ab"), "{}", ready.message);
+    }
+
+    #[test]
+    fn an_unpriced_deployment_is_named_in_ready() {
+        let mut unpriced = report(Ok(()));
+        unpriced.warnings.push(Rejection::new(
+            Reason::UnpricedDeployment,
+            "deployments[local] has no pricing",
+        ));
+        let [_, _, ready] = verdicts(&unpriced, "0123456789abcdef");
+        assert_eq!(ready.status, "True");
+        assert!(
+            ready.message.contains("UnpricedDeployment: deployments[local]"),
+            "{}",
+            ready.message
+        );
     }
 
     #[test]

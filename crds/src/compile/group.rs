@@ -4,19 +4,29 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::{
+    catalog::list_price,
     common::SecretKeySelector,
     compiled::{CompiledAws, CompiledDeployment, CompiledMock, CompiledModelGroup, Sensitive},
     model_group::{Deployment, ModelGroup, ProviderKind},
     report::{Reason, Rejection},
 };
 
-use super::{Compiled, ObjectRef, SecretIndex, compile_timeouts, duration_ms, precedence};
+use super::{
+    Compiled, ObjectRef, SecretIndex, SecretUse, compile_timeouts, duration_ms, precedence,
+    upstream::{Pin, check_url, token_host},
+};
+
+/// What compiling the groups needs besides the groups.
+pub(crate) struct GroupContext<'a> {
+    pub secrets: &'a SecretIndex<'a>,
+    pub resources: &'a super::Resources,
+}
 
 const DEFAULT_MOCK_DIMENSIONS: u32 = 8;
 
 pub(crate) fn compile_all(
     groups: &[ModelGroup],
-    secrets: &SecretIndex<'_>,
+    context: &GroupContext<'_>,
 ) -> Compiled<CompiledModelGroup> {
     let mut ordered: Vec<&ModelGroup> = groups.iter().collect();
     ordered.sort_by_key(|g| precedence(*g));
@@ -29,7 +39,7 @@ pub(crate) fn compile_all(
     for group in ordered {
         let object = ObjectRef::of(group);
         let id = object.id();
-        let outcome = compile_one(&object, group, secrets).and_then(|compiled| {
+        let outcome = compile_one(&object, group, context).and_then(|compiled| {
             claim_models(&object, &compiled.models, &mut claimed)?;
             Ok(compiled)
         });
@@ -56,16 +66,40 @@ pub(crate) fn compile_all(
             (object, outcome)
         })
         .collect();
+    let warnings = unpriced(&candidates);
     Compiled {
         accepted: candidates,
         outcomes,
+        warnings,
     }
+}
+
+/// Every accepted deployment with no price: neither its own `pricing` nor a list price.
+fn unpriced(groups: &BTreeMap<String, CompiledModelGroup>) -> Vec<(String, Rejection)> {
+    groups
+        .iter()
+        .flat_map(|(id, group)| group.deployments.iter().map(move |d| (id, d)))
+        .filter(|(_, d)| d.pricing.is_none() && list_price(&d.model).is_none())
+        .map(|(id, d)| {
+            (
+                id.clone(),
+                Rejection::new(
+                    Reason::UnpricedDeployment,
+                    format!(
+                        "deployments[{}] has no pricing and {:?} has no list price: budgeted keys \
+                         cannot call it unless their RoutingPolicy sets allowUnpriced",
+                        d.name, d.model
+                    ),
+                ),
+            )
+        })
+        .collect()
 }
 
 fn compile_one(
     object: &ObjectRef,
     group: &ModelGroup,
-    secrets: &SecretIndex<'_>,
+    context: &GroupContext<'_>,
 ) -> Result<CompiledModelGroup, Rejection> {
     let spec = &group.spec;
     if spec.models.is_empty() {
@@ -98,7 +132,7 @@ fn compile_one(
     let deployments = spec
         .deployments
         .iter()
-        .map(|d| compile_deployment(object, d, secrets))
+        .map(|d| compile_deployment(object, d, context))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(CompiledModelGroup {
         namespace: object.namespace.clone(),
@@ -125,7 +159,7 @@ fn compile_one(
 fn compile_deployment(
     object: &ObjectRef,
     d: &Deployment,
-    secrets: &SecretIndex<'_>,
+    context: &GroupContext<'_>,
 ) -> Result<CompiledDeployment, Rejection> {
     let field = format!("deployments[{}]", d.name);
     if d.model.trim().is_empty() {
@@ -134,12 +168,13 @@ fn compile_deployment(
             format!("{field}.model must not be empty"),
         ));
     }
-    let base_url = d
+    let allow_loopback = context.resources.allows_loopback(&object.namespace);
+    let upstream = d
         .base_url
         .as_deref()
-        .map(|u| validate_url(u, &field))
+        .map(|u| check_url(u, &field, allow_loopback))
         .transpose()?;
-    if base_url.is_none()
+    if upstream.is_none()
         && matches!(
             d.provider,
             ProviderKind::OpenaiCompatible | ProviderKind::Azure
@@ -153,52 +188,10 @@ fn compile_deployment(
             ),
         ));
     }
-    if let Some(p) = &d.pricing {
-        let prices = [
-            ("input", Some(p.input)),
-            ("output", Some(p.output)),
-            ("cachedInput", p.cached_input),
-        ];
-        for (name, value) in prices {
-            if let Some(v) = value
-                && (!v.is_finite() || v < 0.0)
-            {
-                return Err(Rejection::new(
-                    Reason::InvalidPricing,
-                    format!("{field}.pricing.{name} must be a non-negative number, got {v}"),
-                ));
-            }
-        }
-    }
-    let resolve = |selector: &SecretKeySelector, name: &str| {
-        secrets
-            .resolve(
-                &object.namespace,
-                selector,
-                &format!("{field}.credentials.{name}"),
-            )
-            .map(|value| Sensitive::new(value.trim()))
-    };
-    let credentials = d.credentials.as_ref();
-    let api_key = credentials
-        .and_then(|c| c.secret_key_ref.as_ref())
-        .map(|selector| resolve(selector, "secretKeyRef"))
-        .transpose()?;
-    let aws = credentials
-        .and_then(|c| c.aws.as_ref())
-        .map(|aws| {
-            Ok::<_, Rejection>(CompiledAws {
-                access_key_id: resolve(&aws.access_key_id_ref, "aws.accessKeyIdRef")?,
-                secret_access_key: resolve(&aws.secret_access_key_ref, "aws.secretAccessKeyRef")?,
-                session_token: aws
-                    .session_token_ref
-                    .as_ref()
-                    .map(|s| resolve(s, "aws.sessionTokenRef"))
-                    .transpose()?,
-            })
-        })
-        .transpose()?;
+    check_pricing(d, &field)?;
     check_provider_settings(d, &field)?;
+    let credentials = Credentials::resolve(object, d, &field, context.secrets)?;
+    credentials.pin(d, upstream.as_ref().map(|u| u.host.as_str()))?;
     let mock = match d.provider {
         ProviderKind::Mock => {
             let settings = d.mock.clone().unwrap_or_default();
@@ -220,9 +213,10 @@ fn compile_deployment(
         name: d.name.clone(),
         provider: d.provider,
         model: d.model.clone(),
-        base_url,
-        api_key,
-        aws,
+        base_url: upstream.map(|u| u.url),
+        allow_loopback,
+        api_key: credentials.api_key.map(|(value, _)| value),
+        aws: credentials.aws.map(|(aws, _)| aws),
         region: d.region.clone(),
         project: d.project.clone(),
         api_version: d.api_version.clone(),
@@ -234,6 +228,136 @@ fn compile_deployment(
         timeouts: compile_timeouts(d.timeouts.as_ref(), &format!("{field}.timeouts"))?,
         mock,
     })
+}
+
+fn check_pricing(d: &Deployment, field: &str) -> Result<(), Rejection> {
+    if let Some(p) = &d.pricing {
+        let prices = [
+            ("input", Some(p.input)),
+            ("output", Some(p.output)),
+            ("cachedInput", p.cached_input),
+        ];
+        for (name, value) in prices {
+            if let Some(v) = value
+                && (!v.is_finite() || v < 0.0)
+            {
+                return Err(Rejection::new(
+                    Reason::InvalidPricing,
+                    format!("{field}.pricing.{name} must be a non-negative number, got {v}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A deployment's credentials, resolved, each with the Secret it came from and the hosts that
+/// Secret allows.
+struct Credentials<'f> {
+    field: &'f str,
+    api_key: Option<(Sensitive, Source)>,
+    aws: Option<(CompiledAws, Source)>,
+}
+
+/// Where a credential came from.
+struct Source {
+    secret: String,
+    allowed_hosts: Vec<String>,
+}
+
+impl<'f> Credentials<'f> {
+    fn resolve(
+        object: &ObjectRef,
+        d: &Deployment,
+        field: &'f str,
+        secrets: &SecretIndex<'_>,
+    ) -> Result<Self, Rejection> {
+        let resolve = |selector: &SecretKeySelector, name: &str| {
+            secrets
+                .resolve(
+                    &object.namespace,
+                    selector,
+                    &format!("{field}.credentials.{name}"),
+                    SecretUse::Credential,
+                )
+                .map(|resolved| {
+                    let source = Source {
+                        secret: selector.name.clone(),
+                        allowed_hosts: resolved.allowed_hosts,
+                    };
+                    (Sensitive::new(resolved.value.trim()), source)
+                })
+        };
+        let credentials = d.credentials.as_ref();
+        let api_key = credentials
+            .and_then(|c| c.secret_key_ref.as_ref())
+            .map(|selector| resolve(selector, "secretKeyRef"))
+            .transpose()?;
+        let aws = credentials
+            .and_then(|c| c.aws.as_ref())
+            .map(|aws| {
+                let (access_key_id, source) =
+                    resolve(&aws.access_key_id_ref, "aws.accessKeyIdRef")?;
+                let (secret_access_key, secret_source) =
+                    resolve(&aws.secret_access_key_ref, "aws.secretAccessKeyRef")?;
+                let session_token = aws
+                    .session_token_ref
+                    .as_ref()
+                    .map(|s| resolve(s, "aws.sessionTokenRef"))
+                    .transpose()?;
+                // Every Secret involved must allow the host: pin to the strictest.
+                let mut allowed = source.allowed_hosts;
+                allowed.retain(|h| secret_source.allowed_hosts.contains(h));
+                if let Some((_, token_source)) = &session_token {
+                    allowed.retain(|h| token_source.allowed_hosts.contains(h));
+                }
+                Ok::<_, Rejection>((
+                    CompiledAws {
+                        access_key_id,
+                        secret_access_key,
+                        session_token: session_token.map(|(token, _)| token),
+                    },
+                    Source {
+                        secret: source.secret,
+                        allowed_hosts: allowed,
+                    },
+                ))
+            })
+            .transpose()?;
+        Ok(Self {
+            field,
+            api_key,
+            aws,
+        })
+    }
+
+    /// Refuses a credential bound for a host its Secret does not allow: the `baseUrl`'s, and for
+    /// a Vertex service account the host its key sends assertions to.
+    fn pin(&self, d: &Deployment, base_host: Option<&str>) -> Result<(), Rejection> {
+        let sources = self
+            .api_key
+            .iter()
+            .map(|(value, source)| (Some(value), source))
+            .chain(self.aws.iter().map(|(_, source)| (None, source)));
+        for (value, source) in sources {
+            let pin = Pin {
+                provider: d.provider,
+                region: d.region.as_deref(),
+                allowed: &source.allowed_hosts,
+                secret: &source.secret,
+                field: self.field,
+            };
+            if let Some(host) = base_host {
+                pin.check(host, "baseUrl")?;
+            }
+            if d.provider == ProviderKind::Vertex
+                && let Some(host) = value.and_then(|v| token_host(v.expose()))
+            {
+                pin.check(&host, "token_uri")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The settings a provider cannot work without, and the ones it cannot use (the CRD's CEL rules
@@ -262,31 +386,6 @@ fn check_provider_settings(d: &Deployment, field: &str) -> Result<(), Rejection>
         }
     }
     Ok(())
-}
-
-/// Upstream URLs come only from config, so they are checked here once: http(s), a host, no
-/// credentials, query or fragment. The trailing slash is dropped so paths join predictably.
-fn validate_url(raw: &str, field: &str) -> Result<String, Rejection> {
-    let bad = |why: &str| {
-        Rejection::new(
-            Reason::InvalidUrl,
-            format!("{field}.baseUrl {raw:?}: {why}"),
-        )
-    };
-    let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad("only http and https are allowed"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad("a host is required"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("credentials belong in a Secret, not in the URL"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("a query string or fragment is not allowed"));
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 fn claim_models(

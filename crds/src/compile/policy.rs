@@ -73,7 +73,11 @@ pub(crate) fn compile_all(
         });
         outcomes.push((object, outcome));
     }
-    Compiled { accepted, outcomes }
+    Compiled {
+        accepted,
+        outcomes,
+        warnings: Vec::new(),
+    }
 }
 
 fn selectors(policy: &CompiledPolicy) -> Vec<Selector> {
@@ -219,6 +223,7 @@ fn compile_one(
         splits,
         allow_strategy_override: overrides.strategy.unwrap_or(false),
         allow_tag_override: overrides.tags.unwrap_or(true),
+        allow_unpriced: spec.allow_unpriced,
         latency_tolerance_percent: latency
             .tolerance_percent
             .unwrap_or(DEFAULT_TOLERANCE_PERCENT),

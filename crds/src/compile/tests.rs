@@ -13,8 +13,18 @@ fn resources(yaml: &str) -> Resources {
     resources
 }
 
+/// Compiles as a standalone file does.
 fn compile_yaml(yaml: &str) -> (CompiledConfig, Vec<ObjectReport>) {
     compile(&resources(yaml), now())
+}
+
+/// Compiles as the operator does: objects of tenants of a cluster.
+fn compile_cluster(yaml: &str) -> (CompiledConfig, Vec<ObjectReport>) {
+    let resources = Resources {
+        mode: Mode::Cluster,
+        ..resources(yaml)
+    };
+    compile(&resources, now())
 }
 
 fn outcome<'a>(
@@ -35,10 +45,21 @@ fn rejection(reports: &[ObjectReport], kind: ObjectKind, name: &str) -> Rejectio
         .expect_err("expected a rejection")
 }
 
+/// The default namespace belongs to org `acme`; one Secret labelled for both uses, whose
+/// credentials may also go to the test upstream on loopback.
 const SECRETS: &str = r#"
 apiVersion: v1
+kind: Namespace
+metadata:
+  name: default
+  labels: {modelgate.io/org: acme}
+---
+apiVersion: v1
 kind: Secret
-metadata: {name: keys}
+metadata:
+  name: keys
+  labels: {modelgate.io/credential: "true", modelgate.io/virtual-key: "true"}
+  annotations: {modelgate.io/allowed-hosts: "127.0.0.1"}
 stringData:
   alice: sk-mg-alice-0123456789
   bob: sk-mg-bob-0123456789
@@ -237,21 +258,56 @@ fn bad_urls_are_rejected() {
         "not a url",
         "https://example.com/v1?x=1",
         "file:///etc/passwd",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[fd00:ec2::254]/",
+        "http://metadata.google.internal/",
+        "http://169.254.1.1:8080/v1",
+        "http://[fe80::1]:8080/v1",
     ] {
-        let (_, reports) = compile_yaml(&upstream_group(url));
-        assert_eq!(
-            rejection(&reports, ObjectKind::ModelGroup, "g").reason,
-            Reason::InvalidUrl,
-            "{url}"
-        );
+        for (config, reports) in [
+            compile_yaml(&upstream_group(url)),
+            compile_cluster(&upstream_group(url)),
+        ] {
+            assert_eq!(
+                rejection(&reports, ObjectKind::ModelGroup, "g").reason,
+                Reason::InvalidUrl,
+                "{url}"
+            );
+            assert!(config.model_groups.is_empty());
+        }
     }
+    // A standalone file's author runs the gateway: loopback is theirs to call.
     let (config, reports) = compile_yaml(&upstream_group("http://127.0.0.1:8080/v1/"));
     assert!(reports[0].is_accepted());
-    assert_eq!(
-        config.model_groups["default/g"].deployments[0]
-            .base_url
-            .as_deref(),
-        Some("http://127.0.0.1:8080/v1")
+    let deployment = &config.model_groups["default/g"].deployments[0];
+    assert_eq!(deployment.base_url.as_deref(), Some("http://127.0.0.1:8080/v1"));
+    assert!(deployment.allow_loopback);
+}
+
+#[test]
+fn in_a_cluster_loopback_upstreams_need_the_namespace_default_policy() {
+    for url in ["http://127.0.0.1:8080/v1", "http://localhost:8000", "http://[::1]:9"] {
+        let (_, reports) = compile_cluster(&upstream_group(url));
+        let refused = rejection(&reports, ObjectKind::ModelGroup, "g");
+        assert_eq!(refused.reason, Reason::InvalidUrl, "{url}");
+        assert!(refused.message.contains("allowLoopbackUpstreams"), "{}", refused.message);
+    }
+    let team_only = policy("team", "  teams: [ml]
+  allowLoopbackUpstreams: true");
+    let (_, reports) = compile_cluster(&format!("{}{team_only}", upstream_group("http://127.0.0.1:1")));
+    assert!(
+        outcome(&reports, ObjectKind::ModelGroup, "g").is_err(),
+        "only the namespace default policy decides"
+    );
+    let default = policy("default", "  allowLoopbackUpstreams: true");
+    let (config, reports) =
+        compile_cluster(&format!("{}{default}", upstream_group("http://127.0.0.1:1")));
+    assert!(outcome(&reports, ObjectKind::ModelGroup, "g").is_ok(), "{reports:?}");
+    assert!(config.model_groups["default/g"].deployments[0].allow_loopback);
+    let (config, _) = compile_cluster(&upstream_group("http://10.1.2.3:8000/v1"));
+    assert!(
+        !config.model_groups["default/g"].deployments[0].allow_loopback,
+        "private ranges are fine, and say nothing about loopback"
     );
 }
 
@@ -305,6 +361,161 @@ fn unresolved_secret_refs_are_rejected_without_echoing_values() {
         "{}",
         generated.message
     );
+    for report in &reports {
+        let text = format!("{report:?}");
+        for value in ["sk-mg-alice", "sk-mg-bob", "upstream-canary-secret", "sk-short"] {
+            assert!(!text.contains(value), "{value} echoed in {text}");
+        }
+    }
+}
+
+#[test]
+fn a_credential_is_read_only_from_a_secret_labelled_for_it() {
+    let unlabelled = r#"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: borrowed}
+stringData: {k: borrowed-canary-value-0001}
+"#;
+    let yaml = format!(
+        "{SECRETS}{unlabelled}{}{}",
+        upstream_group("http://10.0.0.1:8000/v1").replace(
+            "      baseUrl",
+            "      credentials: {secretKeyRef: {name: borrowed, key: k}}\n      baseUrl"
+        ),
+        key("borrower", "  keySecretRef: {name: borrowed, key: k}"),
+    );
+    let (config, reports) = compile_cluster(&yaml);
+    for (kind, name, label) in [
+        (ObjectKind::ModelGroup, "g", "modelgate.io/credential=true"),
+        (ObjectKind::VirtualKey, "borrower", "modelgate.io/virtual-key=true"),
+    ] {
+        let refused = rejection(&reports, kind, name);
+        assert_eq!(refused.reason, Reason::SecretNotLabelled);
+        assert!(refused.reason.is_unresolved_reference());
+        assert!(
+            refused.message.contains(&format!("kubectl label secret borrowed {label}")),
+            "{}",
+            refused.message
+        );
+    }
+    assert!(!String::from_utf8(config.to_json()).unwrap().contains("borrowed-canary"));
+}
+
+#[test]
+fn a_credential_goes_only_to_hosts_its_secret_allows() {
+    let with_credential = |group: &str, provider: &str, extra: &str| {
+        provider_group(
+            group,
+            &format!(
+                "      provider: {provider}\n      model: m\n      \
+                 credentials: {{secretKeyRef: {{name: keys, key: upstream}}}}\n{extra}"
+            ),
+        )
+    };
+    let yaml = format!(
+        "{SECRETS}{}{}{}{}{}",
+        // Its provider's own host: no baseUrl, or one on the provider's domain.
+        with_credential("own", "openai", ""),
+        with_credential("azure", "azure", "      baseUrl: https://team.openai.azure.com"),
+        // A host the Secret names.
+        with_credential("named", "openai-compatible", "      baseUrl: http://127.0.0.1:9/v1"),
+        // Anywhere else.
+        with_credential("elsewhere", "openai", "      baseUrl: https://collector.example.net/v1"),
+        with_credential("lookalike", "openai", "      baseUrl: https://api.openai.com.example.net"),
+    );
+    let (config, reports) = compile_yaml(&yaml);
+    for accepted in ["own", "azure", "named"] {
+        assert!(outcome(&reports, ObjectKind::ModelGroup, accepted).is_ok(), "{accepted}: {reports:?}");
+    }
+    for refused in ["elsewhere", "lookalike"] {
+        let r = rejection(&reports, ObjectKind::ModelGroup, refused);
+        assert_eq!(r.reason, Reason::CredentialHostNotAllowed, "{refused}");
+        assert!(r.message.contains("modelgate.io/allowed-hosts"), "{}", r.message);
+        assert!(!r.message.contains("upstream-canary-secret"));
+    }
+    assert_eq!(config.model_groups.len(), 3);
+}
+
+#[test]
+fn a_vertex_service_account_signs_only_for_google_or_allowed_token_hosts() {
+    let account = |token_uri: &str| {
+        format!(
+            r#"
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: sa
+  labels: {{modelgate.io/credential: "true"}}
+stringData:
+  key: '{{"type": "service_account", "token_uri": "{token_uri}", "private_key": "x"}}'
+"#
+        )
+    };
+    let vertex = provider_group(
+        "vertex",
+        "      provider: vertex\n      model: gemini-2.5-flash\n      project: p\n      \
+         region: us-central1\n      credentials: {secretKeyRef: {name: sa, key: key}}",
+    );
+    let (_, google) = compile_yaml(&format!("{}{vertex}", account("https://oauth2.googleapis.com/token")));
+    assert!(outcome(&google, ObjectKind::ModelGroup, "vertex").is_ok(), "{google:?}");
+    let (_, elsewhere) = compile_yaml(&format!("{}{vertex}", account("https://tokens.example.net/token")));
+    let r = rejection(&elsewhere, ObjectKind::ModelGroup, "vertex");
+    assert_eq!(r.reason, Reason::CredentialHostNotAllowed);
+    assert!(r.message.contains("token_uri"), "{}", r.message);
+}
+
+#[test]
+fn a_key_belongs_to_its_namespace_org_and_a_declared_team() {
+    let yaml = format!(
+        "{SECRETS}{}{}{}{}{}{}",
+        key("named", "  keySecretRef: {name: keys, key: alice}"),
+        key("unnamed", "  keySecretRef: {name: keys, key: bob}").replace("  org: acme\n", ""),
+        key("foreign", "  keySecretRef: {name: keys, key: upstream}").replace("org: acme", "org: globex"),
+        key("teamed", "  team: ml\n  keySecretRef: {name: keys, key: upstream}"),
+        key("undeclared", "  team: finance\n  keySecretRef: {name: keys, key: bob}"),
+        policy("ml", "  teams: [ml]"),
+    );
+    let (config, reports) = compile_cluster(&yaml);
+    let foreign = rejection(&reports, ObjectKind::VirtualKey, "foreign");
+    assert_eq!(foreign.reason, Reason::OrgMismatch);
+    assert!(foreign.message.contains("\"acme\""), "{}", foreign.message);
+    let undeclared = rejection(&reports, ObjectKind::VirtualKey, "undeclared");
+    assert_eq!(undeclared.reason, Reason::UnknownTeam);
+    assert!(outcome(&reports, ObjectKind::VirtualKey, "named").is_ok());
+    let unnamed = &config.keys[&crate::hash_key("sk-mg-bob-0123456789")];
+    assert_eq!(unnamed.org, "acme", "the namespace's label decides");
+    let teamed = &config.keys[&crate::hash_key("upstream-canary-secret")];
+    assert_eq!(teamed.team.as_deref(), Some("ml"));
+    // Without a label the namespace is an org of its own name.
+    let bare = SECRETS.replace("  labels: {modelgate.io/org: acme}\n", "");
+    let (_, reports) = compile_cluster(&format!(
+        "{bare}{}",
+        key("named", "  keySecretRef: {name: keys, key: alice}")
+    ));
+    assert_eq!(
+        rejection(&reports, ObjectKind::VirtualKey, "named").reason,
+        Reason::OrgMismatch
+    );
+}
+
+#[test]
+fn every_unpriced_deployment_is_reported() {
+    let yaml = format!(
+        "{}{}",
+        group("free", "[free]", ""),
+        group("priced", "[priced]", "      pricing: {input: 1, output: 2}").replace("model: m", "model: m2"),
+    );
+    let (_, reports) = compile_yaml(&yaml);
+    let free = reports.iter().find(|r| r.name == "free").unwrap();
+    assert!(free.is_accepted());
+    assert_eq!(free.warnings.len(), 1);
+    assert_eq!(free.warnings[0].reason, Reason::UnpricedDeployment);
+    assert!(free.warnings[0].message.contains("allowUnpriced"));
+    let priced = reports.iter().find(|r| r.name == "priced").unwrap();
+    assert!(priced.warnings.is_empty());
 }
 
 #[test]

@@ -24,7 +24,7 @@ spec:
 #[test]
 fn expands_env_only_inside_secret_values() {
     let yaml = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nstringData:\n  k: \"pre-${{UPSTREAM_KEY}}-$$literal\"\n---\n{GROUP}"
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: s, labels: {{modelgate.io/credential: \"true\"}}, annotations: {{modelgate.io/allowed-hosts: 127.0.0.1}}}}\nstringData:\n  k: \"pre-${{UPSTREAM_KEY}}-$$literal\"\n---\n{GROUP}"
     );
     let (config, reports) = load_config(yaml.as_bytes(), &env, now()).unwrap();
     assert!(reports.iter().all(ObjectReport::is_accepted), "{reports:?}");

@@ -2,7 +2,6 @@
 //! declare none, and how a call is costed.
 
 mod price;
-mod prices;
 
 use modelgate_crds::compiled::CompiledDeployment;
 
@@ -18,6 +17,11 @@ pub fn price_of(deployment: &CompiledDeployment) -> Option<Price> {
             cached_input: p.cached_input.unwrap_or(p.input),
             source: PriceSource::Deployment,
         }),
-        None => prices::builtin(&deployment.model),
+        None => modelgate_crds::catalog::list_price(&deployment.model).map(|p| Price {
+            input: p.input,
+            output: p.output,
+            cached_input: p.cached_input,
+            source: PriceSource::Builtin,
+        }),
     }
 }

@@ -89,7 +89,7 @@ async fn the_data_plane_serves_what_the_operator_publishes() {
     let client = plane.client().await;
     let operator = Operator::start(OperatorOptions::new(plane, &namespace)).await;
     let key = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: team-key}}\nstringData: {{key: {KEY}}}\n---\napiVersion: modelgate.io/v1alpha1\nkind: VirtualKey\nmetadata: {{name: team}}\nspec:\n  org: acme\n  keySecretRef: {{name: team-key, key: key}}\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: team-key, labels: {{modelgate.io/virtual-key: \"true\"}}}}\nstringData: {{key: {KEY}}}\n---\napiVersion: modelgate.io/v1alpha1\nkind: VirtualKey\nmetadata: {{name: team}}\nspec:\n  keySecretRef: {{name: team-key, key: key}}\n"
     );
     kubectl_apply(plane, &namespace, &format!("{key}---\n{}", group("alpha")));
 

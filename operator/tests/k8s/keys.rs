@@ -24,18 +24,22 @@ spec: {strategy: simple-shuffle}
 apiVersion: modelgate.io/v1alpha1
 kind: VirtualKey
 metadata: {name: generated}
-spec: {org: acme, team: search}
+spec: {team: search}
+---
+apiVersion: modelgate.io/v1alpha1
+kind: RoutingPolicy
+metadata: {name: search}
+spec: {teams: [search]}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {name: own-key}
+metadata: {name: own-key, labels: {modelgate.io/virtual-key: "true"}}
 stringData: {key: sk-mg-brought-by-the-user-0001}
 ---
 apiVersion: modelgate.io/v1alpha1
 kind: VirtualKey
 metadata: {name: brought}
 spec:
-  org: acme
   keySecretRef: {name: own-key, key: key}
 "#;
 

@@ -14,6 +14,12 @@ async fn applying_the_examples_yields_ready_objects_a_config_and_a_key() {
     let namespace = plane.namespace("examples").await;
     let client = plane.client().await;
     let _operator = Operator::start(OperatorOptions::new(plane, &namespace)).await;
+    // Whoever administers namespaces names their org; a key cannot choose its own.
+    let (ok, _, stderr) = kubectl(
+        plane,
+        &["label", "namespace", &namespace, "modelgate.io/org=acme"],
+    );
+    assert!(ok, "{stderr}");
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/k8s/");
     let (ok, _, stderr) = kubectl(plane, &["apply", "-n", &namespace, "-f", examples]);
     assert!(ok, "kubectl apply failed: {stderr}");

@@ -30,7 +30,7 @@ async fn virtual_key_status_shows_spend_and_remaining_budget_from_the_state_stor
     kubectl_apply(
         plane,
         &namespace,
-        "apiVersion: modelgate.io/v1alpha1\nkind: VirtualKey\nmetadata: {name: team}\nspec:\n  org: acme\n  budget: {limit: 10, period: monthly}\n",
+        "apiVersion: modelgate.io/v1alpha1\nkind: VirtualKey\nmetadata: {name: team}\nspec:\n  budget: {limit: 10, period: monthly}\n",
     );
     wait_condition::<VirtualKey>(&client, &namespace, "team", "Ready", "True", None).await;
     let _redis = RedisServer::start_on(port).await;

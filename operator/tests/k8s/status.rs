@@ -63,14 +63,13 @@ spec:
 ---
 apiVersion: v1
 kind: Secret
-metadata: {name: team-key}
+metadata: {name: team-key, labels: {modelgate.io/virtual-key: "true"}}
 stringData: {key: sk-mg-status-test-key-000001}
 ---
 apiVersion: modelgate.io/v1alpha1
 kind: VirtualKey
 metadata: {name: team}
 spec:
-  org: acme
   keySecretRef: {name: team-key, key: key}
 "#;
 
@@ -195,7 +194,7 @@ async fn each_object_gets_conditions_reasons_and_the_checksum_of_its_config() {
     kubectl_apply(
         plane,
         &namespace,
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: provider-credentials}\nstringData: {apiKey: sk-provider-0000}\n",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: provider-credentials, labels: {modelgate.io/credential: \"true\"}}\nstringData: {apiKey: sk-provider-0000}\n",
     );
     wait_condition::<ModelGroup>(&client, &namespace, "needs-secret", "Ready", "True", None).await;
 

@@ -35,7 +35,7 @@ spec:
 apiVersion: modelgate.io/v1alpha1
 kind: VirtualKey
 metadata: {name: team}
-spec: {org: acme}
+spec: {}
 "#;
 
 /// How long a reconcile-driven state may take to appear on a busy 2-core machine.

@@ -12,12 +12,19 @@ use std::{
 };
 
 // A background list's stdin is /dev/null in a non-interactive shell, so the lifeline is handed
-// to the watcher on fd 3.
+// to the watcher on fd 3. A child that outlives its grace after SIGTERM (an API server whose etcd
+// is already gone keeps retrying) is killed.
 const SUPERVISOR: &str = r#"
 exec 3<&0
 "$@" </dev/null &
 child=$!
-( read -r _ <&3; kill -TERM "$child" 2>/dev/null ) &
+(
+  read -r _ <&3
+  kill -TERM "$child" 2>/dev/null
+  i=0
+  while kill -0 "$child" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  kill -KILL "$child" 2>/dev/null
+) &
 wait "$child"
 status=$?
 if [ -n "${MODELGATE_TESTBIN_CLEANUP:-}" ]; then rm -rf "$MODELGATE_TESTBIN_CLEANUP"; fi
@@ -75,5 +82,65 @@ impl Drop for Supervised {
         // Closing the lifeline is what stops the child; wait so no zombie is left behind.
         drop(self.lifeline.take());
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::BufRead, time::Duration};
+
+    use super::*;
+
+    const CHILD_ROLE: &str = "MODELGATE_TESTBIN_CHILD_ROLE";
+
+    /// Run only by the test below, in a process of its own: starts a supervised child that
+    /// ignores SIGTERM, prints its pid, and aborts the way a crashing test binary would.
+    #[test]
+    #[ignore = "the child half of an_aborted_test_binary_leaves_no_child_behind"]
+    fn child_role() {
+        if std::env::var_os(CHILD_ROLE).is_none() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("trap '' TERM; echo $$ > {}; exec sleep 600", pid_file.display());
+        let child = Supervised::spawn(
+            Path::new("/bin/sh"),
+            &["-c".to_owned(), script],
+            &dir.path().join("log"),
+            None,
+        )
+        .unwrap();
+        while std::fs::read_to_string(&pid_file).map_or(true, |p| p.trim().is_empty()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        println!("PID {}", std::fs::read_to_string(&pid_file).unwrap().trim());
+        std::mem::forget(child);
+        std::mem::forget(dir);
+        std::process::abort();
+    }
+
+    #[test]
+    fn an_aborted_test_binary_leaves_no_child_behind() {
+        let output = Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "process::tests::child_role", "--nocapture"])
+            .env(CHILD_ROLE, "1")
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "the child binary aborts");
+        let pid = output
+            .stdout
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("PID ").map(str::to_owned))
+            .expect("the child printed its supervised pid");
+        let alive = || Path::new(&format!("/proc/{pid}")).exists();
+        // SIGTERM is ignored: gone only once the supervisor's grace ends and it kills.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while alive() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!alive(), "process {pid} outlived the test binary that started it");
     }
 }

@@ -6,8 +6,6 @@
 //! Matched by exact model name, then by the longest listed prefix (dated snapshots such as
 //! `gpt-4o-2024-08-06` take their family's price). Prices as published by the providers in 2026.
 
-use super::price::{Price, PriceSource};
-
 /// (model or model prefix, input, output, cached input) in USD per 1M tokens.
 const TABLE: &[(&str, f64, f64, f64)] = &[
     ("gpt-4o-mini", 0.15, 0.60, 0.075),
@@ -39,8 +37,17 @@ const TABLE: &[(&str, f64, f64, f64)] = &[
     ("command-r", 0.15, 0.60, 0.15),
 ];
 
+/// A model's list price in USD per 1M tokens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ListPrice {
+    pub input: f64,
+    pub output: f64,
+    /// Prompt tokens served from the provider's prompt cache.
+    pub cached_input: f64,
+}
+
 /// The list price of `model`, if the table knows it.
-pub fn builtin(model: &str) -> Option<Price> {
+pub fn list_price(model: &str) -> Option<ListPrice> {
     // Provider-qualified names match on their last part: `models/gemini-2.5-pro` (Gemini),
     // `anthropic.claude-sonnet-4-20250514-v1:0` (Bedrock).
     let unpathed = model.rsplit('/').next().unwrap_or(model);
@@ -48,11 +55,10 @@ pub fn builtin(model: &str) -> Option<Price> {
     [model, unpathed, unqualified]
         .into_iter()
         .find_map(lookup)
-        .map(|(input, output, cached_input)| Price {
+        .map(|(input, output, cached_input)| ListPrice {
             input,
             output,
             cached_input,
-            source: PriceSource::Builtin,
         })
 }
 
@@ -75,21 +81,21 @@ mod tests {
 
     #[test]
     fn exact_names_dated_snapshots_and_qualified_names_find_their_family() {
-        assert_eq!(builtin("gpt-4o").unwrap().input, 2.50);
-        assert_eq!(builtin("gpt-4o-mini").unwrap().input, 0.15);
-        assert_eq!(builtin("gpt-4o-2024-08-06").unwrap().input, 2.50);
-        assert_eq!(builtin("gpt-4o-mini-2024-07-18").unwrap().input, 0.15);
-        assert_eq!(builtin("claude-sonnet-4-20250514").unwrap().output, 15.00);
-        assert_eq!(builtin("gemini-2.5-flash-lite").unwrap().input, 0.10);
-        assert_eq!(builtin("gemini-2.5-flash").unwrap().input, 0.30);
-        assert_eq!(builtin("models/gemini-2.5-pro").unwrap().input, 1.25);
-        assert!(builtin("Qwen/Qwen2.5-7B-Instruct").is_none());
-        assert!(builtin("mock-chat-1").is_none());
-        assert!(builtin("gpt-4ox").is_none());
-        assert_eq!(builtin("gpt-4.1-mini").unwrap().input, 0.40);
-        assert_eq!(builtin("gpt-4.1").unwrap().input, 2.00);
+        assert_eq!(list_price("gpt-4o").unwrap().input, 2.50);
+        assert_eq!(list_price("gpt-4o-mini").unwrap().input, 0.15);
+        assert_eq!(list_price("gpt-4o-2024-08-06").unwrap().input, 2.50);
+        assert_eq!(list_price("gpt-4o-mini-2024-07-18").unwrap().input, 0.15);
+        assert_eq!(list_price("claude-sonnet-4-20250514").unwrap().output, 15.00);
+        assert_eq!(list_price("gemini-2.5-flash-lite").unwrap().input, 0.10);
+        assert_eq!(list_price("gemini-2.5-flash").unwrap().input, 0.30);
+        assert_eq!(list_price("models/gemini-2.5-pro").unwrap().input, 1.25);
+        assert!(list_price("Qwen/Qwen2.5-7B-Instruct").is_none());
+        assert!(list_price("mock-chat-1").is_none());
+        assert!(list_price("gpt-4ox").is_none());
+        assert_eq!(list_price("gpt-4.1-mini").unwrap().input, 0.40);
+        assert_eq!(list_price("gpt-4.1").unwrap().input, 2.00);
         assert_eq!(
-            builtin("anthropic.claude-sonnet-4-20250514-v1:0")
+            list_price("anthropic.claude-sonnet-4-20250514-v1:0")
                 .unwrap()
                 .input,
             3.00
