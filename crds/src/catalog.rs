@@ -85,7 +85,10 @@ mod tests {
         assert_eq!(list_price("gpt-4o-mini").unwrap().input, 0.15);
         assert_eq!(list_price("gpt-4o-2024-08-06").unwrap().input, 2.50);
         assert_eq!(list_price("gpt-4o-mini-2024-07-18").unwrap().input, 0.15);
-        assert_eq!(list_price("claude-sonnet-4-20250514").unwrap().output, 15.00);
+        assert_eq!(
+            list_price("claude-sonnet-4-20250514").unwrap().output,
+            15.00
+        );
         assert_eq!(list_price("gemini-2.5-flash-lite").unwrap().input, 0.10);
         assert_eq!(list_price("gemini-2.5-flash").unwrap().input, 0.30);
         assert_eq!(list_price("models/gemini-2.5-pro").unwrap().input, 1.25);

@@ -91,7 +91,9 @@ pub fn compile(resources: &Resources, now: jiff::Timestamp) -> (CompiledConfig, 
     for (object, outcome) in groups.outcomes {
         let mut report = report(ObjectKind::ModelGroup, object, outcome);
         if report.is_accepted() {
-            report.warnings = warnings.remove(&format!("{}/{}", report.namespace, report.name)).unwrap_or_default();
+            report.warnings = warnings
+                .remove(&format!("{}/{}", report.namespace, report.name))
+                .unwrap_or_default();
         }
         reports.push(report);
     }

@@ -100,11 +100,13 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, Reconc
 /// The namespace's Secrets cannot be read: every object says so, with the RoleBinding that
 /// fixes it, and nothing is published (the last published config keeps serving).
 async fn no_secret_access(ctx: &Context, namespace: &str) -> Result<Outcome, ReconcileError> {
-    let resources = ctx.scopes.resources(namespace, &ctx.scopes.tenant(namespace));
-    let subject = ctx
-        .service_account
-        .as_deref()
-        .map_or_else(|| "<namespace>:<name> of the operator's ServiceAccount".to_owned(), str::to_owned);
+    let resources = ctx
+        .scopes
+        .resources(namespace, &ctx.scopes.tenant(namespace));
+    let subject = ctx.service_account.as_deref().map_or_else(
+        || "<namespace>:<name> of the operator's ServiceAccount".to_owned(),
+        str::to_owned,
+    );
     let rejection = Rejection::new(
         Reason::SecretAccessDenied,
         format!(
@@ -117,8 +119,18 @@ async fn no_secret_access(ctx: &Context, namespace: &str) -> Result<Outcome, Rec
         .model_groups
         .iter()
         .map(|o| (ObjectKind::ModelGroup, o.meta()))
-        .chain(resources.routing_policies.iter().map(|o| (ObjectKind::RoutingPolicy, o.meta())))
-        .chain(resources.virtual_keys.iter().map(|o| (ObjectKind::VirtualKey, o.meta())));
+        .chain(
+            resources
+                .routing_policies
+                .iter()
+                .map(|o| (ObjectKind::RoutingPolicy, o.meta())),
+        )
+        .chain(
+            resources
+                .virtual_keys
+                .iter()
+                .map(|o| (ObjectKind::VirtualKey, o.meta())),
+        );
     let reports: Vec<ObjectReport> = objects
         .map(|(kind, meta)| ObjectReport {
             kind,

@@ -203,9 +203,24 @@ impl CrdStores {
 
     fn namespaces(&self) -> BTreeSet<String> {
         let mut namespaces = BTreeSet::new();
-        namespaces.extend(self.model_groups.state().iter().filter_map(|o| o.namespace()));
-        namespaces.extend(self.routing_policies.state().iter().filter_map(|o| o.namespace()));
-        namespaces.extend(self.virtual_keys.state().iter().filter_map(|o| o.namespace()));
+        namespaces.extend(
+            self.model_groups
+                .state()
+                .iter()
+                .filter_map(|o| o.namespace()),
+        );
+        namespaces.extend(
+            self.routing_policies
+                .state()
+                .iter()
+                .filter_map(|o| o.namespace()),
+        );
+        namespaces.extend(
+            self.virtual_keys
+                .state()
+                .iter()
+                .filter_map(|o| o.namespace()),
+        );
         namespaces
     }
 }
@@ -263,7 +278,12 @@ impl TenantStores {
 
     fn secrets(&self) -> Vec<Secret> {
         let mut secrets: BTreeMap<String, Secret> = BTreeMap::new();
-        for secret in self.credentials.state().iter().chain(self.keys.state().iter()) {
+        for secret in self
+            .credentials
+            .state()
+            .iter()
+            .chain(self.keys.state().iter())
+        {
             secrets.insert(secret.name_any(), Secret::clone(secret));
         }
         secrets.into_values().collect()
@@ -292,7 +312,9 @@ fn namespace_of<K: Resource>(object: &K) -> String {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -330,7 +352,13 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     N: Fn(&K) -> String + Send + 'static,
 {
-    reflect_tracking(api, config, triggers, namespace_of, Arc::new(AtomicBool::new(false)))
+    reflect_tracking(
+        api,
+        config,
+        triggers,
+        namespace_of,
+        Arc::new(AtomicBool::new(false)),
+    )
 }
 
 /// [`reflect`], raising `forbidden` while the API server refuses the watch (RBAC) and lowering

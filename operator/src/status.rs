@@ -262,7 +262,9 @@ mod tests {
         let [_, _, ready] = verdicts(&unpriced, "0123456789abcdef");
         assert_eq!(ready.status, "True");
         assert!(
-            ready.message.contains("UnpricedDeployment: deployments[local]"),
+            ready
+                .message
+                .contains("UnpricedDeployment: deployments[local]"),
             "{}",
             ready.message
         );

@@ -37,8 +37,22 @@ UPSTREAM_MODELS = {
 
 CONFIG_TEMPLATE = """\
 apiVersion: v1
+kind: Namespace
+metadata:
+  name: default
+  labels: {{modelgate.io/org: sdk}}
+---
+apiVersion: modelgate.io/v1alpha1
+kind: RoutingPolicy
+metadata: {{name: conformance}}
+spec: {{teams: [conformance]}}
+---
+apiVersion: v1
 kind: Secret
-metadata: {{name: sdk-keys}}
+metadata:
+  name: sdk-keys
+  labels: {{modelgate.io/credential: "true", modelgate.io/virtual-key: "true"}}
+  annotations: {{modelgate.io/allowed-hosts: "127.0.0.1, localhost"}}
 stringData:
   sdk-test: {sdk_key}
   restricted: {restricted_key}

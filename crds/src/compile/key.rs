@@ -84,7 +84,9 @@ fn compile_one(
         ));
     }
     if let Some(team) = &spec.team
-        && !tenancy.teams.contains(&(object.namespace.as_str(), team.as_str()))
+        && !tenancy
+            .teams
+            .contains(&(object.namespace.as_str(), team.as_str()))
     {
         return Err(Rejection::new(
             Reason::UnknownTeam,

@@ -280,29 +280,51 @@ fn bad_urls_are_rejected() {
     let (config, reports) = compile_yaml(&upstream_group("http://127.0.0.1:8080/v1/"));
     assert!(reports[0].is_accepted());
     let deployment = &config.model_groups["default/g"].deployments[0];
-    assert_eq!(deployment.base_url.as_deref(), Some("http://127.0.0.1:8080/v1"));
+    assert_eq!(
+        deployment.base_url.as_deref(),
+        Some("http://127.0.0.1:8080/v1")
+    );
     assert!(deployment.allow_loopback);
 }
 
 #[test]
 fn in_a_cluster_loopback_upstreams_need_the_namespace_default_policy() {
-    for url in ["http://127.0.0.1:8080/v1", "http://localhost:8000", "http://[::1]:9"] {
+    for url in [
+        "http://127.0.0.1:8080/v1",
+        "http://localhost:8000",
+        "http://[::1]:9",
+    ] {
         let (_, reports) = compile_cluster(&upstream_group(url));
         let refused = rejection(&reports, ObjectKind::ModelGroup, "g");
         assert_eq!(refused.reason, Reason::InvalidUrl, "{url}");
-        assert!(refused.message.contains("allowLoopbackUpstreams"), "{}", refused.message);
+        assert!(
+            refused.message.contains("allowLoopbackUpstreams"),
+            "{}",
+            refused.message
+        );
     }
-    let team_only = policy("team", "  teams: [ml]
-  allowLoopbackUpstreams: true");
-    let (_, reports) = compile_cluster(&format!("{}{team_only}", upstream_group("http://127.0.0.1:1")));
+    let team_only = policy(
+        "team",
+        "  teams: [ml]
+  allowLoopbackUpstreams: true",
+    );
+    let (_, reports) = compile_cluster(&format!(
+        "{}{team_only}",
+        upstream_group("http://127.0.0.1:1")
+    ));
     assert!(
         outcome(&reports, ObjectKind::ModelGroup, "g").is_err(),
         "only the namespace default policy decides"
     );
     let default = policy("default", "  allowLoopbackUpstreams: true");
-    let (config, reports) =
-        compile_cluster(&format!("{}{default}", upstream_group("http://127.0.0.1:1")));
-    assert!(outcome(&reports, ObjectKind::ModelGroup, "g").is_ok(), "{reports:?}");
+    let (config, reports) = compile_cluster(&format!(
+        "{}{default}",
+        upstream_group("http://127.0.0.1:1")
+    ));
+    assert!(
+        outcome(&reports, ObjectKind::ModelGroup, "g").is_ok(),
+        "{reports:?}"
+    );
     assert!(config.model_groups["default/g"].deployments[0].allow_loopback);
     let (config, _) = compile_cluster(&upstream_group("http://10.1.2.3:8000/v1"));
     assert!(
@@ -363,7 +385,12 @@ fn unresolved_secret_refs_are_rejected_without_echoing_values() {
     );
     for report in &reports {
         let text = format!("{report:?}");
-        for value in ["sk-mg-alice", "sk-mg-bob", "upstream-canary-secret", "sk-short"] {
+        for value in [
+            "sk-mg-alice",
+            "sk-mg-bob",
+            "upstream-canary-secret",
+            "sk-short",
+        ] {
             assert!(!text.contains(value), "{value} echoed in {text}");
         }
     }
@@ -389,18 +416,28 @@ stringData: {k: borrowed-canary-value-0001}
     let (config, reports) = compile_cluster(&yaml);
     for (kind, name, label) in [
         (ObjectKind::ModelGroup, "g", "modelgate.io/credential=true"),
-        (ObjectKind::VirtualKey, "borrower", "modelgate.io/virtual-key=true"),
+        (
+            ObjectKind::VirtualKey,
+            "borrower",
+            "modelgate.io/virtual-key=true",
+        ),
     ] {
         let refused = rejection(&reports, kind, name);
         assert_eq!(refused.reason, Reason::SecretNotLabelled);
         assert!(refused.reason.is_unresolved_reference());
         assert!(
-            refused.message.contains(&format!("kubectl label secret borrowed {label}")),
+            refused
+                .message
+                .contains(&format!("kubectl label secret borrowed {label}")),
             "{}",
             refused.message
         );
     }
-    assert!(!String::from_utf8(config.to_json()).unwrap().contains("borrowed-canary"));
+    assert!(
+        !String::from_utf8(config.to_json())
+            .unwrap()
+            .contains("borrowed-canary")
+    );
 }
 
 #[test]
@@ -418,21 +455,44 @@ fn a_credential_goes_only_to_hosts_its_secret_allows() {
         "{SECRETS}{}{}{}{}{}",
         // Its provider's own host: no baseUrl, or one on the provider's domain.
         with_credential("own", "openai", ""),
-        with_credential("azure", "azure", "      baseUrl: https://team.openai.azure.com"),
+        with_credential(
+            "azure",
+            "azure",
+            "      baseUrl: https://team.openai.azure.com"
+        ),
         // A host the Secret names.
-        with_credential("named", "openai-compatible", "      baseUrl: http://127.0.0.1:9/v1"),
+        with_credential(
+            "named",
+            "openai-compatible",
+            "      baseUrl: http://127.0.0.1:9/v1"
+        ),
         // Anywhere else.
-        with_credential("elsewhere", "openai", "      baseUrl: https://collector.example.net/v1"),
-        with_credential("lookalike", "openai", "      baseUrl: https://api.openai.com.example.net"),
+        with_credential(
+            "elsewhere",
+            "openai",
+            "      baseUrl: https://collector.example.net/v1"
+        ),
+        with_credential(
+            "lookalike",
+            "openai",
+            "      baseUrl: https://api.openai.com.example.net"
+        ),
     );
     let (config, reports) = compile_yaml(&yaml);
     for accepted in ["own", "azure", "named"] {
-        assert!(outcome(&reports, ObjectKind::ModelGroup, accepted).is_ok(), "{accepted}: {reports:?}");
+        assert!(
+            outcome(&reports, ObjectKind::ModelGroup, accepted).is_ok(),
+            "{accepted}: {reports:?}"
+        );
     }
     for refused in ["elsewhere", "lookalike"] {
         let r = rejection(&reports, ObjectKind::ModelGroup, refused);
         assert_eq!(r.reason, Reason::CredentialHostNotAllowed, "{refused}");
-        assert!(r.message.contains("modelgate.io/allowed-hosts"), "{}", r.message);
+        assert!(
+            r.message.contains("modelgate.io/allowed-hosts"),
+            "{}",
+            r.message
+        );
         assert!(!r.message.contains("upstream-canary-secret"));
     }
     assert_eq!(config.model_groups.len(), 3);
@@ -459,9 +519,18 @@ stringData:
         "      provider: vertex\n      model: gemini-2.5-flash\n      project: p\n      \
          region: us-central1\n      credentials: {secretKeyRef: {name: sa, key: key}}",
     );
-    let (_, google) = compile_yaml(&format!("{}{vertex}", account("https://oauth2.googleapis.com/token")));
-    assert!(outcome(&google, ObjectKind::ModelGroup, "vertex").is_ok(), "{google:?}");
-    let (_, elsewhere) = compile_yaml(&format!("{}{vertex}", account("https://tokens.example.net/token")));
+    let (_, google) = compile_yaml(&format!(
+        "{}{vertex}",
+        account("https://oauth2.googleapis.com/token")
+    ));
+    assert!(
+        outcome(&google, ObjectKind::ModelGroup, "vertex").is_ok(),
+        "{google:?}"
+    );
+    let (_, elsewhere) = compile_yaml(&format!(
+        "{}{vertex}",
+        account("https://tokens.example.net/token")
+    ));
     let r = rejection(&elsewhere, ObjectKind::ModelGroup, "vertex");
     assert_eq!(r.reason, Reason::CredentialHostNotAllowed);
     assert!(r.message.contains("token_uri"), "{}", r.message);
@@ -473,9 +542,16 @@ fn a_key_belongs_to_its_namespace_org_and_a_declared_team() {
         "{SECRETS}{}{}{}{}{}{}",
         key("named", "  keySecretRef: {name: keys, key: alice}"),
         key("unnamed", "  keySecretRef: {name: keys, key: bob}").replace("  org: acme\n", ""),
-        key("foreign", "  keySecretRef: {name: keys, key: upstream}").replace("org: acme", "org: globex"),
-        key("teamed", "  team: ml\n  keySecretRef: {name: keys, key: upstream}"),
-        key("undeclared", "  team: finance\n  keySecretRef: {name: keys, key: bob}"),
+        key("foreign", "  keySecretRef: {name: keys, key: upstream}")
+            .replace("org: acme", "org: globex"),
+        key(
+            "teamed",
+            "  team: ml\n  keySecretRef: {name: keys, key: upstream}"
+        ),
+        key(
+            "undeclared",
+            "  team: finance\n  keySecretRef: {name: keys, key: bob}"
+        ),
         policy("ml", "  teams: [ml]"),
     );
     let (config, reports) = compile_cluster(&yaml);
@@ -506,7 +582,8 @@ fn every_unpriced_deployment_is_reported() {
     let yaml = format!(
         "{}{}",
         group("free", "[free]", ""),
-        group("priced", "[priced]", "      pricing: {input: 1, output: 2}").replace("model: m", "model: m2"),
+        group("priced", "[priced]", "      pricing: {input: 1, output: 2}")
+            .replace("model: m", "model: m2"),
     );
     let (_, reports) = compile_yaml(&yaml);
     let free = reports.iter().find(|r| r.name == "free").unwrap();

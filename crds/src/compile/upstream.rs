@@ -31,12 +31,13 @@ pub(crate) struct Upstream {
 
 /// Checks a `baseUrl`: http(s), a host, no credentials, query or fragment, and no address a
 /// gateway must never call.
-pub(crate) fn check_url(raw: &str, field: &str, allow_loopback: bool) -> Result<Upstream, Rejection> {
+pub(crate) fn check_url(
+    raw: &str,
+    field: &str,
+    allow_loopback: bool,
+) -> Result<Upstream, Rejection> {
     let bad = |shown: &str, why: &str| {
-        Rejection::new(
-            Reason::InvalidUrl,
-            format!("{field}.baseUrl{shown}: {why}"),
-        )
+        Rejection::new(Reason::InvalidUrl, format!("{field}.baseUrl{shown}: {why}"))
     };
     let url = url::Url::parse(raw).map_err(|e| bad("", &e.to_string()))?;
     let shown = format!(" ({})", origin(&url));
@@ -170,7 +171,11 @@ impl Pin<'_> {
         if self.provider == ProviderKind::Vertex {
             own.push(GOOGLE_TOKEN_HOST.to_owned());
         }
-        if own.iter().chain(self.allowed).any(|p| host_matches(p, host)) {
+        if own
+            .iter()
+            .chain(self.allowed)
+            .any(|p| host_matches(p, host))
+        {
             return Ok(());
         }
         let rule = if own.is_empty() {
@@ -209,9 +214,9 @@ pub(crate) fn parse_allowed_hosts(annotation: &str) -> Vec<String> {
 fn host_matches(pattern: &str, host: &str) -> bool {
     let host = host.trim_end_matches('.');
     match pattern.strip_prefix('*') {
-        Some(suffix) => host.strip_suffix(suffix).is_some_and(|label| {
-            !label.is_empty() && !label.contains('.')
-        }),
+        Some(suffix) => host
+            .strip_suffix(suffix)
+            .is_some_and(|label| !label.is_empty() && !label.contains('.')),
         None => pattern.eq_ignore_ascii_case(host),
     }
 }
@@ -233,8 +238,14 @@ mod tests {
         assert!(host_matches("*.openai.azure.com", "team.openai.azure.com"));
         assert!(!host_matches("*.openai.azure.com", "a.b.openai.azure.com"));
         assert!(!host_matches("*.openai.azure.com", "openai.azure.com"));
-        assert!(host_matches("*-aiplatform.googleapis.com", "us-east5-aiplatform.googleapis.com"));
-        assert!(!host_matches("*-aiplatform.googleapis.com", "evil.com/-aiplatform.googleapis.com"));
+        assert!(host_matches(
+            "*-aiplatform.googleapis.com",
+            "us-east5-aiplatform.googleapis.com"
+        ));
+        assert!(!host_matches(
+            "*-aiplatform.googleapis.com",
+            "evil.com/-aiplatform.googleapis.com"
+        ));
         assert!(!host_matches("api.openai.com", "api.openai.com.evil.com"));
     }
 
@@ -257,11 +268,19 @@ mod tests {
 
     #[test]
     fn loopback_is_a_setting_and_private_ranges_are_fine() {
-        for raw in ["http://127.0.0.1:8080/v1", "http://localhost:8000", "http://[::1]:9/"] {
+        for raw in [
+            "http://127.0.0.1:8080/v1",
+            "http://localhost:8000",
+            "http://[::1]:9/",
+        ] {
             assert!(check_url(raw, "d", false).is_err(), "{raw}");
             assert!(check_url(raw, "d", true).is_ok(), "{raw}");
         }
-        for raw in ["http://10.0.0.7:8000/v1", "http://vllm.team-a.svc:8000", "https://192.168.1.2"] {
+        for raw in [
+            "http://10.0.0.7:8000/v1",
+            "http://vllm.team-a.svc:8000",
+            "https://192.168.1.2",
+        ] {
             assert!(check_url(raw, "d", false).is_ok(), "{raw}");
         }
     }
@@ -275,7 +294,10 @@ mod tests {
             format!("http://169.254.169.254/{secret}"),
             format!("ftp://api.example.com/{secret}"),
         ] {
-            let message = check_url(&raw, "deployments[x]", true).err().unwrap().message;
+            let message = check_url(&raw, "deployments[x]", true)
+                .err()
+                .unwrap()
+                .message;
             assert!(!message.contains(secret), "{message}");
         }
     }

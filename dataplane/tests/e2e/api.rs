@@ -8,14 +8,20 @@ use serde_json::json;
 
 use crate::support::*;
 
+/// The group `chat` on one fake; the test key is in team `ml`, which a policy declares.
 async fn one_upstream() -> (FakeProvider, TestGateway) {
     let fake = FakeProvider::start().await.unwrap();
-    let config = config_with(&group(
-        "chat",
-        &["gpt-4o-mini", "chat"],
-        &[upstream("a", &fake.base_url(), 1)],
-        &[],
-    ));
+    let config = config_with(&format!(
+        "{}{}",
+        group(
+            "chat",
+            &["gpt-4o-mini", "chat"],
+            &[upstream("a", &fake.base_url(), 1)],
+            &[],
+        ),
+        policy("ml", "  teams: [ml]")
+    ))
+    .replace("  org: acme\n", "  org: acme\n  team: ml\n");
     (fake, TestGateway::start(&config).await)
 }
 
@@ -58,8 +64,8 @@ async fn a_key_stops_working_when_it_expires() {
         &[],
     ))
     .replace(
-        "  team: ml\n",
-        &format!("  team: ml\n  expiresAt: \"{expires}\"\n"),
+        "  org: acme\n",
+        &format!("  org: acme\n  expiresAt: \"{expires}\"\n"),
     );
     let gw = TestGateway::start(&config).await;
     assert_eq!(
@@ -81,7 +87,7 @@ async fn a_key_stops_working_when_it_expires() {
 async fn unknown_and_forbidden_models_and_malformed_bodies() {
     let fake = FakeProvider::start().await.unwrap();
     let config = chat_and_mock(&fake, "secret-model")
-        .replace("  team: ml\n", "  team: ml\n  allowedModels: [chat]\n");
+        .replace("  org: acme\n", "  org: acme\n  allowedModels: [chat]\n");
     let gw = TestGateway::start(&config).await;
 
     let unknown = gw.post("/v1/chat/completions", chat("gpt-9")).await;

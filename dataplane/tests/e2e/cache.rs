@@ -16,31 +16,43 @@ use crate::{
 const ACME_2: &str = "sk-mg-e2e-acme-second-key";
 const GLOBEX: &str = "sk-mg-e2e-globex-key-0001";
 
-/// Keys `e2e` and `acme-2` (org acme) and `globex` (org globex); one group on the fake; and
-/// `policies`.
+/// Keys `e2e` and `acme-2` of org acme (namespace `default`, with `teams` as their spec lines),
+/// and `globex` of org globex (its own namespace); the group `chat` on the fake in both; and
+/// `policies` (acme's, then globex's after a `---globex---` line).
 fn config(fake: &FakeProvider, policies: &str) -> String {
+    config_with_teams(fake, policies, ("", ""))
+}
+
+fn config_with_teams(fake: &FakeProvider, policies: &str, teams: (&str, &str)) -> String {
+    let (acme_policies, globex_policies) = policies
+        .split_once("---globex---\n")
+        .unwrap_or((policies, ""));
+    let (team, team_2) = teams;
+    let globex = format!(
+        "{}{}apiVersion: v1\nkind: Secret\nmetadata: {{name: keys, {TEST_SECRET_META}}}\n\
+         stringData: {{g: {GLOBEX}, upstream: sk-upstream-0001}}\n---\napiVersion: modelgate.io/v1alpha1\n\
+         kind: VirtualKey\nmetadata: {{name: globex}}\nspec: {{keySecretRef: {{name: keys, key: g}}}}\n---\n",
+        priced_chat_group(fake, 1000.0),
+        globex_policies,
+    )
+    .replace("metadata: {name: ", "metadata: {namespace: globex, name: ");
     format!(
-        r#"apiVersion: v1
+        r#"{TENANCY}apiVersion: v1
 kind: Secret
-metadata: {{name: keys}}
-stringData: {{a: {KEY}, a2: {ACME_2}, g: {GLOBEX}, upstream: sk-upstream-0001}}
+metadata: {{name: keys, {TEST_SECRET_META}}}
+stringData: {{a: {KEY}, a2: {ACME_2}, upstream: sk-upstream-0001}}
 ---
 apiVersion: modelgate.io/v1alpha1
 kind: VirtualKey
 metadata: {{name: e2e}}
-spec: {{org: acme, keySecretRef: {{name: keys, key: a}}, budget: {{limit: 100, period: daily}}, rpm: 1000}}
+spec: {{keySecretRef: {{name: keys, key: a}}, budget: {{limit: 100, period: daily}}, rpm: 1000{team}}}
 ---
 apiVersion: modelgate.io/v1alpha1
 kind: VirtualKey
 metadata: {{name: acme-2}}
-spec: {{org: acme, keySecretRef: {{name: keys, key: a2}}}}
+spec: {{keySecretRef: {{name: keys, key: a2}}{team_2}}}
 ---
-apiVersion: modelgate.io/v1alpha1
-kind: VirtualKey
-metadata: {{name: globex}}
-spec: {{org: globex, keySecretRef: {{name: keys, key: g}}}}
----
-{}{policies}"#,
+{}{acme_policies}{globex}"#,
         priced_chat_group(fake, 1000.0)
     )
 }
@@ -94,25 +106,33 @@ async fn a_policy_narrows_the_scope_to_the_key_or_widens_it_to_a_share_group() {
     );
     assert_eq!(ask(&gw, KEY, &q).await.header("x-modelgate-cache"), "hit");
 
+    // Two teams of acme, narrowed to their keys by acme's policy, share what their own
+    // policies put in one share group.
     let fake = FakeProvider::start().await.unwrap();
     let shared = format!(
-        "{}{}",
+        "{}{}{}",
+        narrow,
         policy(
-            "acme",
-            "orgs: [acme]",
+            "alpha",
+            "teams: [alpha]",
             "{scope: group, shareGroup: partners}"
         ),
         policy(
-            "globex",
-            "orgs: [globex]",
+            "beta",
+            "teams: [beta]",
             "{scope: group, shareGroup: partners}"
-        )
+        ),
     );
-    let gw = cached_gateway(&config(&fake, &shared)).await;
+    let gw = cached_gateway(&config_with_teams(
+        &fake,
+        &shared,
+        (", team: alpha", ", team: beta"),
+    ))
+    .await;
     let q = question("wide");
     ask(&gw, KEY, &q).await;
     assert_eq!(
-        ask(&gw, GLOBEX, &q).await.header("x-modelgate-cache"),
+        ask(&gw, ACME_2, &q).await.header("x-modelgate-cache"),
         "hit"
     );
     assert_eq!(fake.request_count(), 1);
@@ -124,7 +144,10 @@ async fn a_policy_can_turn_the_cache_off_or_exempt_sampled_requests() {
     let policies = format!(
         "{}{}",
         policy("acme", "orgs: [acme]", "{bypassAboveTemperature: 0.5}"),
-        policy("globex", "orgs: [globex]", "{enabled: false}")
+        format!(
+            "---globex---\n{}",
+            policy("globex", "orgs: [globex]", "{enabled: false}")
+        )
     );
     let gw = cached_gateway(&config(&fake, &policies)).await;
     let mut sampled = question("sampled");

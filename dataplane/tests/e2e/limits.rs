@@ -54,12 +54,17 @@ fn usd(nanos: i64) -> f64 {
 }
 
 /// Two keys of org `acme`, team `ml`, with `key_extra` on the first; one priced group on the
-/// fake; and `policies` (RoutingPolicy documents).
+/// fake; and `policies` (RoutingPolicy documents; the team `ml` is declared unless they do).
 fn config(fake: &FakeProvider, key_extra: &str, policies: &str) -> String {
+    let team = if policies.contains("teams: [ml]") {
+        ""
+    } else {
+        "apiVersion: modelgate.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {name: ml}\nspec: {teams: [ml]}\n---\n"
+    };
     format!(
-        r#"apiVersion: v1
+        r#"{TENANCY}{team}apiVersion: v1
 kind: Secret
-metadata: {{name: keys}}
+metadata: {{name: keys, {TEST_SECRET_META}}}
 stringData: {{test: {KEY}, mate: {TEAM_KEY}, upstream: sk-upstream-0001}}
 ---
 apiVersion: modelgate.io/v1alpha1
@@ -717,7 +722,7 @@ async fn every_path_counts_against_the_same_budget_and_is_refused_at_the_cap() {
                 &[]
             ),
         ) + &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: capped-keys}}\nstringData: {{k: {TEAM_KEY}}}\n---\napiVersion: modelgate.io/v1alpha1\nkind: VirtualKey\nmetadata: {{name: capped}}\nspec:\n  org: acme\n  keySecretRef: {{name: capped-keys, key: k}}\n  budget: {{limit: {limit}, period: daily}}\n---\n"
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: capped-keys, labels: {{modelgate.io/virtual-key: \"true\"}}}}\nstringData: {{k: {TEAM_KEY}}}\n---\napiVersion: modelgate.io/v1alpha1\nkind: VirtualKey\nmetadata: {{name: capped}}\nspec:\n  org: acme\n  keySecretRef: {{name: capped-keys, key: k}}\n  budget: {{limit: {limit}, period: daily}}\n---\n"
         )
     };
     let gw = TestGateway::start(&config_with(&groups(100.0))).await;

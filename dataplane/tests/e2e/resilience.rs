@@ -133,6 +133,24 @@ async fn retry_after_cools_the_link_down_and_moves_on_at_once() {
     assert_eq!(fake.request_count(), 3);
 }
 
+/// Another org's copy of `groups`: its own namespace (an org of its own name) with its own
+/// credential Secret and key, calling the same upstream.
+fn other_org(groups: &str, breaker: &str, key: &str) -> String {
+    let in_other = |documents: &str| {
+        documents.replace("metadata: {name: ", "metadata: {namespace: other, name: ")
+    };
+    format!(
+        "{}{}{}",
+        in_other(groups),
+        in_other(&policy("default", breaker)),
+        in_other(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: keys, {TEST_SECRET_META}}}\n\
+             stringData: {{upstream: sk-upstream-canary-0001}}\n---\n{}",
+            virtual_key("other", key, "")
+        )),
+    )
+}
+
 #[tokio::test]
 async fn breakers_are_per_org_and_never_eject_the_last_link() {
     let fake = FakeProvider::start().await.unwrap();
@@ -151,11 +169,10 @@ async fn breakers_are_per_org_and_never_eject_the_last_link() {
         )
     );
     let breaker = "  circuitBreaker: {consecutiveFailures: 2, cooldown: 60s}";
-    let other = policy("other", &format!("  orgs: [other]\n{breaker}"));
-    let key = virtual_key("other", "sk-mg-other-org-key-001", "other", "");
     let gw = TestGateway::start(&config_with(&format!(
-        "{groups}{}{other}{key}",
-        policy_for_acme(breaker)
+        "{groups}{}{}",
+        policy_for_acme(breaker),
+        other_org(&groups, breaker, "sk-mg-other-org-key-001")
     )))
     .await;
 

@@ -295,7 +295,7 @@ async fn a_keys_default_tags_apply_until_a_request_names_its_own() {
         &[],
     );
     let config = with_policy(&groups, "  strategy: simple-shuffle")
-        .replace("  team: ml\n", "  team: ml\n  defaultTags: [vision]\n");
+        .replace("  org: acme\n", "  org: acme\n  defaultTags: [vision]\n");
     let gw = TestGateway::start(&config).await;
     for _ in 0..5 {
         assert_eq!(
@@ -355,27 +355,26 @@ async fn auto_picks_the_cheapest_the_fastest_or_the_best_group() {
     let policies = [
         policy(
             "cheapest",
-            "  orgs: [org-cheap]\n  auto: {groups: [cheap, strong, eyes], mode: cheapest}",
+            "  teams: [org-cheap]\n  auto: {groups: [cheap, strong, eyes], mode: cheapest}",
         ),
         policy(
             "fastest",
-            "  orgs: [org-fast]\n  auto: {name: quick, groups: [cheap, strong], mode: fastest}",
+            "  teams: [org-fast]\n  auto: {name: quick, groups: [cheap, strong], mode: fastest}",
         ),
         policy(
             "quality",
-            "  orgs: [org-best]\n  auto: {groups: [cheap, strong, eyes], mode: quality-first}",
+            "  teams: [org-best]\n  auto: {groups: [cheap, strong, eyes], mode: quality-first}",
         ),
     ]
     .concat();
     let keys = [
-        virtual_key("k-cheap", "sk-mg-auto-cheap-000001", "org-cheap", ""),
-        virtual_key("k-fast", "sk-mg-auto-fast-0000001", "org-fast", ""),
-        virtual_key("k-best", "sk-mg-auto-best-0000001", "org-best", ""),
+        virtual_key("k-cheap", "sk-mg-auto-cheap-000001", "  team: org-cheap\n"),
+        virtual_key("k-fast", "sk-mg-auto-fast-0000001", "  team: org-fast\n"),
+        virtual_key("k-best", "sk-mg-auto-best-0000001", "  team: org-best\n"),
         virtual_key(
             "k-best-limited",
             "sk-mg-auto-limited-0001",
-            "org-best",
-            "  allowedModels: [cheap, eyes]\n",
+            "  team: org-best\n  allowedModels: [cheap, eyes]\n",
         ),
     ]
     .concat();
@@ -473,7 +472,6 @@ async fn a_split_follows_its_weights_and_sticky_keys_keep_their_arm() {
             virtual_key(
                 &format!("sticky-{i}"),
                 &format!("sk-mg-sticky-key-{i:04}"),
-                "acme",
                 "",
             )
         })
@@ -513,9 +511,9 @@ async fn overrides_are_honoured_only_where_the_policy_allows_them() {
     let groups = group("chat", &["chat"], &[mock("one"), mock("two")], &[]);
     let closed = policy(
         "closed",
-        "  orgs: [closed]\n  overrides: {strategy: false, tags: false}",
+        "  teams: [closed]\n  overrides: {strategy: false, tags: false}",
     );
-    let key = virtual_key("closed", "sk-mg-closed-key-000001", "closed", "");
+    let key = virtual_key("closed", "sk-mg-closed-key-000001", "  team: closed\n");
     let config = format!(
         "{}{closed}{key}",
         with_policy(&groups, "  overrides: {strategy: true}")

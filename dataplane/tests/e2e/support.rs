@@ -258,12 +258,26 @@ where
     }
 }
 
-/// A config with the test key and the given ModelGroups (YAML documents, `---` separated).
+/// The namespace `default` as org `acme`, and the Secret `keys`, labelled for both uses, whose
+/// credentials may go to the fakes on loopback.
+pub const TENANCY: &str = r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: default
+  labels: {modelgate.io/org: acme}
+---
+"#;
+
+/// Labels and annotations of a Secret holding both credentials and keys for the tests.
+pub const TEST_SECRET_META: &str = r#"labels: {modelgate.io/credential: "true", modelgate.io/virtual-key: "true"}, annotations: {modelgate.io/allowed-hosts: "127.0.0.1, localhost"}"#;
+
+/// A config with the test key (org `acme`) and the given ModelGroups (YAML documents, `---`
+/// separated).
 pub fn config_with(groups: &str) -> String {
     format!(
-        r#"apiVersion: v1
+        r#"{TENANCY}apiVersion: v1
 kind: Secret
-metadata: {{name: keys}}
+metadata: {{name: keys, {TEST_SECRET_META}}}
 stringData:
   test: {KEY}
   upstream: sk-upstream-canary-0001
@@ -273,7 +287,6 @@ kind: VirtualKey
 metadata: {{name: e2e}}
 spec:
   org: acme
-  team: ml
   keySecretRef: {{name: keys, key: test}}
 ---
 {groups}"#
@@ -351,10 +364,11 @@ pub fn policy(name: &str, spec: &str) -> String {
     )
 }
 
-/// A VirtualKey with its own Secret; `extra` holds spec lines indented by two spaces.
-pub fn virtual_key(name: &str, material: &str, org: &str, extra: &str) -> String {
+/// A VirtualKey of the namespace's org with its own Secret; `extra` holds spec lines indented
+/// by two spaces (a `team:` must be declared by a RoutingPolicy).
+pub fn virtual_key(name: &str, material: &str, extra: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-key}}\nstringData: {{key: {material}}}\n---\napiVersion: modelgate.io/v1alpha1\nkind: VirtualKey\nmetadata: {{name: {name}}}\nspec:\n  org: {org}\n{extra}---\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-key, labels: {{modelgate.io/virtual-key: \"true\"}}}}\nstringData: {{key: {material}}}\n---\napiVersion: modelgate.io/v1alpha1\nkind: VirtualKey\nmetadata: {{name: {name}}}\nspec:\n  keySecretRef: {{name: {name}-key, key: key}}\n{extra}---\n"
     )
 }
 

@@ -139,7 +139,11 @@ async fn the_operator_works_with_exactly_the_documented_permissions() {
     assert!(can("patch", "modelgroups.modelgate.io/status", &namespace));
     assert!(can("create", "secrets", &namespace) && can("watch", "secrets", &namespace));
     for (verb, resource, ns) in [
-        ("update", "modelgroups.modelgate.io/status", namespace.as_str()),
+        (
+            "update",
+            "modelgroups.modelgate.io/status",
+            namespace.as_str(),
+        ),
         ("update", "modelgroups.modelgate.io", &namespace),
         ("delete", "secrets", &namespace),
         ("update", "secrets", &namespace),
@@ -149,11 +153,22 @@ async fn the_operator_works_with_exactly_the_documented_permissions() {
         ("list", "secrets", &elsewhere),
         ("get", "secrets", &elsewhere),
     ] {
-        assert!(!can(verb, resource, ns), "the operator may {verb} {resource} in {ns}");
+        assert!(
+            !can(verb, resource, ns),
+            "the operator may {verb} {resource} in {ns}"
+        );
     }
     let (_, everywhere, _) = kubectl(
         plane,
-        &["auth", "can-i", "list", "secrets", "--all-namespaces", "--as", &user],
+        &[
+            "auth",
+            "can-i",
+            "list",
+            "secrets",
+            "--all-namespaces",
+            "--as",
+            &user,
+        ],
     );
     assert_eq!(everywhere.trim(), "no", "no cluster-wide list of Secrets");
 
@@ -203,7 +218,12 @@ async fn without_a_tenant_binding_the_objects_name_the_missing_binding() {
     let kubeconfig = plane.kubeconfig_for(&user, &[]);
     let _operator = Operator::start(OperatorOptions {
         kubeconfig: &kubeconfig,
-        extra: &["--namespace", &unbound, "--service-account", "modelgate:operator"],
+        extra: &[
+            "--namespace",
+            &unbound,
+            "--service-account",
+            "modelgate:operator",
+        ],
         ..OperatorOptions::new(plane, &namespace)
     })
     .await;

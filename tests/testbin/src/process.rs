@@ -103,7 +103,10 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("pid");
-        let script = format!("trap '' TERM; echo $$ > {}; exec sleep 600", pid_file.display());
+        let script = format!(
+            "trap '' TERM; echo $$ > {}; exec sleep 600",
+            pid_file.display()
+        );
         let child = Supervised::spawn(
             Path::new("/bin/sh"),
             &["-c".to_owned(), script],
@@ -123,7 +126,12 @@ mod tests {
     #[test]
     fn an_aborted_test_binary_leaves_no_child_behind() {
         let output = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "process::tests::child_role", "--nocapture"])
+            .args([
+                "--ignored",
+                "--exact",
+                "process::tests::child_role",
+                "--nocapture",
+            ])
             .env(CHILD_ROLE, "1")
             .stderr(Stdio::null())
             .output()
@@ -141,6 +149,9 @@ mod tests {
         while alive() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(!alive(), "process {pid} outlived the test binary that started it");
+        assert!(
+            !alive(),
+            "process {pid} outlived the test binary that started it"
+        );
     }
 }
