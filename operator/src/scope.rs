@@ -124,7 +124,7 @@ impl Scopes {
         active.extend(
             tenants
                 .iter()
-                .filter(|(_, t)| t.published.state().iter().next().is_some())
+                .filter(|(_, t)| !t.published.state().is_empty())
                 .map(|(ns, _)| ns.clone()),
         );
         active
