@@ -142,12 +142,9 @@ async fn a_policy_narrows_the_scope_to_the_key_or_widens_it_to_a_share_group() {
 async fn a_policy_can_turn_the_cache_off_or_exempt_sampled_requests() {
     let fake = FakeProvider::start().await.unwrap();
     let policies = format!(
-        "{}{}",
+        "{}---globex---\n{}",
         policy("acme", "orgs: [acme]", "{bypassAboveTemperature: 0.5}"),
-        format!(
-            "---globex---\n{}",
-            policy("globex", "orgs: [globex]", "{enabled: false}")
-        )
+        policy("globex", "orgs: [globex]", "{enabled: false}")
     );
     let gw = cached_gateway(&config(&fake, &policies)).await;
     let mut sampled = question("sampled");
