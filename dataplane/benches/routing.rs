@@ -166,6 +166,7 @@ fn routing(c: &mut Criterion) {
                     stream: false,
                     prompt_tokens: 200,
                     max_tokens: Some(256),
+                    priced_only: false,
                     seed: i as u64,
                 };
                 route::route(&snapshot, key, &input).unwrap()

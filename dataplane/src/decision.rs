@@ -52,6 +52,10 @@ pub struct DecisionRecord {
     pub error_code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The usage is the gateway's estimate (a stream that ended before the provider's usage
+    /// arrived), not the provider's count.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub usage_estimated: bool,
     /// What the call cost in USD, from the serving deployment's price and the real usage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,

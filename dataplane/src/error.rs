@@ -223,6 +223,16 @@ impl ApiError {
         .with_param("x-modelgate-strategy")
     }
 
+    pub fn unpriced_deployment() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "unpriced_deployment",
+            "Every deployment of this model is unpriced, and a key with a budget may only call \
+             priced ones (a RoutingPolicy may set allowUnpriced).",
+        )
+    }
+
     pub fn deployments_at_capacity() -> Self {
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,

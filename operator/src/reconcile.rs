@@ -2,6 +2,7 @@
 //! namespace, publish the config if its checksum changed, then write each object's status.
 //! Invalid objects are reported on their own status and never block the valid ones.
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::{Client, Resource, ResourceExt, runtime::events::Recorder};
 use modelgate_crds::{
     CompiledConfig, ObjectKind, ObjectReport, Reason, Rejection, Resources, VirtualKey, compile,
@@ -61,6 +62,8 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, Reconc
             .retain(|s| s.name_any() != secret.name_any());
     }
     resources.secrets.extend(generated);
+    let unlabelled = referenced_but_unlabelled(&ctx.client, namespace, &resources).await?;
+    resources.secrets.extend(unlabelled);
 
     let (config, reports) = compile(&resources, jiff::Timestamp::now());
     let published = publish::publish(
@@ -95,6 +98,56 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, Reconc
         status_writes,
         rejected,
     })
+}
+
+/// Referenced Secrets the labelled watches do not hold: their metadata only (never their values),
+/// so a reference to an unlabelled Secret is told how to label it instead of "not found".
+async fn referenced_but_unlabelled(
+    client: &Client,
+    namespace: &str,
+    resources: &Resources,
+) -> Result<Vec<Secret>, ReconcileError> {
+    let known: std::collections::BTreeSet<String> = resources
+        .secrets
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    let referenced = resources
+        .model_groups
+        .iter()
+        .flat_map(|g| &g.spec.deployments)
+        .filter_map(|d| d.credentials.as_ref())
+        .flat_map(|c| {
+            c.secret_key_ref.iter().chain(c.aws.iter().flat_map(|aws| {
+                [&aws.access_key_id_ref, &aws.secret_access_key_ref]
+                    .into_iter()
+                    .chain(aws.session_token_ref.as_ref())
+            }))
+        })
+        .chain(
+            resources
+                .virtual_keys
+                .iter()
+                .filter_map(|k| k.spec.key_secret_ref.as_ref()),
+        )
+        .map(|s| s.name.clone())
+        .filter(|name| !known.contains(name))
+        .collect::<std::collections::BTreeSet<String>>();
+    let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
+    let mut found = Vec::new();
+    for name in referenced {
+        if let Some(meta) = api
+            .get_metadata_opt(&name)
+            .await
+            .map_err(ReconcileError::api("read a referenced Secret's labels"))?
+        {
+            found.push(Secret {
+                metadata: meta.metadata,
+                ..Secret::default()
+            });
+        }
+    }
+    Ok(found)
 }
 
 /// The namespace's Secrets cannot be read: every object says so, with the RoleBinding that

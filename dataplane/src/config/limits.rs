@@ -112,6 +112,11 @@ impl KeyLimits {
         self.scopes.is_empty()
     }
 
+    /// Whether any budget applies (the key's own, its team's or its org's).
+    pub fn has_budget(&self) -> bool {
+        self.scopes.iter().any(|s| s.budget.is_some())
+    }
+
     pub(crate) fn scopes(&self) -> &[ScopeLimits] {
         &self.scopes
     }

@@ -18,6 +18,8 @@ pub struct Bill {
     pub price: Option<Price>,
     /// The serving group's name (the spend metric's `model`).
     pub group: String,
+    /// The prompt's estimated tokens, billed when a stream ends without the provider's usage.
+    pub prompt_tokens: u64,
 }
 
 impl Bill {

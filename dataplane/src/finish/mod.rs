@@ -237,6 +237,7 @@ impl Finish {
         if let Some(usage) = end.usage {
             call.in_flight.signals().add_tokens(usage.total_tokens);
         }
+        let usage = self.billed_usage(&call, &end);
         // A stream that completed is stored; a cut or failed one never is.
         if let (Some((key, ttl)), Some(assembler)) = (call.cache, end.assembled)
             && ok
@@ -248,14 +249,35 @@ impl Finish {
                 self.store_skipped();
             }
         }
-        // A stream cut before its usage arrived has no known cost: its reservation is released.
-        let usage = end.usage.filter(|_| ok);
         let metrics = self.sinks.metrics.clone();
         if let Some(settle) = call.bill.cost(usage, &mut self.record, &metrics) {
             settle.in_background();
         }
         let status = http::StatusCode::OK;
         self.log(end.outcome, status);
+    }
+
+    /// What a stream is billed for, however it ended: the provider's usage when it arrived;
+    /// otherwise, when text reached the client, the prompt estimate plus the text relayed at
+    /// three bytes a token (most tokens are longer, so it errs high); otherwise nothing (the
+    /// reservation is released).
+    fn billed_usage(&mut self, call: &ServedCall, end: &StreamEnd) -> Option<Usage> {
+        if end.usage.is_some() {
+            return end.usage;
+        }
+        if end.generated_bytes == 0 {
+            return None;
+        }
+        let completion_tokens = end.generated_bytes.div_ceil(3);
+        let estimate = Usage {
+            prompt_tokens: call.bill.prompt_tokens,
+            completion_tokens,
+            total_tokens: call.bill.prompt_tokens + completion_tokens,
+            ..Usage::default()
+        };
+        self.record.usage = Some(estimate);
+        self.record.usage_estimated = true;
+        Some(estimate)
     }
 
     fn hit(mut self, hit: Hit) -> Answer {

@@ -28,7 +28,10 @@ const MAX_LINE: usize = 1024 * 1024;
 pub struct StreamEnd {
     /// `ok`, or the error code the stream ended with.
     pub outcome: &'static str,
+    /// The provider's usage, when it arrived.
     pub usage: Option<Usage>,
+    /// Bytes of generated text relayed to the client.
+    pub generated_bytes: u64,
     /// The whole answer, assembled for the cache (only when the cache applies).
     pub assembled: Option<StreamAssembler>,
 }
@@ -111,6 +114,7 @@ impl Drop for Observer {
                     // Dropped before the upstream finished and without an upstream error.
                     outcome: self.outcome.unwrap_or(CLIENT_DISCONNECTED),
                     usage: self.scanner.usage,
+                    generated_bytes: self.scanner.generated_bytes,
                     assembled: self.assembler.take(),
                 },
             );
@@ -118,10 +122,12 @@ impl Drop for Observer {
     }
 }
 
-/// Finds the `usage` object (and any error event) in OpenAI SSE `data:` lines.
+/// Finds the `usage` object (and any error event) in OpenAI SSE `data:` lines, and counts the
+/// generated text they carry.
 struct UsageScanner {
     lines: DataLines,
     usage: Option<Usage>,
+    generated_bytes: u64,
     /// The provider sent an error event (passed through as is; the SDKs raise on it).
     saw_error: bool,
     /// A line outgrew the cap: scanning stops (the bytes still pass through).
@@ -133,6 +139,7 @@ impl Default for UsageScanner {
         Self {
             lines: DataLines::new(MAX_LINE),
             usage: None,
+            generated_bytes: 0,
             saw_error: false,
             overflowed: false,
         }
@@ -150,11 +157,16 @@ impl UsageScanner {
         if self.overflowed {
             return;
         }
-        let (usage, saw_error) = (&mut self.usage, &mut self.saw_error);
+        let (usage, saw_error, generated) = (
+            &mut self.usage,
+            &mut self.saw_error,
+            &mut self.generated_bytes,
+        );
         let scanned = self.lines.push(bytes, |data| {
             if data.starts_with(b"{\"error\"") {
                 *saw_error = true;
             }
+            *generated += generated_bytes(data) as u64;
             // Only chunks that mention usage are parsed; content chunks are skipped cheaply.
             if mentions_usage(data)
                 && let Ok(event) = serde_json::from_slice::<UsageEvent>(data)
@@ -165,6 +177,43 @@ impl UsageScanner {
         });
         self.overflowed = scanned.is_err();
     }
+}
+
+/// The members of an OpenAI chunk whose string values are generated text.
+const GENERATED: [&[u8]; 4] = [
+    b"\"content\":\"",
+    b"\"arguments\":\"",
+    b"\"refusal\":\"",
+    b"\"reasoning_content\":\"",
+];
+
+/// Bytes of generated text in one chunk, escapes included (so it errs high): a scan for the
+/// members that carry it, never a parse of the whole chunk.
+fn generated_bytes(data: &[u8]) -> usize {
+    let mut total = 0;
+    for member in GENERATED {
+        let mut rest = data;
+        while let Some(at) = rest.windows(member.len()).position(|w| w == member) {
+            rest = &rest[at + member.len()..];
+            let len = string_len(rest);
+            total += len;
+            rest = &rest[len..];
+        }
+    }
+    total
+}
+
+/// The length of a JSON string's body up to its closing quote (or the end).
+fn string_len(text: &[u8]) -> usize {
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'\\' => i += 2,
+            b'"' => return i,
+            _ => i += 1,
+        }
+    }
+    text.len()
 }
 
 /// Whether an SSE `data:` payload names a `usage` member.
@@ -194,5 +243,19 @@ mod tests {
                 "split at {split}"
             );
         }
+    }
+
+    #[test]
+    fn generated_text_is_counted_from_content_arguments_and_refusals_only() {
+        let chunks = concat!(
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hello \\\"you\\\"\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":\"{\\\"a\\\":1}\"}}]}}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,\"total_tokens\":8}}\n\n",
+        );
+        let mut scanner = UsageScanner::default();
+        scanner.feed(chunks.as_bytes());
+        // `Hello \"you\"` is 13 bytes as sent, `{\"a\":1}` 9.
+        assert_eq!(scanner.generated_bytes, 13 + 9);
     }
 }

@@ -9,6 +9,7 @@
 
 mod memory;
 mod redis;
+mod settle_queue;
 pub mod store;
 
 use std::{sync::Arc, time::Duration};
@@ -21,6 +22,7 @@ use modelgate_crds::{
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
+pub use settle_queue::SettleQueue;
 pub use store::{Store, StoreError};
 
 use crate::{catalog::NANOS_PER_USD, config::KeyLimits, error::RateKind, telemetry::Metrics};
@@ -71,6 +73,8 @@ pub struct Limiter {
     fail_mode: FailMode,
     reservation_ttl: Duration,
     metrics: Arc<Metrics>,
+    /// Settlements the store could not take yet.
+    unsettled: Arc<SettleQueue>,
 }
 
 impl Limiter {
@@ -81,11 +85,17 @@ impl Limiter {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            unsettled: SettleQueue::new(store.clone(), metrics.clone(), settle_queue::CAPACITY),
             store,
             fail_mode,
             reservation_ttl,
             metrics,
         }
+    }
+
+    /// Settlements waiting for the store to come back.
+    pub fn unsettled(&self) -> usize {
+        self.unsettled.len()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -124,6 +134,7 @@ impl Limiter {
                 settle: Some(Pending {
                     store: self.store.clone(),
                     metrics: self.metrics.clone(),
+                    unsettled: self.unsettled.clone(),
                     id: request_id.to_owned(),
                     budgets: charges
                         .admission
@@ -261,6 +272,7 @@ pub struct Ticket {
 struct Pending {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    unsettled: Arc<SettleQueue>,
     id: String,
     budgets: Vec<String>,
     /// (TPM counter, tokens counted at admit).
@@ -312,7 +324,8 @@ impl Pending {
         };
         if let Err(error) = self.store.settle(&settlement).await {
             self.metrics.limit_store_error("settle");
-            tracing::warn!(%error, request_id = %settlement.id, "settle failed; the reservation expires on its own");
+            tracing::warn!(%error, request_id = %settlement.id, "settle failed; queued for a retry");
+            self.unsettled.push(settlement);
         }
     }
 

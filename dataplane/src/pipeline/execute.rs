@@ -86,7 +86,9 @@ fn call_for<'a>(
         request: &request.body,
         stream: request.stream,
         deployment: &deployment.spec,
-        http: services.http.with_connect_timeout(timeouts.connect),
+        http: services
+            .http
+            .client(timeouts.connect, deployment.spec.allow_loopback),
         timeouts,
     }
 }

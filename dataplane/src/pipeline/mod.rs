@@ -89,6 +89,7 @@ where
             team: key.spec.team.clone(),
             price: deployment.hot.price,
             group: group.spec.name.clone(),
+            prompt_tokens: request.prompt_tokens,
         },
         provider: deployment.spec.provider.as_str(),
         deployment: deployment.spec.name.clone(),

@@ -36,6 +36,8 @@ pub(super) fn route(
         stream: request.stream,
         prompt_tokens: request.prompt_tokens,
         max_tokens: request.max_tokens,
+        priced_only: key.limits.has_budget()
+            && !key.policy.as_ref().is_some_and(|p| p.spec.allow_unpriced),
         seed: fastrand::u64(..),
     };
     let seed = input.seed;

@@ -59,7 +59,7 @@ impl Upstream {
             request: &request,
             stream,
             deployment,
-            http: self.clients.with_connect_timeout(timeout),
+            http: self.clients.client(timeout, true),
             timeouts: AttemptTimeouts {
                 first_byte: timeout,
                 idle: timeout,

@@ -99,7 +99,11 @@ pub fn rederive(record: &RoutingRecord) -> Result<(), String> {
     }
     for group in &record.groups {
         let eligible: Vec<usize> = (0..group.candidates.len())
-            .filter(|&i| group.candidates[i].excluded != Some(Exclusion::Tags))
+            .filter(|&i| {
+                !group.candidates[i]
+                    .excluded
+                    .is_some_and(Exclusion::before_ranking)
+            })
             .collect();
         let signals: Vec<_> = eligible
             .iter()

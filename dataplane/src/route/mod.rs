@@ -66,6 +66,8 @@ pub struct RouteInput<'a> {
     pub prompt_tokens: u64,
     /// The request's `max_tokens` / `max_completion_tokens`.
     pub max_tokens: Option<u64>,
+    /// Only deployments with a price may serve (the caller has a budget to protect).
+    pub priced_only: bool,
     pub seed: u64,
 }
 
@@ -129,6 +131,8 @@ pub fn route(
         };
         return Err(if excluded(Exclusion::Tags) {
             ApiError::no_deployment_matches_tags(input.tags)
+        } else if excluded(Exclusion::Unpriced) {
+            ApiError::unpriced_deployment()
         } else if excluded(Exclusion::Limit) {
             ApiError::deployments_at_capacity()
         } else {
@@ -235,15 +239,19 @@ impl<'a> Ranker<'a> {
         let mut eligible_signals = Vec::with_capacity(g.deployments.len());
         for (index, deployment) in g.deployments.iter().enumerate() {
             let signals = self.signals(group, index);
-            let matches = deployment.serves(&self.required);
-            if matches {
+            let excluded = if !deployment.serves(&self.required) {
+                Some(Exclusion::Tags)
+            } else if self.input.priced_only && deployment.hot.price.is_none() {
+                Some(Exclusion::Unpriced)
+            } else {
                 eligible.push(index);
                 eligible_signals.push(signals.clone());
-            }
+                None
+            };
             candidates.push(CandidateRecord {
                 signals,
                 score: None,
-                excluded: (!matches).then_some(Exclusion::Tags),
+                excluded,
             });
         }
         let ranking = rank(strategy, self.params, &eligible_signals, rng);

@@ -20,6 +20,16 @@ pub enum Exclusion {
     Tags,
     /// It is at its declared RPM/TPM (usage-based).
     Limit,
+    /// It has no price, and the caller has a budget its policy does not let it spend on
+    /// unpriced calls.
+    Unpriced,
+}
+
+impl Exclusion {
+    /// Whether the candidate was left out before ranking (rather than by the strategy).
+    pub fn before_ranking(self) -> bool {
+        matches!(self, Self::Tags | Self::Unpriced)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -45,6 +45,8 @@ pub struct Metrics {
     limit_refusals: Family<RefusalLabels, Counter>,
     limit_store_errors: Family<OperationLabels, Counter>,
     remote_cooldowns: Counter,
+    settles_pending: Gauge,
+    settles_dropped: Counter,
     fleet_usage_syncs: Counter,
     cache_requests: Family<ResultLabels, Counter>,
     cache_stored_bytes: Counter,
@@ -113,6 +115,18 @@ impl Metrics {
             "config_rejected_objects",
             "Objects left out of the current config",
             rejected_objects.clone(),
+        );
+        let settles_pending = Gauge::default();
+        registry.register(
+            "limit_settles_pending",
+            "Settlements waiting for the limit store to come back",
+            settles_pending.clone(),
+        );
+        let settles_dropped = Counter::default();
+        registry.register(
+            "limit_settles_dropped",
+            "Settlements dropped because the retry queue was full",
+            settles_dropped.clone(),
         );
         let decisions_dropped = Counter::default();
         registry.register(
@@ -198,6 +212,8 @@ impl Metrics {
             reloads,
             rejected_objects,
             decisions_dropped,
+            settles_pending,
+            settles_dropped,
         }
     }
 
@@ -235,6 +251,15 @@ impl Metrics {
 
     pub fn fleet_usage_synced(&self) {
         self.fleet_usage_syncs.inc();
+    }
+
+    pub fn settles_pending(&self, count: usize) {
+        self.settles_pending
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn settle_dropped(&self) {
+        self.settles_dropped.inc();
     }
 
     pub fn remote_cooldown(&self) {

@@ -1,6 +1,7 @@
 //! Spend control end to end: per-call cost, budgets that concurrent requests cannot overspend
 //! (one process on the memory store; three processes sharing a real Redis), RPM/TPM limits,
-//! 402/429/503 answers, failed and cut calls costing nothing, Redis going away and coming back,
+//! 402/429/503 answers, failed calls costing nothing and cut or abandoned streams charged for what
+//! they delivered, Redis going away and coming back,
 //! and spend surviving a restart.
 
 use std::{
@@ -374,29 +375,68 @@ async fn a_budget_refusal_is_a_402_naming_the_budget_with_retry_after_until_the_
     assert_eq!(post(&gw.url(""), KEY, &small).await.status, StatusCode::OK);
 }
 
+/// A streamed request read frame by frame: returns the response head and the body still open.
+async fn open_stream(url: &str, key: &str) -> (StatusCode, hyper::body::Incoming) {
+    let mut body = request();
+    body["stream"] = json!(true);
+    let request = http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("{url}/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    (response.status(), response.into_body())
+}
+
+/// The spend settled for the request with this id, from its decision record.
+async fn recorded_cost(gw: &TestGateway, request_id: &str) -> Value {
+    gw.decision(request_id).await
+}
+
 #[tokio::test]
-async fn failed_and_cut_calls_cost_nothing_and_streams_are_costed_without_asking_for_usage() {
+async fn failed_calls_cost_nothing_and_streams_that_delivered_text_are_charged_for_it() {
     let fake = FakeProvider::start().await.unwrap();
     let gw = TestGateway::start(&config(&fake, "  budget: {limit: 100, period: daily}", "")).await;
     let store = gw.gateway.limits_store().clone();
     let counter = budget_counter(KEY_SUBJECT);
+    let spent = || {
+        let (store, counter) = (store.clone(), counter.clone());
+        async move { store.budget(&counter).await.unwrap() }
+    };
+
+    // No output, no cost: a refused call, and a stream that broke before its first text.
     fake.push(Script::status(400));
     let failed = post(&gw.url(""), KEY, &request()).await;
     assert_eq!(failed.status, StatusCode::BAD_REQUEST);
-    fake.push(Script::CutStreamAfter { chunks: 3 });
     let mut stream = request();
     stream["stream"] = json!(true);
-    let cut = post(&gw.url(""), KEY, &stream).await;
-    assert_eq!(cut.status, StatusCode::OK);
-    eventually("both reservations to be released", || {
-        let store = store.clone();
-        let counter = counter.clone();
-        async move { store.budget(&counter).await.unwrap() == BudgetState::default() }
+    fake.push(Script::CutStreamAfter { chunks: 0 });
+    let broken = post(&gw.url(""), KEY, &stream).await;
+    assert_eq!(broken.status, StatusCode::BAD_GATEWAY, "{}", broken.text());
+    eventually("both reservations to be released", || async {
+        spent().await == BudgetState::default()
     })
     .await;
 
-    // A complete stream is costed although the client did not ask for usage, and the client
-    // does not get the usage chunk the gateway asked for on its behalf.
+    // An upstream cut after text: what was relayed is charged, estimated (no usage arrived).
+    fake.push(Script::CutStreamAfter { chunks: 3 });
+    let cut = post(&gw.url(""), KEY, &stream).await;
+    assert_eq!(cut.status, StatusCode::OK);
+    let record = recorded_cost(&gw, cut.header("x-modelgate-request-id")).await;
+    assert_eq!(record["usage_estimated"], true, "{record}");
+    let cost = record["cost_usd"].as_f64().unwrap();
+    assert!(cost > 0.0, "{record}");
+    eventually("the cut stream to be charged", || async {
+        let state = spent().await;
+        state.reserved == 0 && usd(state.spent) == cost
+    })
+    .await;
+
+    // A complete stream is costed at the provider's usage although the client did not ask for
+    // it, and the client does not get the usage chunk the gateway asked for on its behalf.
+    let before = spent().await.spent;
     let streamed = post(&gw.url(""), KEY, &stream).await;
     assert_eq!(streamed.status, StatusCode::OK);
     assert!(
@@ -406,15 +446,58 @@ async fn failed_and_cut_calls_cost_nothing_and_streams_are_costed_without_asking
     );
     let upstream = fake.requests().last().unwrap().body.clone();
     assert_eq!(upstream["stream_options"]["include_usage"], true);
-    eventually("the stream to be settled at its real cost", || {
-        let store = store.clone();
-        let counter = counter.clone();
-        async move {
-            let state = store.budget(&counter).await.unwrap();
-            state.reserved == 0 && state.spent > 0 && state.spent < worst_case_nanos()
-        }
+    let record = recorded_cost(&gw, streamed.header("x-modelgate-request-id")).await;
+    assert!(record.get("usage_estimated").is_none(), "{record}");
+    eventually("the stream to be settled at its real cost", || async {
+        let state = spent().await;
+        state.reserved == 0 && state.spent > before && state.spent - before < worst_case_nanos()
     })
     .await;
+}
+
+/// A client that reads the answer and leaves before its last event cannot drain a budget for
+/// free: every abandoned stream is charged for the text it received, until the budget is gone.
+#[tokio::test]
+async fn a_client_that_leaves_before_the_last_event_is_charged_until_its_budget_runs_out() {
+    let fake = FakeProvider::start().await.unwrap();
+    // Room to admit one call's worst case, and a tenth of it more: each abandoned stream's
+    // charge (at least a token) eats into that tenth.
+    let budget = usd(worst_case_nanos() + worst_case_nanos() / 10);
+    let gw = TestGateway::start(&config(
+        &fake,
+        &format!("  budget: {{limit: {budget}, period: daily}}"),
+        "",
+    ))
+    .await;
+    let mut refused = None;
+    for attempt in 0..20 {
+        fake.push(Script::StallAfter { chunks: 4 });
+        let (status, mut body) = open_stream(&gw.url(""), KEY).await;
+        if status != StatusCode::OK {
+            refused = Some((attempt, status));
+            break;
+        }
+        // Read until text arrived, then hang up without waiting for the rest.
+        let mut read = Vec::new();
+        while !String::from_utf8_lossy(&read).contains("\"content\":\"") {
+            let frame = http_body_util::BodyExt::frame(&mut body)
+                .await
+                .unwrap()
+                .unwrap();
+            read.extend_from_slice(frame.data_ref().unwrap());
+        }
+        drop(body);
+        eventually("the abandoned stream to be recorded", || {
+            std::future::ready(gw.decisions().len() == attempt + 1)
+        })
+        .await;
+        let record = gw.decisions().pop().unwrap();
+        assert_eq!(record["error_code"], "client_disconnected", "{record}");
+        assert!(record["cost_usd"].as_f64().unwrap() > 0.0, "{record}");
+    }
+    let (attempt, status) = refused.expect("the budget ran out");
+    assert!(attempt >= 1, "refused before any stream was served");
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
 }
 
 #[tokio::test]
@@ -808,4 +891,132 @@ async fn every_path_counts_against_the_same_budget_and_is_refused_at_the_cap() {
         assert_eq!(answer.error_code(), "budget_exceeded", "{path}");
     }
     assert_eq!((primary.request_count(), backup.request_count()), calls);
+}
+
+/// A deployment with no price cannot bound a budget: a budgeted key is never sent to one,
+/// unless its policy says unpriced calls are fine; a key without a budget always may.
+#[tokio::test]
+async fn a_budgeted_key_is_refused_unpriced_deployments_unless_its_policy_allows_them() {
+    let fake = FakeProvider::start().await.unwrap();
+    let groups = format!(
+        "{}{}",
+        group(
+            "free",
+            &["free"],
+            &[upstream("unpriced", &fake.base_url(), 1)],
+            &[]
+        ),
+        group(
+            "mixed",
+            &["mixed"],
+            &[
+                upstream("unpriced", &fake.base_url(), 100),
+                upstream_with(
+                    "priced",
+                    &fake.base_url(),
+                    "      credentials: {secretKeyRef: {name: keys, key: upstream}}\n      pricing: {input: 1, output: 1}\n",
+                ),
+            ],
+            &[]
+        ),
+    );
+    let budgeted = config(&fake, "  budget: {limit: 100, period: daily}", &groups);
+    let gw = TestGateway::start(&budgeted).await;
+    let free = post(
+        &gw.url(""),
+        KEY,
+        &json!({"model": "free", "messages": messages()}),
+    )
+    .await;
+    assert_eq!(
+        (free.status, free.error_code().as_str()),
+        (StatusCode::FORBIDDEN, "unpriced_deployment"),
+        "{}",
+        free.text()
+    );
+    for _ in 0..5 {
+        let mixed = post(
+            &gw.url(""),
+            KEY,
+            &json!({"model": "mixed", "messages": messages()}),
+        )
+        .await;
+        assert_eq!(
+            (mixed.status, mixed.header("x-modelgate-deployment")),
+            (StatusCode::OK, "priced"),
+            "only the priced deployment serves a budgeted key"
+        );
+    }
+    // The teammate's key has no budget: unpriced calls are its own business.
+    let unbudgeted = post(
+        &gw.url(""),
+        TEAM_KEY,
+        &json!({"model": "free", "messages": messages()}),
+    )
+    .await;
+    assert_eq!(unbudgeted.status, StatusCode::OK);
+
+    let allowed = config(
+        &fake,
+        "  budget: {limit: 100, period: daily}",
+        &format!(
+            "{groups}apiVersion: modelgate.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: ml}}\nspec: {{teams: [ml], allowUnpriced: true}}\n---\n"
+        ),
+    );
+    gw.write_config(&allowed);
+    gw.wait_for_config(&allowed).await;
+    let free = post(
+        &gw.url(""),
+        KEY,
+        &json!({"model": "free", "messages": messages()}),
+    )
+    .await;
+    assert_eq!(free.status, StatusCode::OK, "{}", free.text());
+}
+
+/// The store is gone between a call's admit and its settle: the cost is kept and settled when
+/// the store is back, exactly once.
+#[tokio::test]
+async fn a_settle_made_while_redis_is_down_lands_exactly_once_when_it_returns() {
+    let mut redis = RedisServer::start().await;
+    let port = redis.port;
+    let fake = FakeProvider::start().await.unwrap();
+    let (_dir, path) = config_file(&config(&fake, "  budget: {limit: 100, period: daily}", ""));
+    let replica = Replica::start(&path, &["--state", &redis.url()]).await;
+    fake.push(Script::Hold);
+    let url = replica.url("");
+    let call = tokio::spawn(async move { post(&url, KEY, &request()).await });
+    eventually("the call to be admitted and held upstream", || {
+        std::future::ready(fake.request_count() == 1)
+    })
+    .await;
+    redis.kill();
+    fake.release(1);
+    let answer = call.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let cost = (answer.header("x-modelgate-cost").parse::<f64>().unwrap() * 1e9).round() as i64;
+    assert!(cost > 0);
+    eventually("the settle to be queued", || async {
+        replica.metric("modelgate_limit_settles_pending").await == 1.0
+    })
+    .await;
+
+    let redis = RedisServer::start_on(port).await;
+    let store = RedisStore::connect(&redis.url(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let counter = budget_counter(KEY_SUBJECT);
+    eventually("the queue to drain into the store", || async {
+        replica.metric("modelgate_limit_settles_pending").await == 0.0
+    })
+    .await;
+    let state = store.budget(&counter).await.unwrap();
+    assert_eq!(
+        state,
+        BudgetState {
+            spent: cost,
+            reserved: 0
+        },
+        "charged once, nothing held"
+    );
 }

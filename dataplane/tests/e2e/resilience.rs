@@ -541,3 +541,50 @@ async fn a_request_too_long_for_its_group_goes_to_the_context_window_fallback() 
         (StatusCode::BAD_REQUEST, "context_length_exceeded")
     );
 }
+
+/// A name that resolves to an address its deployment may not reach is refused when connecting,
+/// whatever the config said when it was checked: here `localhost`, in a compiled config whose
+/// deployment may not reach loopback (what the operator publishes for a cluster).
+#[tokio::test]
+async fn a_name_resolving_to_a_refused_address_is_refused_at_connect_time() {
+    let fake = FakeProvider::start().await.unwrap();
+    let port = fake.addr().port();
+    let yaml = config_with(&group(
+        "chat",
+        &["chat"],
+        &[upstream("named", &format!("http://localhost:{port}/v1"), 1)],
+        &[],
+    ));
+    let env = |_: &str| None;
+    let (mut config, _) =
+        modelgate_crds::load_config(yaml.as_bytes(), &env, jiff::Timestamp::now()).unwrap();
+    let deployment = &mut config
+        .model_groups
+        .get_mut("default/chat")
+        .unwrap()
+        .deployments[0];
+    assert!(
+        deployment.allow_loopback,
+        "a standalone file may reach loopback"
+    );
+    deployment.allow_loopback = false;
+    config.seal();
+    let gw = TestGateway::start(&String::from_utf8(config.to_json()).unwrap()).await;
+
+    let answer = gw.post("/v1/chat/completions", chat("chat")).await;
+    assert_eq!(
+        (answer.status, answer.error_code().as_str()),
+        (StatusCode::BAD_GATEWAY, "all_deployments_failed")
+    );
+    let record = gw.decision(answer.header("x-modelgate-request-id")).await;
+    let attempt = &record["attempts"][0];
+    assert_eq!(attempt["outcome"], "connect", "{record}");
+    assert!(
+        attempt["error"]
+            .as_str()
+            .unwrap()
+            .contains("resolves to a loopback address"),
+        "{record}"
+    );
+    assert_eq!(fake.request_count(), 0, "nothing reached the upstream");
+}

@@ -14,3 +14,4 @@ mod rbac;
 mod spend;
 mod status;
 mod support;
+mod tenancy;

@@ -35,7 +35,7 @@ async fn call(fake: &FakeProvider, request: Value) -> Result<UpstreamBody, CallE
             request: &request,
             stream,
             deployment: &deployment,
-            http: HttpClients::default().with_connect_timeout(timeout),
+            http: HttpClients::default().client(timeout, true),
             timeouts: AttemptTimeouts {
                 first_byte: timeout,
                 idle: timeout,

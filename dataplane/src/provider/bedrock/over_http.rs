@@ -51,7 +51,7 @@ async fn call(
         request: &request,
         stream,
         deployment,
-        http: clients.with_connect_timeout(Duration::from_secs(5)),
+        http: clients.client(Duration::from_secs(5), true),
         timeouts: AttemptTimeouts {
             first_byte: Duration::from_secs(10),
             idle: Duration::from_secs(10),

@@ -58,7 +58,7 @@ async fn call(
         request: &request,
         stream,
         deployment,
-        http: HttpClients::default().with_connect_timeout(DEFAULT_CONNECT_TIMEOUT),
+        http: HttpClients::default().client(DEFAULT_CONNECT_TIMEOUT, true),
         timeouts,
     };
     match provider.call(call).await? {
