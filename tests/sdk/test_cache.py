@@ -15,12 +15,14 @@ def fresh_prompt() -> list[dict]:
 
 
 def eventually_stored(stack, before: int) -> None:
-    # A stream is stored when it completes, just after its last byte went out.
-    deadline = time.monotonic() + 5
+    # A stream is stored when it completes, just after its last byte went out; its decision
+    # record is written right after.
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if sum(1 for r in stack.decision_records() if r.get("cache") == "miss") > before:
             return
         time.sleep(0.01)
+    raise AssertionError("the streamed answer was never recorded as stored")
 
 
 def upstream_calls(stack) -> int:
@@ -74,11 +76,13 @@ def test_a_streamed_answer_serves_a_complete_request(stack, cached_client: opena
 def test_a_tool_call_round_trips_through_the_cache(stack, cached_client: openai.OpenAI):
     messages = user(f"What is the weather in Paris? {uuid.uuid4()}")
     first = cached_client.chat.completions.create(model=CHAT, messages=messages, tools=[WEATHER_TOOL])
-    replayed = list(
-        cached_client.chat.completions.create(
-            model=CHAT, messages=messages, tools=[WEATHER_TOOL], stream=True
-        )
+    calls_before = upstream_calls(stack)
+    raw = cached_client.chat.completions.with_raw_response.create(
+        model=CHAT, messages=messages, tools=[WEATHER_TOOL], stream=True
     )
+    assert raw.headers["x-modelgate-cache"] == "hit"
+    replayed = list(raw.parse())
+    assert upstream_calls(stack) == calls_before, "a hit never reaches the provider"
     calls = [d.tool_calls for c in replayed for choice in c.choices for d in [choice.delta] if d.tool_calls]
     assert calls, "the replayed stream carries the tool call"
     assert calls[0][0].function.name == first.choices[0].message.tool_calls[0].function.name

@@ -265,7 +265,7 @@ async fn falls_back_on_connect_errors_and_5xx_and_reports_the_chain_when_all_fai
             "chat",
             &["chat"],
             &[
-                upstream("dead", &dead, 1),
+                upstream("dead", &dead.url, 1),
                 upstream("live", &fake.base_url(), 0)
             ],
             &["backup"]

@@ -212,21 +212,35 @@ async fn a_hit_costs_nothing_and_still_counts_against_rpm() {
         subject,
         modelgate_crds::spend::Meter::Budget { period: &window.id },
     );
-    let q = question("free");
-    inside_one_minute(10).await;
-    let miss = ask(&gw, KEY, &q).await;
-    assert_ne!(miss.header("x-modelgate-cost"), "0.000000000");
-    let spent = store.budget(&budget).await.unwrap();
-    let minute = jiff::Timestamp::now().as_second().div_euclid(60);
-    let rpm = modelgate_crds::spend::counter_key(
-        subject,
-        modelgate_crds::spend::Meter::Requests { minute },
+    let rpm_counter = || {
+        let minute = jiff::Timestamp::now().as_second().div_euclid(60);
+        modelgate_crds::spend::counter_key(
+            subject,
+            modelgate_crds::spend::Meter::Requests { minute },
+        )
+    };
+    let (spent, counted, rpm) = in_one_minute(|run| {
+        let (gw, store) = (&gw, &store);
+        let budget = &budget;
+        async move {
+            let q = question(&format!("free {run}"));
+            let miss = ask(gw, KEY, &q).await;
+            assert_ne!(miss.header("x-modelgate-cost"), "0.000000000");
+            let spent = store.budget(budget).await.unwrap();
+            let rpm = rpm_counter();
+            let counted = store.rate(&rpm).await.unwrap();
+            let hit = ask(gw, KEY, &q).await;
+            assert_eq!(hit.header("x-modelgate-cache"), "hit");
+            assert_eq!(hit.header("x-modelgate-cost"), "0.000000000");
+            (spent, counted, rpm)
+        }
+    })
+    .await;
+    assert_eq!(
+        store.budget(&budget).await.unwrap(),
+        spent,
+        "a hit costs nothing"
     );
-    let counted = store.rate(&rpm).await.unwrap();
-    let hit = ask(&gw, KEY, &q).await;
-    assert_eq!(hit.header("x-modelgate-cache"), "hit");
-    assert_eq!(hit.header("x-modelgate-cost"), "0.000000000");
-    assert_eq!(store.budget(&budget).await.unwrap(), spent);
     assert_eq!(
         store.rate(&rpm).await.unwrap(),
         counted + 1,
@@ -285,18 +299,24 @@ async fn a_policy_can_keep_hits_out_of_rpm() {
         namespace: "default",
         name: "e2e",
     };
-    let q = question("uncounted");
-    inside_one_minute(10).await;
-    let minute = jiff::Timestamp::now().as_second().div_euclid(60);
-    let rpm = modelgate_crds::spend::counter_key(
-        subject,
-        modelgate_crds::spend::Meter::Requests { minute },
-    );
-    ask(&gw, KEY, &q).await;
-    let counted = store.rate(&rpm).await.unwrap();
-    for _ in 0..3 {
-        assert_eq!(ask(&gw, KEY, &q).await.header("x-modelgate-cache"), "hit");
-    }
+    let (counted, rpm) = in_one_minute(|run| {
+        let (gw, store) = (&gw, &store);
+        async move {
+            let q = question(&format!("uncounted {run}"));
+            let minute = jiff::Timestamp::now().as_second().div_euclid(60);
+            let rpm = modelgate_crds::spend::counter_key(
+                subject,
+                modelgate_crds::spend::Meter::Requests { minute },
+            );
+            ask(gw, KEY, &q).await;
+            let counted = store.rate(&rpm).await.unwrap();
+            for _ in 0..3 {
+                assert_eq!(ask(gw, KEY, &q).await.header("x-modelgate-cache"), "hit");
+            }
+            (counted, rpm)
+        }
+    })
+    .await;
     assert_eq!(
         store.rate(&rpm).await.unwrap(),
         counted,

@@ -158,8 +158,9 @@ async fn budget_race(
     })
     .await;
     let admitted = fake.request_count() as i64;
-    assert!(
-        admitted >= 1 && admitted <= room,
+    // Nothing settles while they are held, so exactly the worst cases that fit are admitted.
+    assert_eq!(
+        admitted, room,
         "{admitted} admitted with room for {room} worst cases"
     );
     let held = store.budget(counter).await.unwrap();
@@ -293,53 +294,70 @@ async fn three_replicas_on_redis_never_overspend_an_org_budget() {
 async fn an_rpm_limit_holds_across_three_replicas() {
     let fake = FakeProvider::start().await.unwrap();
     let (_redis, _dir, replicas) = three_replicas(&config(&fake, "  rpm: 10", "")).await;
-    inside_one_minute(20).await;
-    let mut admitted = 0;
-    for i in 0..30 {
-        let answer = post(&replicas[i % 3].url(""), KEY, &request()).await;
-        match answer.status {
-            StatusCode::OK => admitted += 1,
-            StatusCode::TOO_MANY_REQUESTS => {
-                assert_eq!(answer.error_code(), "rpm_limit_exceeded");
-                assert_eq!(answer.header("x-modelgate-limit"), "key-rpm");
-                let retry: u64 = answer.header("retry-after").parse().unwrap();
-                assert!((1..=60).contains(&retry), "retry-after {retry}");
+    let (admitted, reached) = in_one_minute(|_| async {
+        let before = fake.request_count();
+        let mut admitted = 0;
+        for i in 0..30 {
+            let answer = post(&replicas[i % 3].url(""), KEY, &request()).await;
+            match answer.status {
+                StatusCode::OK => admitted += 1,
+                StatusCode::TOO_MANY_REQUESTS => {
+                    assert_eq!(answer.error_code(), "rpm_limit_exceeded");
+                    assert_eq!(answer.header("x-modelgate-limit"), "key-rpm");
+                    let retry: u64 = answer.header("retry-after").parse().unwrap();
+                    assert!((1..=60).contains(&retry), "retry-after {retry}");
+                }
+                other => panic!("unexpected {other}: {}", answer.text()),
             }
-            other => panic!("unexpected {other}: {}", answer.text()),
         }
-    }
-    assert_eq!(admitted, 10);
-    assert_eq!(
-        fake.request_count(),
-        10,
-        "a refused request reached the provider"
-    );
+        (admitted, fake.request_count() - before)
+    })
+    .await;
+    assert_eq!(admitted, 10, "exactly the limit, no more and no less");
+    assert_eq!(reached, 10, "a refused request reached the provider");
 }
 
 #[tokio::test]
 async fn a_tpm_limit_bounds_the_tokens_admitted_in_a_minute_across_three_replicas() {
     let fake = FakeProvider::start().await.unwrap();
     let (_redis, _dir, replicas) = three_replicas(&config(&fake, "  tpm: 1000", "")).await;
-    inside_one_minute(20).await;
     // About 60 prompt tokens each: 30 of them are far more than 1000 tokens.
+    let content = "tell me more ".repeat(18);
     let long = json!({"model": "chat", "max_tokens": MAX_TOKENS,
-        "messages": [{"role": "user", "content": "tell me more ".repeat(18)}]});
-    let (mut tokens, mut refused) = (0, 0);
-    for i in 0..30 {
-        let answer = post(&replicas[i % 3].url(""), KEY, &long).await;
-        match answer.status {
-            StatusCode::OK => tokens += answer.json()["usage"]["total_tokens"].as_i64().unwrap(),
-            StatusCode::TOO_MANY_REQUESTS => {
-                assert_eq!(answer.error_code(), "tpm_limit_exceeded");
-                refused += 1;
+        "messages": [{"role": "user", "content": content}]});
+    let (tokens, refused) = in_one_minute(|_| async {
+        let (mut tokens, mut refused) = (0, 0);
+        for i in 0..30 {
+            let answer = post(&replicas[i % 3].url(""), KEY, &long).await;
+            match answer.status {
+                StatusCode::OK => {
+                    tokens += answer.json()["usage"]["total_tokens"].as_i64().unwrap();
+                }
+                StatusCode::TOO_MANY_REQUESTS => {
+                    assert_eq!(answer.error_code(), "tpm_limit_exceeded");
+                    refused += 1;
+                }
+                other => panic!("unexpected {other}: {}", answer.text()),
             }
-            other => panic!("unexpected {other}: {}", answer.text()),
         }
-    }
-    // Every request sets max_tokens, so the estimate bounds it and there is no overshoot.
+        (tokens, refused)
+    })
+    .await;
+    // Every request sets max_tokens, so the estimate bounds it and there is no overshoot; and a
+    // request is refused only when its estimate no longer fits, so what was admitted comes
+    // within one estimate of the limit.
+    let estimate = (json!([{"role": "user", "content": content}])
+        .to_string()
+        .len()
+        / 4) as i64
+        + MAX_TOKENS;
     assert!(
         tokens <= 1000,
         "{tokens} tokens admitted under a TPM of 1000"
+    );
+    assert!(
+        tokens > 1000 - estimate,
+        "{tokens} tokens admitted: refused while {estimate} more would have fit"
     );
     assert!(refused > 0);
 }
@@ -713,40 +731,41 @@ async fn a_deployment_quota_is_shared_by_the_fleet() {
     );
     let (_redis, _dir, replicas) = three_replicas(&config_with(&groups)).await;
     let (first, second) = (&replicas[0], &replicas[1]);
-    for _ in 0..4 {
-        let answer = post(&first.url(""), KEY, &chat("chat")).await;
-        assert_eq!(
-            answer.header("x-modelgate-deployment"),
-            "limited",
-            "{}",
-            answer.text()
-        );
-    }
-    // Wait for the first replica to share its counts, then for the second to read them.
-    let shared = first.metric("modelgate_fleet_usage_syncs_total").await;
-    eventually("the first replica to share its usage", || async {
-        first.metric("modelgate_fleet_usage_syncs_total").await > shared
+    let (spilled, reached) = in_one_minute(|_| async {
+        let before = limited.request_count();
+        for _ in 0..4 {
+            let answer = post(&first.url(""), KEY, &chat("chat")).await;
+            assert_eq!(
+                answer.header("x-modelgate-deployment"),
+                "limited",
+                "{}",
+                answer.text()
+            );
+        }
+        // Wait for the first replica to share its counts, then for the second to read them.
+        let shared = first.metric("modelgate_fleet_usage_syncs_total").await;
+        eventually("the first replica to share its usage", || async {
+            first.metric("modelgate_fleet_usage_syncs_total").await > shared
+        })
+        .await;
+        let read = second.metric("modelgate_fleet_usage_syncs_total").await;
+        eventually("the second replica to read the fleet's usage", || async {
+            second.metric("modelgate_fleet_usage_syncs_total").await > read
+        })
+        .await;
+        let mut spilled = Vec::new();
+        for _ in 0..3 {
+            let answer = post(&second.url(""), KEY, &chat("chat")).await;
+            spilled.push(answer.header("x-modelgate-deployment").to_owned());
+        }
+        (spilled, limited.request_count() - before)
     })
     .await;
-    let read = second.metric("modelgate_fleet_usage_syncs_total").await;
-    eventually("the second replica to read the fleet's usage", || async {
-        second.metric("modelgate_fleet_usage_syncs_total").await > read
-    })
-    .await;
-    for _ in 0..3 {
-        let answer = post(&second.url(""), KEY, &chat("chat")).await;
-        assert_eq!(
-            answer.header("x-modelgate-deployment"),
-            "spare",
-            "{}",
-            answer.text()
-        );
-    }
     assert_eq!(
-        limited.request_count(),
-        4,
-        "the fleet went past the deployment's quota"
+        spilled, ["spare"; 3],
+        "the second replica saw the quota used up"
     );
+    assert_eq!(reached, 4, "the fleet went past the deployment's quota");
 }
 
 #[tokio::test]

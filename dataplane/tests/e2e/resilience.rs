@@ -267,17 +267,20 @@ async fn the_fault_matrix() {
     for fault in faults {
         for stream in [false, true] {
             let fake = FakeProvider::start().await.unwrap();
+            let dead = dead_url();
             let first_url = match fault {
-                Fault::ConnectRefused => dead_url(),
+                Fault::ConnectRefused => dead.url.clone(),
                 // TLS spoken to a plain-HTTP server: the handshake fails.
                 Fault::Tls => fake.base_url().replace("http://", "https://"),
                 _ => fake.base_url(),
             };
-            let first = upstream_with(
-                "first",
-                &first_url,
-                "      weight: 1\n      timeouts: {firstByte: 300ms}\n",
-            );
+            // Only the timeout case gets a short first-byte limit: elsewhere a slow first byte
+            // on a busy machine must not turn into a fail-over the case does not expect.
+            let timeouts = match fault {
+                Fault::FirstByteTimeout => "      timeouts: {firstByte: 1s}\n",
+                _ => "",
+            };
+            let first = upstream_with("first", &first_url, &format!("      weight: 1\n{timeouts}"));
             let second = upstream("second", &fake.base_url(), 0);
             let gw = TestGateway::start(&config_with(&group(
                 "chat",
@@ -293,7 +296,7 @@ async fn the_fault_matrix() {
                     retry_after: Some("30".to_owned()),
                 }),
                 Fault::ServerError => Some(Script::status(500)),
-                Fault::FirstByteTimeout => Some(Script::Delay { ms: 3000 }),
+                Fault::FirstByteTimeout => Some(Script::Delay { ms: 60_000 }),
                 Fault::SseErrorBeforeContent => Some(Script::StreamErrorAfter { chunks: 1 }),
                 Fault::CutAfterContent => Some(Script::CutStreamAfter { chunks: 2 }),
                 Fault::ConnectRefused | Fault::Tls => None,
@@ -374,7 +377,8 @@ async fn the_total_deadline_spans_every_attempt() {
 #[tokio::test]
 async fn a_stalled_stream_is_cut_by_the_idle_timeout() {
     let fake = FakeProvider::start().await.unwrap();
-    let idle = "      timeouts: {idle: 200ms}\n";
+    // Long enough that a busy machine's ordinary gap between chunks never trips it.
+    let idle = "      timeouts: {idle: 1s}\n";
     let deployments = [
         upstream_with(
             "first",
@@ -414,19 +418,24 @@ async fn a_stalled_stream_is_cut_by_the_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_link_cross_provider_chain_serves_every_request() {
     let primary = FakeProvider::start().await.unwrap();
+    let secondary = FakeProvider::start().await.unwrap();
     let tertiary = FakeProvider::start().await.unwrap();
+    let anthropic = format!(
+        "    - name: secondary\n      provider: anthropic\n      model: claude-sonnet-4-5\n      baseUrl: http://{}\n      credentials: {{secretKeyRef: {{name: keys, key: upstream}}}}\n",
+        secondary.addr()
+    );
     let groups = format!(
         "{}{}{}",
         group(
             "chat",
             &["chat"],
             &[upstream("primary", &primary.base_url(), 1)],
-            &["chat-mock"]
+            &["chat-anthropic"]
         ),
         group(
-            "chat-mock",
-            &["chat-mock"],
-            &[mock("secondary")],
+            "chat-anthropic",
+            &["chat-anthropic"],
+            &[anthropic],
             &["chat-last"]
         ),
         group(
@@ -438,9 +447,15 @@ async fn a_three_link_cross_provider_chain_serves_every_request() {
     );
     let gw = std::sync::Arc::new(TestGateway::start(&config_with(&groups)).await);
     let total = 2000usize;
+    // Half fail at the first link; half of those fail at the second (Anthropic's overload).
     for i in 0..total {
         primary.push(if i % 2 == 0 {
             Script::status(503)
+        } else {
+            Script::Ok
+        });
+        secondary.push(if i % 2 == 0 {
+            Script::status(529)
         } else {
             Script::Ok
         });
@@ -456,26 +471,35 @@ async fn a_three_link_cross_provider_chain_serves_every_request() {
                 let answer = gw.post("/v1/chat/completions", body).await;
                 assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
                 *served
-                    .entry(answer.header("x-modelgate-provider").to_owned())
+                    .entry(answer.header("x-modelgate-deployment").to_owned())
                     .or_default() += 1;
             }
             served
         }));
     }
-    let mut providers = std::collections::BTreeMap::<String, usize>::new();
+    let mut deployments = std::collections::BTreeMap::<String, usize>::new();
     for worker in workers {
-        for (provider, n) in worker.await.unwrap() {
-            *providers.entry(provider).or_default() += n;
+        for (deployment, n) in worker.await.unwrap() {
+            *deployments.entry(deployment).or_default() += n;
         }
     }
     assert_eq!(
-        providers.values().sum::<usize>(),
+        deployments.values().sum::<usize>(),
         total,
         "every request succeeded"
     );
+    for link in ["primary", "secondary", "tertiary"] {
+        assert!(
+            deployments.get(link).copied().unwrap_or(0) > 0,
+            "every link of the chain served: {deployments:?}"
+        );
+    }
     assert!(
-        providers.get("mock").copied().unwrap_or(0) > 0,
-        "the chain crossed providers: {providers:?}"
+        secondary
+            .requests()
+            .iter()
+            .all(|r| r.path.ends_with("/v1/messages")),
+        "the second link spoke Anthropic's API"
     );
 }
 

@@ -319,12 +319,21 @@ pub fn mock(name: &str) -> String {
     format!("    - name: {name}\n      provider: mock\n      model: mock-{name}\n")
 }
 
-/// A base URL nobody listens on (a port that was free a moment ago).
-pub fn dead_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}/v1")
+/// A base URL nobody listens on: its port stays bound (never listening, so connections are
+/// refused) for as long as the value lives, so nothing else can take it meanwhile.
+pub struct DeadUrl {
+    _held: tokio::net::TcpSocket,
+    pub url: String,
+}
+
+pub fn dead_url() -> DeadUrl {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    DeadUrl {
+        _held: socket,
+        url: format!("http://127.0.0.1:{port}/v1"),
+    }
 }
 
 pub fn chat(model: &str) -> Value {
@@ -389,11 +398,22 @@ pub fn priced_chat_group(fake: &FakeProvider, price: f64) -> String {
     )
 }
 
-/// Waits, if needed, until at least `need` seconds are left in the current UTC minute: a rate
-/// test must run inside one window. (This waits for the wall clock, not for state.)
-pub async fn inside_one_minute(need: i64) {
-    let second = jiff::Timestamp::now().as_second().rem_euclid(60);
-    if 60 - second < need {
-        tokio::time::sleep(Duration::from_secs((60 - second) as u64)).await;
+/// Runs `scenario` until one run fits inside one UTC minute (the window rate limits count in)
+/// and returns what that run observed. A run that crossed a minute boundary saw two windows and
+/// proves nothing, so it is run again (in the new minute, on fresh counters); no wall-clock
+/// waiting.
+pub async fn in_one_minute<F, Fut, T>(mut scenario: F) -> T
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let minute = || jiff::Timestamp::now().as_second().div_euclid(60);
+    for run in 0..3 {
+        let started = minute();
+        let observed = scenario(run).await;
+        if minute() == started {
+            return observed;
+        }
     }
+    panic!("three runs in a row crossed a minute boundary")
 }

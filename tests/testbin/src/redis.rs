@@ -19,35 +19,43 @@ impl RedisServer {
         Self::start_on(crate::free_port()).await
     }
 
-    /// Starts on `port` (again, after [`RedisServer::kill`]).
+    /// Starts on `port` (again, after [`RedisServer::kill`]). A port taken by someone else in
+    /// the meantime makes `redis-server` exit at once: it is retried until the port is free.
     pub async fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (make test installs it from Debian's packages)");
-        let server = Self {
-            child: Some(child),
-            port,
-        };
-        let url = server.url();
-        let up = wait_until(Duration::from_secs(10), || {
-            let url = url.clone();
-            async move { ping(&url).await }
-        })
-        .await;
-        assert!(up, "redis-server on port {port} never answered PING");
-        server
+        for _ in 0..50 {
+            let mut child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server (make test installs it from Debian's packages)");
+            let url = format!("redis://127.0.0.1:{port}/");
+            let up = wait_until(Duration::from_secs(10), || {
+                let (url, exited) = (url.clone(), matches!(child.try_wait(), Ok(Some(_))));
+                async move { exited || ping(&url).await }
+            })
+            .await;
+            // Only an answer while our child runs is ours: one that exited lost the bind.
+            if up && matches!(child.try_wait(), Ok(None)) {
+                return Self {
+                    child: Some(child),
+                    port,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("redis-server never started on port {port}");
     }
 
     pub fn url(&self) -> String {
