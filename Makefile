@@ -23,7 +23,8 @@ run: ## Build and run the gateway on the quickstart config (mock provider, demo 
 build: ## Build every crate (debug)
 	$(CARGO) build --workspace --all-targets
 
-test: check test-rust test-sdk ## Run every test (what CI runs)
+test: ## Run every test (what CI runs), printing each stage's time at the end
+	tests/run-all.sh
 
 test-fast: ## Rust tests without the control plane (no Go builds), for quick iteration
 	tests/testbin/install-redis.sh

@@ -40,11 +40,12 @@ if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kubectl" ]]; then
 	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 		ldflags="$ldflags -X $p.gitVersion=v$K8S -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
 	done
-	for cmd in kube-apiserver kubectl; do
-		[[ -x "$BIN/$cmd" ]] && continue
-		go build -trimpath -ldflags "$ldflags" -o "$BIN/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
-		mv "$BIN/$cmd.tmp" "$BIN/$cmd"
-	done
+	# One `go build` for every command of the module: shared packages compile once.
+	out="$work/out"
+	mkdir -p "$out"
+	go build -trimpath -ldflags "$ldflags" -o "$out/" \
+		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+	mv "$out"/* "$BIN/"
 fi
 
 if [[ ! -x "$BIN/etcd" ]]; then
