@@ -67,6 +67,10 @@ pub struct CompiledDeployment {
     /// metadata addresses it never reaches).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_loopback: bool,
+    /// Where its credentials come from (`secret/key`), so a config published without them can
+    /// be completed from the credentials bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_refs: Option<crate::credentials::CredentialRefs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<Sensitive>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

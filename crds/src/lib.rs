@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod common;
 pub mod compile;
 pub mod compiled;
+pub mod credentials;
 pub mod loader;
 pub mod model_group;
 pub mod report;

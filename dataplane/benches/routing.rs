@@ -43,6 +43,7 @@ fn config(groups: usize, keys: usize) -> CompiledConfig {
                 model: format!("upstream-{d}"),
                 base_url: None,
                 allow_loopback: false,
+                credential_refs: None,
                 api_key: None,
                 aws: None,
                 region: None,

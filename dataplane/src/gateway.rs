@@ -9,7 +9,11 @@ use tokio::{sync::watch, task::JoinHandle};
 use crate::{
     api::{self, Api},
     cache::{Cache, MemoryCache, RedisCache},
-    config::{ConfigHandle, watch::ConfigLoader},
+    config::{
+        ConfigHandle,
+        reload::Reloader,
+        source::{self, ConfigSource, SourceError},
+    },
     decision::{DecisionLog, DecisionTarget},
     finish::Sinks,
     fleet::{self, SharedConnection},
@@ -32,9 +36,11 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 /// How to run a gateway.
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
-    pub config_path: PathBuf,
-    /// How often the config file is checked besides its change events; `None` trusts the events.
+    pub config: ConfigSource,
+    /// How often a followed file is checked besides its change events; `None` trusts the events.
     pub config_poll: Option<Duration>,
+    /// On shutdown, how long requests in flight get to finish.
+    pub drain: Duration,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub decision_log: Option<DecisionTarget>,
@@ -51,8 +57,9 @@ impl GatewayOptions {
     pub fn local(config_path: PathBuf) -> Self {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         Self {
-            config_path,
+            config: ConfigSource::File(config_path),
             config_poll: None,
+            drain: Duration::from_secs(30),
             listen: loopback,
             admin_listen: loopback,
             decision_log: None,
@@ -111,6 +118,8 @@ pub enum StartError {
     DecisionLog(std::io::Error),
     #[error("cannot open the budget and rate-limit store: {0}")]
     State(#[source] StoreError),
+    #[error(transparent)]
+    Config(#[from] SourceError),
 }
 
 /// A running gateway.
@@ -139,16 +148,20 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new());
         let config = ConfigHandle::default();
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let loader = Arc::new(ConfigLoader::new(
-            options.config_path.clone(),
+        let reloader = Arc::new(Reloader::new(
             config.clone(),
             metrics.clone(),
             Arc::new(SignalRegistry::default()),
-            options.config_poll,
         ));
-        let changes = loader.subscribe();
         // A bad first config leaves the gateway unready (503, /readyz), not dead.
-        loader.reload_and_record().await;
+        let source = source::start(
+            &options.config,
+            reloader,
+            metrics.clone(),
+            options.config_poll,
+            shutdown_rx.clone(),
+        )
+        .await?;
         let decisions = match options.decision_log.clone() {
             Some(target) => DecisionLog::start(target, metrics.clone())
                 .await
@@ -184,18 +197,16 @@ impl Gateway {
 
         let (api_listener, api_addr) = server::bind(options.listen).await?;
         let (admin_listener, admin_addr) = server::bind(options.admin_listen).await?;
-        let public = server::serve(api_listener, shutdown_rx.clone(), move |req| {
+        let public = server::serve(api_listener, shutdown_rx.clone(), options.drain, move |req| {
             api::handle(api.clone(), req)
         });
         let admin_config = config.clone();
-        let admin = server::serve(admin_listener, shutdown_rx.clone(), move |req| {
-            std::future::ready(admin::handle(&admin_config, &metrics, &req))
+        let status = source.status;
+        let admin = server::serve(admin_listener, shutdown_rx.clone(), options.drain, move |req| {
+            std::future::ready(admin::handle(&admin_config, &status, &metrics, &req))
         });
-        let tasks = vec![
-            tokio::spawn(public),
-            tokio::spawn(admin),
-            tokio::spawn(loader.watch(changes, shutdown_rx)),
-        ];
+        let mut tasks = vec![tokio::spawn(public), tokio::spawn(admin)];
+        tasks.extend(source.tasks);
         tracing::info!(%api_addr, %admin_addr, "modelgate data plane started");
         Ok(Self {
             api_addr,

@@ -1,10 +1,12 @@
 //! `modelgate-dataplane`: runs the gateway from a config file until SIGINT/SIGTERM.
 
-use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use modelgate_dataplane::{
-    CacheBackend, Gateway, GatewayOptions, StateBackend, decision::DecisionTarget,
+    CacheBackend, Gateway, GatewayOptions, StateBackend,
+    config::source::{ClusterSource, ConfigSource},
+    decision::DecisionTarget,
     limits::FailMode, route::explain::replay,
 };
 use tracing_subscriber::EnvFilter;
@@ -16,10 +18,31 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
     /// Config file: a compiled config (JSON) or a multi-document YAML of ModelGroup,
-    /// RoutingPolicy, VirtualKey and Secret manifests. Reloaded when it changes.
-    /// Required unless a subcommand is given.
-    #[arg(long, env = "MODELGATE_CONFIG")]
+    /// RoutingPolicy, VirtualKey, Secret and Namespace manifests. Reloaded when it changes.
+    /// Required unless `--config-secret` (or a subcommand) is given.
+    #[arg(long, env = "MODELGATE_CONFIG", conflicts_with = "config_secret")]
     config: Option<PathBuf>,
+    /// In a cluster: the namespace's config Secret (`modelgate-config`), watched through the
+    /// Kubernetes API (in-cluster credentials, or KUBECONFIG).
+    #[arg(long, env = "MODELGATE_CONFIG_SECRET")]
+    config_secret: Option<String>,
+    /// The namespace of the config Secret and of the heartbeat Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// With `--config-secret`: where the credentials Secret (`modelgate-credentials`) is
+    /// mounted, holding `credentials.json`.
+    #[arg(long, env = "MODELGATE_CREDENTIALS_DIR")]
+    credentials_dir: Option<PathBuf>,
+    /// With `--config-secret`: this pod's name; the data plane then renews a heartbeat Lease
+    /// saying which config it serves.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// Seconds between heartbeats (a Lease lapses after three missed ones).
+    #[arg(long, env = "MODELGATE_HEARTBEAT_SECONDS", default_value_t = 10)]
+    heartbeat_seconds: u64,
+    /// On SIGTERM, seconds requests in flight get to finish before the rest are ended.
+    #[arg(long, env = "MODELGATE_DRAIN_SECONDS", default_value_t = 30)]
+    drain_seconds: u64,
     /// Seconds between checks of the config file besides its change events (a backstop for
     /// filesystems that report none); 0 relies on the events alone.
     #[arg(long, env = "MODELGATE_CONFIG_POLL_SECONDS", default_value_t = 10)]
@@ -77,11 +100,11 @@ fn main() -> ExitCode {
     if let Some(Command::Explain { file }) = &args.command {
         return explain(file.as_deref());
     }
-    let Some(config) = args.config.clone() else {
+    let Some(config) = config_source(&args) else {
         Args::command()
             .error(
                 clap::error::ErrorKind::MissingRequiredArgument,
-                "--config <CONFIG> is required to serve",
+                "--config <CONFIG> or --config-secret <NAME> is required to serve",
             )
             .exit()
     };
@@ -99,14 +122,30 @@ fn main() -> ExitCode {
     runtime.block_on(run(args, config))
 }
 
-async fn run(args: Args, config: PathBuf) -> ExitCode {
+/// A file, or in a cluster the config Secret.
+fn config_source(args: &Args) -> Option<ConfigSource> {
+    if let Some(path) = &args.config {
+        return Some(ConfigSource::File(path.clone()));
+    }
+    let secret = args.config_secret.clone()?;
+    let heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
+    Some(ConfigSource::Kubernetes(ClusterSource {
+        namespace: args.namespace.clone(),
+        secret,
+        credentials_dir: args.credentials_dir.clone(),
+        heartbeat: args.pod_name.clone().map(|pod| (pod, heartbeat)),
+    }))
+}
+
+async fn run(args: Args, config: ConfigSource) -> ExitCode {
     let decision_log = args.decision_log.map(|target| match target.as_str() {
         "-" => DecisionTarget::Stdout,
         path => DecisionTarget::File(PathBuf::from(path)),
     });
     let options = GatewayOptions {
-        config_path: config,
-        config_poll: Some(std::time::Duration::from_secs(args.config_poll_seconds)),
+        config,
+        config_poll: Some(Duration::from_secs(args.config_poll_seconds)),
+        drain: Duration::from_secs(args.drain_seconds),
         listen: args.listen,
         admin_listen: args.admin_listen,
         decision_log,

@@ -1,7 +1,8 @@
 //! Publishing: the compiled config of a namespace becomes the Secret `modelgate-config` (key
-//! `config.json`) that data planes mount. It is written only when the checksum changed, carries
-//! labels to find it by, and has no owner, so deleting a CR never garbage-collects the config
-//! every data plane in the namespace serves from.
+//! `config.json`, no credentials) that data planes watch, and the Secret `modelgate-credentials`
+//! (key `credentials.json`) that they mount. Each is written only when its checksum changed,
+//! carries labels to find it by, and has no owner, so deleting a CR never garbage-collects the
+//! config every data plane in the namespace serves from.
 
 use std::collections::BTreeMap;
 
@@ -23,33 +24,85 @@ pub const CONFIG_LABEL: &str = "modelgate.io/compiled-config";
 /// Annotation holding the checksum of the config in the Secret.
 pub const CHECKSUM_ANNOTATION: &str = "modelgate.io/config-checksum";
 
-/// Writes `config` unless the Secret already holds it. `cached` is the checksum the watch last
-/// saw; when it differs the live object is read first, so a watch that lags behind our own write
-/// does not cause a second one. Returns whether a write happened.
+/// The Secret holding a namespace's credentials, mounted only into data-plane containers.
+pub const CREDENTIALS_SECRET: &str = "modelgate-credentials";
+pub const CREDENTIALS_KEY: &str = "credentials.json";
+
+/// What a namespace's published Secrets hold, as the watch last saw them (their checksums).
+#[derive(Clone, Copy, Default)]
+pub struct Published<'a> {
+    pub config: Option<&'a str>,
+    pub credentials: Option<&'a str>,
+}
+
+/// Publishes `config` as two Secrets: the config without credentials (`modelgate-config`, read
+/// by every data plane through the API) and its credentials (`modelgate-credentials`, mounted
+/// into data-plane containers only). Each is written only when its checksum changed. Returns
+/// the checksum of the published config and whether a write happened.
 pub async fn publish(
     client: &Client,
     namespace: &str,
     config: &CompiledConfig,
-    cached: Option<&str>,
+    cached: Published<'_>,
     metrics: &Metrics,
-) -> Result<bool, ReconcileError> {
-    if cached == Some(config.checksum.as_str()) {
-        return Ok(false);
-    }
+) -> Result<(String, bool), ReconcileError> {
+    let (public, credentials) = config.clone().split_credentials();
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let live = api
-        .get_metadata_opt(CONFIG_SECRET)
-        .await
-        .map_err(ReconcileError::api("read config Secret"))?;
-    if live.is_some_and(|m| m.annotations().get(CHECKSUM_ANNOTATION) == Some(&config.checksum)) {
+    let wrote_credentials = write_if_changed(
+        &api,
+        CREDENTIALS_SECRET,
+        CREDENTIALS_KEY,
+        credentials.to_json(),
+        &credentials.checksum,
+        cached.credentials,
+    )
+    .await?;
+    let json = public.to_json();
+    let bytes = json.len();
+    let wrote_config = write_if_changed(
+        &api,
+        CONFIG_SECRET,
+        CONFIG_KEY,
+        json,
+        &public.checksum,
+        cached.config,
+    )
+    .await?;
+    if wrote_config || wrote_credentials {
+        metrics.published(namespace, bytes);
+        tracing::info!(namespace, checksum = %public.checksum, bytes, credentials = wrote_credentials, "published config");
+    }
+    Ok((public.checksum, wrote_config || wrote_credentials))
+}
+
+/// Writes `data` under `key` in the Secret `name` unless it already holds `checksum`. `cached`
+/// is the checksum the watch last saw; when it differs the live object is read first, so a
+/// watch that lags behind our own write does not cause a second one.
+async fn write_if_changed(
+    api: &Api<Secret>,
+    name: &str,
+    key: &str,
+    data: Vec<u8>,
+    checksum: &str,
+    cached: Option<&str>,
+) -> Result<bool, ReconcileError> {
+    if cached == Some(checksum) {
         return Ok(false);
     }
-    let json = config.to_json();
-    let bytes = json.len();
+    let live = api
+        .get_metadata_opt(name)
+        .await
+        .map_err(ReconcileError::api("read a published Secret"))?;
+    if live.is_some_and(|m| {
+        m.annotations()
+            .get(CHECKSUM_ANNOTATION)
+            .is_some_and(|c| c == checksum)
+    }) {
+        return Ok(false);
+    }
     let secret = Secret {
         metadata: ObjectMeta {
-            name: Some(CONFIG_SECRET.to_owned()),
-            namespace: Some(namespace.to_owned()),
+            name: Some(name.to_owned()),
             labels: Some(BTreeMap::from([
                 (
                     "app.kubernetes.io/managed-by".to_owned(),
@@ -63,22 +116,20 @@ pub async fn publish(
             ])),
             annotations: Some(BTreeMap::from([(
                 CHECKSUM_ANNOTATION.to_owned(),
-                config.checksum.clone(),
+                checksum.to_owned(),
             )])),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".to_owned()),
-        data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), ByteString(json))])),
+        data: Some(BTreeMap::from([(key.to_owned(), ByteString(data))])),
         ..Secret::default()
     };
     api.patch(
-        CONFIG_SECRET,
+        name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&secret),
     )
     .await
-    .map_err(ReconcileError::api("publish config Secret"))?;
-    metrics.published(namespace, bytes);
-    tracing::info!(namespace, checksum = %config.checksum, bytes, "published config");
+    .map_err(ReconcileError::api("publish a config Secret"))?;
     Ok(true)
 }

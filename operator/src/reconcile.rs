@@ -66,11 +66,16 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, Reconc
     resources.secrets.extend(unlabelled);
 
     let (config, reports) = compile(&resources, jiff::Timestamp::now());
-    let published = publish::publish(
+    let cached_config = tenant.published_checksum(namespace, publish::CONFIG_SECRET);
+    let cached_credentials = tenant.published_checksum(namespace, publish::CREDENTIALS_SECRET);
+    let (checksum, published) = publish::publish(
         &ctx.client,
         namespace,
         &config,
-        tenant.published_checksum(namespace).as_deref(),
+        publish::Published {
+            config: cached_config.as_deref(),
+            credentials: cached_credentials.as_deref(),
+        },
         &ctx.metrics,
     )
     .await?;
@@ -80,7 +85,7 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, Reconc
     let mut status_writes = 0;
     let mut first_error = None;
     for report in &reports {
-        match write_status(ctx, &resources, &config, report).await {
+        match write_status(ctx, &resources, &config, &checksum, report).await {
             Ok(true) => status_writes += 1,
             Ok(false) => {}
             // One object's failed write does not stop the others; the namespace is retried.
@@ -196,7 +201,7 @@ async fn no_secret_access(ctx: &Context, namespace: &str) -> Result<Outcome, Rec
         .collect();
     let config = CompiledConfig::empty();
     for report in &reports {
-        if let Err(error) = write_status(ctx, &resources, &config, report).await {
+        if let Err(error) = write_status(ctx, &resources, &config, "", report).await {
             tracing::warn!(namespace, name = %report.name, %error, "status write failed");
         }
     }
@@ -207,9 +212,9 @@ async fn write_status(
     ctx: &Context,
     resources: &Resources,
     config: &CompiledConfig,
+    checksum: &str,
     report: &ObjectReport,
 ) -> Result<bool, ReconcileError> {
-    let checksum = config.checksum.as_str();
     let written = match report.kind {
         ObjectKind::ModelGroup => {
             let Some(object) = find(&resources.model_groups, report) else {

@@ -289,9 +289,9 @@ impl TenantStores {
         secrets.into_values().collect()
     }
 
-    /// The checksum annotation of the config Secret published here, as last seen.
-    pub fn published_checksum(&self, namespace: &str) -> Option<String> {
-        let key = reflector::ObjectRef::new(publish::CONFIG_SECRET).within(namespace);
+    /// The checksum annotation of the Secret `name` published here, as last seen.
+    pub fn published_checksum(&self, namespace: &str, name: &str) -> Option<String> {
+        let key = reflector::ObjectRef::new(name).within(namespace);
         self.published.get(&key).and_then(|meta| {
             meta.annotations()
                 .get(publish::CHECKSUM_ANNOTATION)

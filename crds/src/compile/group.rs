@@ -7,6 +7,7 @@ use crate::{
     catalog::list_price,
     common::SecretKeySelector,
     compiled::{CompiledAws, CompiledDeployment, CompiledMock, CompiledModelGroup, Sensitive},
+    credentials::{CredentialRefs, credential_ref},
     model_group::{Deployment, ModelGroup, ProviderKind},
     report::{Reason, Rejection},
 };
@@ -215,6 +216,7 @@ fn compile_deployment(
         model: d.model.clone(),
         base_url: upstream.map(|u| u.url),
         allow_loopback,
+        credential_refs: credential_refs(d),
         api_key: credentials.api_key.map(|(value, _)| value),
         aws: credentials.aws.map(|(aws, _)| aws),
         region: d.region.clone(),
@@ -227,6 +229,19 @@ fn compile_deployment(
         pricing: d.pricing.clone(),
         timeouts: compile_timeouts(d.timeouts.as_ref(), &format!("{field}.timeouts"))?,
         mock,
+    })
+}
+
+/// The `secret/key` of each credential a deployment names.
+fn credential_refs(d: &Deployment) -> Option<CredentialRefs> {
+    let credentials = d.credentials.as_ref()?;
+    let name = |s: &SecretKeySelector| credential_ref(&s.name, &s.key);
+    let aws = credentials.aws.as_ref();
+    Some(CredentialRefs {
+        api_key: credentials.secret_key_ref.as_ref().map(name),
+        aws_access_key_id: aws.map(|a| name(&a.access_key_id_ref)),
+        aws_secret_access_key: aws.map(|a| name(&a.secret_access_key_ref)),
+        aws_session_token: aws.and_then(|a| a.session_token_ref.as_ref().map(name)),
     })
 }
 

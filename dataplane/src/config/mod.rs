@@ -2,8 +2,12 @@
 //! [`CompiledConfig`], held in one [`ConfigHandle`] that is swapped (infallibly) on reload.
 
 mod handle;
+pub mod heartbeat;
+pub mod kube;
 mod limits;
+pub mod reload;
 mod snapshot;
+pub mod source;
 pub mod watch;
 
 pub use handle::ConfigHandle;

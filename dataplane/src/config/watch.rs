@@ -1,5 +1,6 @@
-//! Loads the config file and reloads it on change: fallible prepare (read, compile, index), then
-//! an infallible commit. A bad file keeps the last good snapshot and is logged and counted.
+//! Follows a file (a standalone config, or a cluster's mounted credentials) and hands its bytes
+//! to a reader on every change. A bad file keeps the last good snapshot and is logged and
+//! counted, once per change.
 //!
 //! The parent directory is watched, not the file, so replacing the file through a symlink swap
 //! (how the kubelet updates a mounted Secret: `..data` -> new timestamped dir) is seen. Only
@@ -21,13 +22,12 @@ use notify::{
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
-use super::{ConfigHandle, Snapshot};
-use crate::{signals::SignalRegistry, telemetry::Metrics};
+use crate::telemetry::Metrics;
 
 /// The name of the kubelet's symlink to the current version of a mounted volume.
 const KUBELET_DATA_LINK: &str = "..data";
 
-/// Why a config file could not be used.
+/// Why a config file (or a config Secret) could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error("cannot read {path}: {source}")]
@@ -38,15 +38,21 @@ pub enum ReloadError {
     #[error(transparent)]
     Load(#[from] modelgate_crds::LoadError),
     #[error(transparent)]
+    Compiled(#[from] modelgate_crds::compiled::CompiledConfigError),
+    #[error("the credentials are not valid JSON: {0}")]
+    Credentials(#[from] serde_json::Error),
+    #[error(transparent)]
     Snapshot(#[from] super::SnapshotError),
 }
 
-/// Reads, compiles and commits the config file.
-pub struct ConfigLoader {
+/// What a followed file's bytes are for.
+pub type FileReader = Box<dyn Fn(&[u8]) -> Result<(), ReloadError> + Send + Sync>;
+
+/// Reads a file whenever it changes and hands its bytes to its reader.
+pub struct FileFollower {
     path: PathBuf,
-    handle: ConfigHandle,
+    read: FileReader,
     metrics: Arc<Metrics>,
-    signals: Arc<SignalRegistry>,
     /// How often the file is checked without a change event; `None` trusts the events alone.
     poll: Option<Duration>,
     seen: tokio::sync::Mutex<Seen>,
@@ -84,26 +90,24 @@ impl FileStamp {
     }
 }
 
-impl ConfigLoader {
+impl FileFollower {
     pub fn new(
         path: PathBuf,
-        handle: ConfigHandle,
+        read: FileReader,
         metrics: Arc<Metrics>,
-        signals: Arc<SignalRegistry>,
         poll: Option<Duration>,
     ) -> Self {
         Self {
             path,
-            handle,
+            read,
             metrics,
-            signals,
             poll: poll.filter(|p| !p.is_zero()),
             seen: tokio::sync::Mutex::default(),
         }
     }
 
-    /// Loads the file if its bytes changed since the last try. Returns whether a new snapshot
-    /// was committed.
+    /// Reads the file if its bytes changed since the last try. Returns whether its reader took
+    /// new bytes.
     async fn reload(&self) -> Result<bool, ReloadError> {
         let mut seen = self.seen.lock().await;
         let stamp = FileStamp::of(&self.path).await;
@@ -122,30 +126,7 @@ impl ConfigLoader {
         if seen.digest.replace(digest) == Some(digest) {
             return Ok(false);
         }
-        let env = |name: &str| std::env::var(name).ok();
-        let (config, reports) = modelgate_crds::load_config(&bytes, &env, jiff::Timestamp::now())?;
-        for report in reports.iter().filter(|r| !r.is_accepted()) {
-            if let Err(rejection) = &report.outcome {
-                tracing::warn!(
-                    kind = report.kind.as_str(),
-                    namespace = %report.namespace,
-                    name = %report.name,
-                    reason = rejection.reason.as_str(),
-                    message = %rejection.message,
-                    "object rejected from config"
-                );
-            }
-        }
-        self.metrics
-            .set_rejected_objects(reports.iter().filter(|r| !r.is_accepted()).count());
-        let snapshot = Snapshot::build(config, &self.signals)?;
-        for deployment in snapshot.builtin_priced() {
-            tracing::info!(%deployment, "deployment has no pricing: costed at the built-in list price of its model");
-        }
-        let checksum = snapshot.checksum().to_owned();
-        let groups = snapshot.groups().len();
-        self.handle.commit(snapshot);
-        tracing::info!(%checksum, groups, path = %self.path.display(), "config loaded");
+        (self.read)(&bytes)?;
         Ok(true)
     }
 
@@ -156,7 +137,7 @@ impl ConfigLoader {
             Ok(false) => {}
             Err(error) => {
                 self.metrics.config_reload(false);
-                tracing::error!(%error, path = %self.path.display(), "config rejected; keeping the last good config");
+                tracing::error!(%error, path = %self.path.display(), "file rejected; keeping the last good config");
             }
         }
     }

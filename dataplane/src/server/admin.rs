@@ -5,30 +5,20 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::{
-    config::ConfigHandle,
+    config::{ConfigHandle, source::SourceStatus},
     server::{ResponseBody, full},
     telemetry::Metrics,
 };
 
 pub fn handle(
     config: &ConfigHandle,
+    source: &SourceStatus,
     metrics: &Metrics,
     request: &Request<Incoming>,
 ) -> Response<ResponseBody> {
     let (status, content_type, body) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        "/readyz" => match config.checksum() {
-            Some(checksum) => (
-                StatusCode::OK,
-                "application/json",
-                format!("{{\"ready\":true,\"checksum\":\"{checksum}\"}}\n"),
-            ),
-            None => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "application/json",
-                "{\"ready\":false}\n".to_owned(),
-            ),
-        },
+        "/readyz" => readyz(config, source),
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -46,4 +36,24 @@ pub fn handle(
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// 200 once a config is served (with its checksum), 503 before. In a cluster it also says
+/// whether the API server answers: without it the last good config keeps serving (still ready).
+fn readyz(config: &ConfigHandle, source: &SourceStatus) -> (StatusCode, &'static str, String) {
+    let checksum = config.checksum();
+    let mut body = serde_json::json!({"ready": checksum.is_some()});
+    if let Some(checksum) = checksum {
+        body["checksum"] = checksum.into();
+    }
+    if let SourceStatus::Kubernetes(connection) = source {
+        body["source"] = "kubernetes".into();
+        body["connected"] = connection.is_connected().into();
+    }
+    let status = if body["ready"] == true {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, "application/json", format!("{body}\n"))
 }

@@ -18,8 +18,6 @@ use tokio::{net::TcpListener, sync::watch};
 pub use body::{ResponseBody, full};
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long in-flight requests get to finish after shutdown starts.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A listener could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +39,12 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindErr
 }
 
 /// Accepts connections until shutdown, then drains them.
-pub async fn serve<F, Fut>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, handler: F)
+pub async fn serve<F, Fut>(
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    handler: F,
+)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ResponseBody>> + Send + 'static,
@@ -84,7 +87,7 @@ where
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
     {

@@ -46,6 +46,7 @@ pub struct Metrics {
     limit_store_errors: Family<OperationLabels, Counter>,
     remote_cooldowns: Counter,
     settles_pending: Gauge,
+    source_connected: Gauge,
     settles_dropped: Counter,
     fleet_usage_syncs: Counter,
     cache_requests: Family<ResultLabels, Counter>,
@@ -115,6 +116,12 @@ impl Metrics {
             "config_rejected_objects",
             "Objects left out of the current config",
             rejected_objects.clone(),
+        );
+        let source_connected = Gauge::default();
+        registry.register(
+            "config_source_connected",
+            "1 while the Kubernetes API answers the config watch (0 while the last good config serves without it)",
+            source_connected.clone(),
         );
         let settles_pending = Gauge::default();
         registry.register(
@@ -214,6 +221,7 @@ impl Metrics {
             decisions_dropped,
             settles_pending,
             settles_dropped,
+            source_connected,
         }
     }
 
@@ -251,6 +259,10 @@ impl Metrics {
 
     pub fn fleet_usage_synced(&self) {
         self.fleet_usage_syncs.inc();
+    }
+
+    pub fn config_source_connected(&self, up: bool) {
+        self.source_connected.set(i64::from(up));
     }
 
     pub fn settles_pending(&self, count: usize) {
