@@ -41,7 +41,7 @@ test-sdk: ## The OpenAI Python SDK conformance suite against the built binaries
 	tests/sdk/run.sh
 
 check: ## Generated files fresh, formatting, clippy -D warnings
-	$(CARGO) run -q -p modelgate-crds --bin crdgen -- --check charts/modelgate/crds
+	$(CARGO) run -q -p modelgate-crds --bin crdgen -- --check charts/modelgate-crds/templates
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
@@ -51,8 +51,8 @@ fmt: ## Format the code
 lint: ## clippy with warnings as errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-generate: ## Regenerate the CRD manifests in charts/modelgate/crds
-	$(CARGO) run -q -p modelgate-crds --bin crdgen -- charts/modelgate/crds
+generate: ## Regenerate the CRD templates of the modelgate-crds chart
+	$(CARGO) run -q -p modelgate-crds --bin crdgen -- charts/modelgate-crds/templates
 
 bench: ## Load benchmark: fake upstream direct vs nginx vs the gateway (not a test)
 	$(CARGO) build --release -p modelgate-dataplane -p fake-provider

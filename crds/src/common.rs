@@ -22,6 +22,10 @@ pub const VIRTUAL_KEY_LABEL: &str = "modelgate.io/virtual-key";
 /// On a credential Secret: the hosts (besides its provider's own API hosts) its credential may
 /// be sent to, comma-separated; `*.example.com` matches one label.
 pub const ALLOWED_HOSTS_ANNOTATION: &str = "modelgate.io/allowed-hosts";
+/// On every data plane's heartbeat Lease (one per pod, in its namespace).
+pub const DATA_PLANE_LABEL: &str = "modelgate.io/data-plane";
+/// On a heartbeat Lease: the checksum of the config the data plane serves.
+pub const SERVED_ANNOTATION: &str = "modelgate.io/config-checksum";
 /// On a Namespace: the org of every VirtualKey in it (default: the namespace's name). Set by
 /// whoever administers namespaces, never by a key's author.
 pub const ORG_LABEL: &str = "modelgate.io/org";
@@ -268,6 +272,8 @@ pub mod condition {
     pub const RESOLVED_REFS: &str = "ResolvedRefs";
     /// The object is live in the config the data planes serve.
     pub const READY: &str = "Ready";
+    /// Whether every live data plane serves the published config.
+    pub const SERVED: &str = "Served";
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use crate::common::{Credentials, Pricing, Strategy, Timeouts};
     printcolumn = r#"{"name":"Strategy","type":"string","jsonPath":".spec.strategy"}"#,
     printcolumn = r#"{"name":"Deployments","type":"integer","jsonPath":".status.deployments"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Served","type":"string","jsonPath":".status.served"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("!has(self.spec.fallbacks) || !self.spec.fallbacks.exists(f, f == self.metadata.name)").message("a ModelGroup cannot fall back to itself")
 )]
@@ -236,4 +237,8 @@ pub struct ModelGroupStatus {
     /// Checksum of the published config that includes this object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_checksum: Option<String>,
+    /// Data planes serving the published config / data planes alive (their heartbeats), e.g.
+    /// `3/3`: whether a change reached traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<String>,
 }

@@ -22,6 +22,7 @@ use crate::common::{DurationString, Limits, Strategy, Timeouts};
     printcolumn = r#"{"name":"Teams","type":"string","jsonPath":".spec.teams"}"#,
     printcolumn = r#"{"name":"Strategy","type":"string","jsonPath":".spec.strategy"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Served","type":"string","jsonPath":".status.served"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -263,4 +264,8 @@ pub struct RoutingPolicyStatus {
     /// Checksum of the published config that includes this object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_checksum: Option<String>,
+    /// Data planes serving the published config / data planes alive (their heartbeats), e.g.
+    /// `3/3`: whether a change reached traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<String>,
 }

@@ -27,6 +27,7 @@ use crate::common::{Budget, SecretKeySelector};
     printcolumn = r#"{"name":"Spend","type":"number","jsonPath":".status.spend"}"#,
     printcolumn = r#"{"name":"Remaining","type":"number","jsonPath":".status.remaining"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Served","type":"string","jsonPath":".status.served"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("!has(self.budget) || self.budget.limit > 0.0").message("budget.limit must be greater than 0"))]
@@ -100,6 +101,10 @@ pub struct VirtualKeyStatus {
     /// Checksum of the published config that includes this object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_checksum: Option<String>,
+    /// Data planes serving the published config / data planes alive (their heartbeats), e.g.
+    /// `3/3`: whether a change reached traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<String>,
     /// The org the key belongs to: its namespace's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,

@@ -197,14 +197,20 @@ impl Gateway {
 
         let (api_listener, api_addr) = server::bind(options.listen).await?;
         let (admin_listener, admin_addr) = server::bind(options.admin_listen).await?;
-        let public = server::serve(api_listener, shutdown_rx.clone(), options.drain, move |req| {
-            api::handle(api.clone(), req)
-        });
+        let public = server::serve(
+            api_listener,
+            shutdown_rx.clone(),
+            options.drain,
+            move |req| api::handle(api.clone(), req),
+        );
         let admin_config = config.clone();
         let status = source.status;
-        let admin = server::serve(admin_listener, shutdown_rx.clone(), options.drain, move |req| {
-            std::future::ready(admin::handle(&admin_config, &status, &metrics, &req))
-        });
+        let admin = server::serve(
+            admin_listener,
+            shutdown_rx.clone(),
+            options.drain,
+            move |req| std::future::ready(admin::handle(&admin_config, &status, &metrics, &req)),
+        );
         let mut tasks = vec![tokio::spawn(public), tokio::spawn(admin)];
         tasks.extend(source.tasks);
         tracing::info!(%api_addr, %admin_addr, "modelgate data plane started");

@@ -7,7 +7,8 @@ use modelgate_dataplane::{
     CacheBackend, Gateway, GatewayOptions, StateBackend,
     config::source::{ClusterSource, ConfigSource},
     decision::DecisionTarget,
-    limits::FailMode, route::explain::replay,
+    limits::FailMode,
+    route::explain::replay,
 };
 use tracing_subscriber::EnvFilter;
 

@@ -17,6 +17,8 @@ use crate::{
 pub struct Timing {
     pub debounce: Duration,
     pub resync_interval: Duration,
+    /// How often lapsed data-plane heartbeats are looked for.
+    pub served_refresh: Duration,
     /// How often spend in VirtualKey status is refreshed, when it is reported at all.
     pub spend_refresh: Option<Duration>,
 }
@@ -34,6 +36,8 @@ pub async fn run(
     // Spend changes with traffic, not with objects: refreshed on its own clock.
     let mut spend = tokio::time::interval(timing.spend_refresh.unwrap_or(timing.resync_interval));
     spend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut served = tokio::time::interval(timing.served_refresh);
+    served.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let is_leader = *leading.borrow();
         let next = queue.next_due().filter(|_| is_leader);
@@ -51,9 +55,16 @@ pub async fn run(
             trigger = triggers.recv() => match trigger {
                 Some(Trigger::Namespace(ns)) => queue.add(&ns, Instant::now()),
                 Some(Trigger::All) => add_all(&ctx, &mut queue),
+                Some(Trigger::Heartbeat(ns)) => add_if_served_changed(&ctx, &mut queue, &ns),
                 None => return,
             },
             _ = resync.tick() => add_all(&ctx, &mut queue),
+            // A data plane that stops beating sends nothing: lapsed heartbeats are found here.
+            _ = served.tick() => {
+                for namespace in ctx.scopes.active_namespaces() {
+                    add_if_served_changed(&ctx, &mut queue, &namespace);
+                }
+            }
             _ = spend.tick(), if timing.spend_refresh.is_some() => add_all(&ctx, &mut queue),
             () = sleep_until(next), if next.is_some() => {
                 for namespace in queue.take_due(Instant::now()) {
@@ -80,6 +91,13 @@ async fn reconcile_one(ctx: &Context, queue: &mut WorkQueue, namespace: &str) {
             ctx.metrics.reconciled(Err(error.reason()));
             tracing::warn!(namespace, %error, reason = error.reason(), retry_in = ?retry_in, "reconcile failed");
         }
+    }
+}
+
+/// Queues `namespace` when what its data planes serve is no longer what its status says.
+fn add_if_served_changed(ctx: &Context, queue: &mut WorkQueue, namespace: &str) {
+    if ctx.served_changed(namespace) {
+        queue.add(namespace, Instant::now());
     }
 }
 

@@ -12,6 +12,7 @@ pub mod publish;
 mod queue;
 mod reconcile;
 mod scope;
+mod served;
 mod spend;
 mod status;
 
@@ -96,6 +97,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         metrics: metrics.clone(),
         spend,
         service_account: options.service_account.clone(),
+        served: Default::default(),
     });
 
     let mut leader_metric = leading.clone();
@@ -124,6 +126,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
                 controller::Timing {
                     debounce: options.debounce,
                     resync_interval: options.resync_interval,
+                    served_refresh: options.served_refresh_interval,
                     spend_refresh: options.state.as_ref().map(|_| options.spend_refresh_interval),
                 },
                 triggers,

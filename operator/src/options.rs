@@ -52,6 +52,10 @@ pub struct Options {
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,
 
+    /// How often lapsed data-plane heartbeats are looked for (the `Served` status).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub served_refresh_interval: Duration,
+
     /// The data planes' shared state store (`redis://host:port/db`): VirtualKey status then shows
     /// spend and the budget left this period.
     #[arg(long, env = "MODELGATE_STATE")]

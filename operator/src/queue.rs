@@ -16,6 +16,8 @@ pub enum Trigger {
     Namespace(String),
     /// A watch relisted: every namespace may have changed.
     All,
+    /// A data plane's heartbeat changed here: worth a reconcile only if what is served changed.
+    Heartbeat(String),
 }
 
 const BACKOFF_BASE: Duration = Duration::from_millis(500);

@@ -10,7 +10,10 @@ use modelgate_crds::{
 use serde_json::{Map, json};
 
 pub use crate::error::ReconcileError;
-use crate::{keys, metrics::Metrics, publish, scope::Scopes, spend::SpendReader, status};
+use crate::{
+    keys, metrics::Metrics, publish, scope::Scopes, served::ServedSummary, spend::SpendReader,
+    status,
+};
 
 /// What a reconcile did, for logs and tests.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -29,6 +32,27 @@ pub struct Context {
     pub spend: Option<SpendReader>,
     /// This operator's ServiceAccount (`namespace:name`), for the RoleBinding a status asks for.
     pub service_account: Option<String>,
+    /// What each namespace's statuses last said its data planes serve.
+    pub served: std::sync::Mutex<std::collections::HashMap<String, ServedSummary>>,
+}
+
+impl Context {
+    /// Whether the data planes of `namespace` serve something else than its status says.
+    pub fn served_changed(&self, namespace: &str) -> bool {
+        if !self.scopes.watches(namespace) {
+            return false;
+        }
+        let tenant = self.scopes.tenant(namespace);
+        let Some(checksum) = tenant.published_checksum(namespace, publish::CONFIG_SECRET) else {
+            return false;
+        };
+        let now = tenant.served(&checksum);
+        let served = self
+            .served
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        served.get(namespace) != Some(&now)
+    }
 }
 
 pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, ReconcileError> {
@@ -80,12 +104,13 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, Reconc
     )
     .await?;
 
+    let served = tenant.served(&checksum);
     let rejected = reports.iter().filter(|r| !r.is_accepted()).count();
     ctx.metrics.rejected(namespace, rejected);
     let mut status_writes = 0;
     let mut first_error = None;
     for report in &reports {
-        match write_status(ctx, &resources, &config, &checksum, report).await {
+        match write_status(ctx, &resources, &config, (&checksum, Some(&served)), report).await {
             Ok(true) => status_writes += 1,
             Ok(false) => {}
             // One object's failed write does not stop the others; the namespace is retried.
@@ -98,6 +123,10 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, Reconc
     if let Some(error) = first_error {
         return Err(error);
     }
+    ctx.served
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(namespace.to_owned(), served);
     Ok(Outcome {
         published,
         status_writes,
@@ -201,7 +230,7 @@ async fn no_secret_access(ctx: &Context, namespace: &str) -> Result<Outcome, Rec
         .collect();
     let config = CompiledConfig::empty();
     for report in &reports {
-        if let Err(error) = write_status(ctx, &resources, &config, "", report).await {
+        if let Err(error) = write_status(ctx, &resources, &config, ("", None), report).await {
             tracing::warn!(namespace, name = %report.name, %error, "status write failed");
         }
     }
@@ -212,7 +241,7 @@ async fn write_status(
     ctx: &Context,
     resources: &Resources,
     config: &CompiledConfig,
-    checksum: &str,
+    published: (&str, Option<&ServedSummary>),
     report: &ObjectReport,
 ) -> Result<bool, ReconcileError> {
     let written = match report.kind {
@@ -225,7 +254,7 @@ async fn write_status(
             if let Some(group) = config.model_groups.get(&id) {
                 extra.insert("deployments".to_owned(), json!(group.deployments.len()));
             }
-            status::apply(&ctx.client, &ctx.recorder, object, report, checksum, extra).await?
+            status::apply(&ctx.client, &ctx.recorder, object, report, published, extra).await?
         }
         ObjectKind::RoutingPolicy => {
             let Some(object) = find(&resources.routing_policies, report) else {
@@ -236,7 +265,7 @@ async fn write_status(
                 &ctx.recorder,
                 object,
                 report,
-                checksum,
+                published,
                 Map::new(),
             )
             .await?
@@ -247,7 +276,7 @@ async fn write_status(
             };
             let mut extra = spend_fields(ctx, object).await;
             extra.insert("org".to_owned(), json!(resources.org_of(&report.namespace)));
-            status::apply(&ctx.client, &ctx.recorder, object, report, checksum, extra).await?
+            status::apply(&ctx.client, &ctx.recorder, object, report, published, extra).await?
         }
     };
     if written {

@@ -15,7 +15,10 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::{
+    coordination::v1::Lease,
+    core::v1::{Namespace, Secret},
+};
 use kube::{
     Api, Client, Resource, ResourceExt,
     core::PartialObjectMeta,
@@ -27,12 +30,12 @@ use kube::{
 };
 use modelgate_crds::{
     ModelGroup, Resources, RoutingPolicy, VirtualKey,
-    common::{CREDENTIAL_LABEL, ORG_LABEL, VIRTUAL_KEY_LABEL},
+    common::{CREDENTIAL_LABEL, DATA_PLANE_LABEL, ORG_LABEL, VIRTUAL_KEY_LABEL},
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::{publish, queue::Trigger};
+use crate::{publish, queue::Trigger, served::ServedSummary};
 
 /// The modelgate CRs of one watched scope.
 #[derive(Clone)]
@@ -48,6 +51,8 @@ pub struct TenantStores {
     credentials: Store<Secret>,
     keys: Store<Secret>,
     published: Store<PartialObjectMeta<Secret>>,
+    /// The data planes' heartbeat Leases here.
+    heartbeats: Store<Lease>,
     /// The API server refused a Secret watch here: the operator holds no RoleBinding in it.
     forbidden: Arc<AtomicBool>,
 }
@@ -253,6 +258,15 @@ impl TenantStores {
                 namespace_of,
                 forbidden.clone(),
             ),
+            // Renewed every few seconds by every data plane: a heartbeat only triggers a
+            // reconcile when what is served changed (the controller checks).
+            heartbeats: reflect_with(
+                Api::namespaced(client.clone(), namespace),
+                config(&format!("{DATA_PLANE_LABEL}=true")),
+                triggers,
+                |lease: &Lease| Trigger::Heartbeat(namespace_of(lease)),
+                forbidden.clone(),
+            ),
             forbidden,
         }
     }
@@ -268,6 +282,7 @@ impl TenantStores {
                 let _ = self.credentials.wait_until_ready().await;
                 let _ = self.keys.wait_until_ready().await;
                 let _ = self.published.wait_until_ready().await;
+                let _ = self.heartbeats.wait_until_ready().await;
             })
             .await;
             if listed.is_ok() {
@@ -297,6 +312,13 @@ impl TenantStores {
                 .get(publish::CHECKSUM_ANNOTATION)
                 .cloned()
         })
+    }
+
+    /// The data planes of this namespace against the config published with `checksum`.
+    pub fn served(&self, checksum: &str) -> ServedSummary {
+        let leases = self.heartbeats.state();
+        let leases: Vec<&Lease> = leases.iter().map(AsRef::as_ref).collect();
+        ServedSummary::of(&leases, checksum, jiff::Timestamp::now())
     }
 
     /// Whether a config Secret is published here.
@@ -374,6 +396,27 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     N: Fn(&K) -> String + Send + 'static,
 {
+    reflect_with(
+        api,
+        config,
+        triggers,
+        move |o: &K| Trigger::Namespace(namespace_of(o)),
+        forbidden,
+    )
+}
+
+/// [`reflect_tracking`] with the trigger an object's change sends.
+fn reflect_with<K, T>(
+    api: Api<K>,
+    config: watcher::Config,
+    triggers: &mpsc::UnboundedSender<Trigger>,
+    trigger_of: T,
+    forbidden: Arc<AtomicBool>,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    T: Fn(&K) -> Trigger + Send + 'static,
+{
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
     let triggers = triggers.clone();
@@ -383,7 +426,7 @@ where
             let trigger = match event {
                 Ok(Event::Apply(o) | Event::Delete(o) | Event::InitApply(o)) => {
                     forbidden.store(false, Ordering::Relaxed);
-                    Some(Trigger::Namespace(namespace_of(&o)))
+                    Some(trigger_of(&o))
                 }
                 Ok(Event::InitDone) => {
                     forbidden.store(false, Ordering::Relaxed);

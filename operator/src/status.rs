@@ -11,11 +11,11 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::events::{Event, EventType, Recorder},
 };
-use modelgate_crds::{ObjectReport, common::condition};
+use modelgate_crds::{ObjectReport, Rejection, common::condition};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value, json};
 
-use crate::{FIELD_MANAGER, error::ReconcileError, publish::CONFIG_SECRET};
+use crate::{FIELD_MANAGER, error::ReconcileError, publish::CONFIG_SECRET, served::ServedSummary};
 
 /// One condition as this operator decides it, before times are assigned.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,66 +26,116 @@ pub struct Verdict {
     pub message: String,
 }
 
-/// The three conditions for a compile outcome.
-pub fn verdicts(report: &ObjectReport, checksum: &str) -> [Verdict; 3] {
+/// The conditions for a compile outcome: `Accepted`, `ResolvedRefs`, `Ready`, and for an
+/// accepted object whose namespace's data planes are known, `Served`.
+pub fn verdicts(
+    report: &ObjectReport,
+    checksum: &str,
+    served: Option<&ServedSummary>,
+) -> Vec<Verdict> {
     let short = checksum.get(..12).unwrap_or(checksum);
     match &report.outcome {
-        Ok(()) => [
-            Verdict {
-                type_: condition::ACCEPTED,
-                status: "True",
-                reason: "Compiled".to_owned(),
-                message: "compiled into the namespace config".to_owned(),
-            },
-            Verdict {
-                type_: condition::RESOLVED_REFS,
-                status: "True",
-                reason: "ResolvedRefs".to_owned(),
-                message: "every referenced Secret and model group exists".to_owned(),
-            },
-            Verdict {
-                type_: condition::READY,
-                status: "True",
-                reason: "Published".to_owned(),
-                message: ready_message(report, short),
-            },
-        ],
-        Err(rejection) => {
-            let reason = rejection.reason.as_str().to_owned();
-            let refs = if rejection.reason.is_unresolved_reference() {
-                Verdict {
-                    type_: condition::RESOLVED_REFS,
-                    status: "False",
-                    reason: reason.clone(),
-                    message: rejection.message.clone(),
-                }
-            } else {
-                Verdict {
-                    type_: condition::RESOLVED_REFS,
-                    status: "True",
-                    reason: "ResolvedRefs".to_owned(),
-                    message: "no unresolved reference found".to_owned(),
-                }
-            };
-            [
-                Verdict {
-                    type_: condition::ACCEPTED,
-                    status: "False",
-                    reason: reason.clone(),
-                    message: rejection.message.clone(),
-                },
-                refs,
-                Verdict {
-                    type_: condition::READY,
-                    status: "False",
-                    reason,
-                    message: format!(
-                        "left out of the published config, other objects are unaffected: {}",
-                        rejection.message
-                    ),
-                },
-            ]
+        Ok(()) => {
+            let mut verdicts = accepted_verdicts(report, short);
+            verdicts.extend(served.map(served_verdict));
+            verdicts
         }
+        Err(rejection) => rejected_verdicts(rejection).into(),
+    }
+}
+
+fn accepted_verdicts(report: &ObjectReport, short: &str) -> Vec<Verdict> {
+    vec![
+        Verdict {
+            type_: condition::ACCEPTED,
+            status: "True",
+            reason: "Compiled".to_owned(),
+            message: "compiled into the namespace config".to_owned(),
+        },
+        Verdict {
+            type_: condition::RESOLVED_REFS,
+            status: "True",
+            reason: "ResolvedRefs".to_owned(),
+            message: "every referenced Secret and model group exists".to_owned(),
+        },
+        Verdict {
+            type_: condition::READY,
+            status: "True",
+            reason: "Published".to_owned(),
+            message: ready_message(report, short),
+        },
+    ]
+}
+
+fn rejected_verdicts(rejection: &Rejection) -> [Verdict; 3] {
+    let reason = rejection.reason.as_str().to_owned();
+    let refs = if rejection.reason.is_unresolved_reference() {
+        Verdict {
+            type_: condition::RESOLVED_REFS,
+            status: "False",
+            reason: reason.clone(),
+            message: rejection.message.clone(),
+        }
+    } else {
+        Verdict {
+            type_: condition::RESOLVED_REFS,
+            status: "True",
+            reason: "ResolvedRefs".to_owned(),
+            message: "no unresolved reference found".to_owned(),
+        }
+    };
+    [
+        Verdict {
+            type_: condition::ACCEPTED,
+            status: "False",
+            reason: reason.clone(),
+            message: rejection.message.clone(),
+        },
+        refs,
+        Verdict {
+            type_: condition::READY,
+            status: "False",
+            reason,
+            message: format!(
+                "left out of the published config, other objects are unaffected: {}",
+                rejection.message
+            ),
+        },
+    ]
+}
+
+/// Whether every live data plane serves the published config.
+fn served_verdict(served: &ServedSummary) -> Verdict {
+    let (status, reason, message) = if served.live == 0 {
+        (
+            "Unknown",
+            "NoDataPlanes",
+            "no data plane reports a heartbeat in this namespace".to_owned(),
+        )
+    } else if served.stale.is_empty() {
+        (
+            "True",
+            "AllServing",
+            format!("{} data plane(s) serve the published config", served.live),
+        )
+    } else {
+        let named: Vec<&str> = served.stale.iter().take(10).map(String::as_str).collect();
+        (
+            "False",
+            "Stale",
+            format!(
+                "{} of {} data planes serve an older config: {}",
+                served.stale.len(),
+                served.live,
+                named.join(", ")
+            ),
+        )
+    };
+    Verdict {
+        type_: condition::SERVED,
+        status,
+        reason: reason.to_owned(),
+        message,
     }
 }
 
@@ -101,7 +151,7 @@ fn ready_message(report: &ObjectReport, short: &str) -> String {
 
 /// Turns verdicts into conditions, keeping `lastTransitionTime` where the status did not change.
 pub fn conditions(
-    verdicts: [Verdict; 3],
+    verdicts: Vec<Verdict>,
     existing: &[Condition],
     generation: Option<i64>,
     now: Timestamp,
@@ -133,7 +183,7 @@ pub async fn apply<K>(
     recorder: &Recorder,
     object: &K,
     report: &ObjectReport,
-    checksum: &str,
+    (checksum, served): (&str, Option<&ServedSummary>),
     extra: Map<String, Value>,
 ) -> Result<bool, ReconcileError>
 where
@@ -152,7 +202,7 @@ where
         .and_then(|c| serde_json::from_value(c.clone()).ok())
         .unwrap_or_default();
     let conditions = conditions(
-        verdicts(report, checksum),
+        verdicts(report, checksum, served),
         &existing,
         report.generation,
         Timestamp::now(),
@@ -164,6 +214,9 @@ where
     }
     if report.is_accepted() {
         desired.insert("configChecksum".to_owned(), json!(checksum));
+        if let Some(served) = served {
+            desired.insert("served".to_owned(), json!(served.ratio()));
+        }
         desired.extend(extra);
     }
     let desired = Value::Object(desired);
@@ -243,7 +296,10 @@ mod tests {
 
     #[test]
     fn an_accepted_object_is_ready_with_the_config_it_is_in() {
-        let [accepted, refs, ready] = verdicts(&report(Ok(())), "0123456789abcdef");
+        let [accepted, refs, ready]: [Verdict; 3] =
+            verdicts(&report(Ok(())), "0123456789abcdef", None)
+                .try_into()
+                .unwrap();
         assert_eq!(
             (accepted.status, refs.status, ready.status),
             ("True", "True", "True")
@@ -259,7 +315,9 @@ mod tests {
             Reason::UnpricedDeployment,
             "deployments[local] has no pricing",
         ));
-        let [_, _, ready] = verdicts(&unpriced, "0123456789abcdef");
+        let [_, _, ready]: [Verdict; 3] = verdicts(&unpriced, "0123456789abcdef", None)
+            .try_into()
+            .unwrap();
         assert_eq!(ready.status, "True");
         assert!(
             ready
@@ -273,7 +331,9 @@ mod tests {
     #[test]
     fn an_unresolved_reference_fails_resolved_refs_with_the_reason() {
         let rejection = Rejection::new(Reason::UnknownFallback, "fallback \"gone\" does not exist");
-        let [accepted, refs, ready] = verdicts(&report(Err(rejection)), "c");
+        let [accepted, refs, ready]: [Verdict; 3] = verdicts(&report(Err(rejection)), "c", None)
+            .try_into()
+            .unwrap();
         assert_eq!(
             (accepted.status, refs.status, ready.status),
             ("False", "False", "False")
@@ -285,7 +345,9 @@ mod tests {
     #[test]
     fn another_rejection_keeps_resolved_refs_true() {
         let rejection = Rejection::new(Reason::FallbackCycle, "a -> b -> a");
-        let [accepted, refs, _] = verdicts(&report(Err(rejection)), "c");
+        let [accepted, refs, _]: [Verdict; 3] = verdicts(&report(Err(rejection)), "c", None)
+            .try_into()
+            .unwrap();
         assert_eq!(accepted.reason, "FallbackCycle");
         assert_eq!(refs.status, "True");
     }
@@ -294,18 +356,47 @@ mod tests {
     fn transition_time_is_kept_while_the_status_holds() {
         let earlier: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let later: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
-        let first = conditions(verdicts(&report(Ok(())), "a"), &[], Some(1), earlier);
-        let second = conditions(verdicts(&report(Ok(())), "b"), &first, Some(2), later);
+        let first = conditions(verdicts(&report(Ok(())), "a", None), &[], Some(1), earlier);
+        let second = conditions(verdicts(&report(Ok(())), "b", None), &first, Some(2), later);
         assert!(second.iter().all(|c| c.last_transition_time.0 == earlier));
         assert!(second.iter().all(|c| c.observed_generation == Some(2)));
         let rejected = Rejection::new(Reason::InvalidUrl, "bad");
         let third = conditions(
-            verdicts(&report(Err(rejected)), "c"),
+            verdicts(&report(Err(rejected)), "c", None),
             &second,
             Some(3),
             later,
         );
         let ready = third.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.last_transition_time.0, later);
+    }
+
+    #[test]
+    fn served_says_whether_every_live_data_plane_serves_the_published_config() {
+        let served = |serving, live, stale: &[&str]| ServedSummary {
+            serving,
+            live,
+            stale: stale.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let verdicts = |summary: &ServedSummary| verdicts(&report(Ok(())), "c", Some(summary));
+        let all = verdicts(&served(3, 3, &[]));
+        assert_eq!((all[3].type_, all[3].status), ("Served", "True"));
+        let stale = verdicts(&served(2, 3, &["gw-7f9c"]));
+        assert_eq!(
+            (stale[3].status, stale[3].reason.as_str()),
+            ("False", "Stale")
+        );
+        assert!(stale[3].message.contains("gw-7f9c"), "{}", stale[3].message);
+        let none = verdicts(&served(0, 0, &[]));
+        assert_eq!(
+            (none[3].status, none[3].reason.as_str()),
+            ("Unknown", "NoDataPlanes")
+        );
+        let rejected = Rejection::new(Reason::InvalidUrl, "bad");
+        assert_eq!(
+            crate::status::verdicts(&report(Err(rejected)), "c", Some(&served(3, 3, &[]))).len(),
+            3,
+            "a rejected object is not served"
+        );
     }
 }

@@ -15,12 +15,8 @@ use kube::{
     Api, Client,
     api::{DeleteParams, PostParams},
 };
+use modelgate_crds::common::{DATA_PLANE_LABEL, SERVED_ANNOTATION};
 use tokio::sync::watch;
-
-/// Label on every data plane's heartbeat Lease.
-pub const DATA_PLANE_LABEL: &str = "modelgate.io/data-plane";
-/// Annotation holding the checksum a data plane serves.
-pub const SERVED_ANNOTATION: &str = "modelgate.io/config-checksum";
 
 /// Who beats, where, how often.
 #[derive(Clone, Debug)]
@@ -65,13 +61,17 @@ async fn renew(
     heartbeat: &Heartbeat,
     checksum: Option<String>,
 ) -> Result<(), kube::Error> {
-    let duration = i32::try_from(heartbeat.interval.as_secs().saturating_mul(3)).unwrap_or(i32::MAX);
+    let duration =
+        i32::try_from(heartbeat.interval.as_secs().saturating_mul(3)).unwrap_or(i32::MAX);
     let mut lease = Lease {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             labels: Some(BTreeMap::from([
                 (DATA_PLANE_LABEL.to_owned(), "true".to_owned()),
-                ("app.kubernetes.io/part-of".to_owned(), "modelgate".to_owned()),
+                (
+                    "app.kubernetes.io/part-of".to_owned(),
+                    "modelgate".to_owned(),
+                ),
             ])),
             annotations: checksum.map(|c| BTreeMap::from([(SERVED_ANNOTATION.to_owned(), c)])),
             ..ObjectMeta::default()

@@ -44,8 +44,7 @@ pub async fn serve<F, Fut>(
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
     handler: F,
-)
-where
+) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
