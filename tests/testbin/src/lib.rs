@@ -42,15 +42,18 @@ use process::Supervised;
 /// How long the control plane may take to come up on a busy 2-core machine.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The control plane every test in this binary shares.
+/// A kube-apiserver with its etcd: the one every test in a binary shares, or one a test owns.
 pub struct ControlPlane {
     dir: PathBuf,
     bin: PathBuf,
     server: String,
+    /// etcd's client URL, for an API server started again.
+    etcd_url: String,
     authority: Authority,
     admin_kubeconfig: PathBuf,
-    // Held so the supervisors keep their lifelines until the process exits.
-    _children: Mutex<Vec<Supervised>>,
+    // Held so the supervisors keep their lifelines until the plane (or the process) goes; the
+    // API server first.
+    children: Mutex<Vec<Supervised>>,
 }
 
 static SHARED: OnceLock<ControlPlane> = OnceLock::new();
@@ -74,6 +77,16 @@ pub fn shared() -> &'static ControlPlane {
 
 impl ControlPlane {
     async fn start() -> Self {
+        Self::start_with(true).await
+    }
+
+    /// A control plane of the calling test's own, stopped when dropped: for a test that stops
+    /// the API server, or installs the CRDs itself (with `crds` false).
+    pub async fn start_private(crds: bool) -> Self {
+        Self::start_with(crds).await
+    }
+
+    async fn start_with(crds: bool) -> Self {
         let bin = build_binaries();
         let dir = tempfile::Builder::new()
             .prefix("modelgate-k8s-")
@@ -85,17 +98,20 @@ impl ControlPlane {
         let mut last_error = String::new();
         for _attempt in 0..3 {
             match Self::start_processes(&bin, &dir).await {
-                Ok((server, children)) => {
+                Ok((server, etcd_url, children)) => {
                     let mut plane = Self {
                         admin_kubeconfig: PathBuf::new(),
                         dir,
                         bin,
                         server,
+                        etcd_url,
                         authority,
-                        _children: Mutex::new(children),
+                        children: Mutex::new(children),
                     };
                     plane.admin_kubeconfig = plane.kubeconfig_for("admin", &["system:masters"]);
-                    plane.install_crds().await;
+                    if crds {
+                        plane.install_crds().await;
+                    }
                     return plane;
                 }
                 // A lost race for a port picked by binding port 0: try again with new ports.
@@ -105,7 +121,10 @@ impl ControlPlane {
         panic!("control plane did not start: {last_error}");
     }
 
-    async fn start_processes(bin: &Path, dir: &Path) -> Result<(String, Vec<Supervised>), String> {
+    async fn start_processes(
+        bin: &Path,
+        dir: &Path,
+    ) -> Result<(String, String, Vec<Supervised>), String> {
         let (etcd_client, etcd_peer, api_port) = (free_port(), free_port(), free_port());
         let etcd_url = format!("http://127.0.0.1:{etcd_client}");
         let etcd_data = dir.join(format!("etcd-{etcd_client}"));
@@ -138,6 +157,23 @@ impl ControlPlane {
         }
 
         let server = format!("https://127.0.0.1:{api_port}");
+        let apiserver = match Self::start_apiserver(bin, dir, &etcd_url, &server).await {
+            Ok(apiserver) => apiserver,
+            Err(error) => {
+                drop(etcd);
+                return Err(error);
+            }
+        };
+        Ok((server, etcd_url, vec![apiserver, etcd]))
+    }
+
+    async fn start_apiserver(
+        bin: &Path,
+        dir: &Path,
+        etcd_url: &str,
+        server: &str,
+    ) -> Result<Supervised, String> {
+        let api_port = server.rsplit(':').next().unwrap_or_default();
         let certs = dir.display().to_string();
         let api_args = [
             format!("--etcd-servers={etcd_url}"),
@@ -159,7 +195,7 @@ impl ControlPlane {
             Supervised::spawn(&bin.join("kube-apiserver"), &api_args, &api_log, None)
                 .map_err(|e| format!("spawn kube-apiserver: {e}"))?;
         let ca = std::fs::read_to_string(dir.join("ca.crt")).map_err(|e| e.to_string())?;
-        let probe = probe_client(&server, &ca).await;
+        let probe = probe_client(server, &ca).await;
         let api_up = wait_until(START_TIMEOUT, || {
             let exited = apiserver.has_exited();
             let probe = &probe;
@@ -167,14 +203,27 @@ impl ControlPlane {
         })
         .await;
         if !api_up || apiserver.has_exited() {
-            drop(apiserver);
-            drop(etcd);
             return Err(format!(
                 "kube-apiserver did not become ready:\n{}",
                 tail(&api_log)
             ));
         }
-        Ok((server, vec![apiserver, etcd]))
+        Ok(apiserver)
+    }
+
+    /// Stops the API server (etcd keeps its data) until [`ControlPlane::start_apiserver_again`].
+    pub fn stop_apiserver(&self) {
+        let mut children = self.children.lock().unwrap();
+        // The supervisor's drop stops the child and waits for it.
+        drop(children.remove(0));
+    }
+
+    /// Starts the API server again on the same address, after [`ControlPlane::stop_apiserver`].
+    pub async fn start_apiserver_again(&self) {
+        let apiserver = Self::start_apiserver(&self.bin, &self.dir, &self.etcd_url, &self.server)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.children.lock().unwrap().insert(0, apiserver);
     }
 
     async fn install_crds(&self) {
@@ -232,6 +281,47 @@ impl ControlPlane {
         });
         std::fs::write(&path, kubeconfig.to_string()).expect("write kubeconfig");
         path
+    }
+
+    /// A kubeconfig that authenticates as the ServiceAccount `name` of `namespace`, with a token
+    /// from the TokenRequest API (what a pod of that ServiceAccount holds).
+    pub fn kubeconfig_for_service_account(&self, namespace: &str, name: &str) -> PathBuf {
+        let output = self
+            .kubectl()
+            .args(["create", "token", name, "-n", namespace, "--duration=2h"])
+            .output()
+            .expect("kubectl create token");
+        assert!(
+            output.status.success(),
+            "kubectl create token {namespace}/{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let token = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let path = self.dir.join(format!("kubeconfig-sa-{namespace}-{name}"));
+        let kubeconfig = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "test", "cluster": {
+                "server": self.server,
+                "certificate-authority-data": BASE64.encode(self.authority.cert_pem()),
+            }}],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": name, "namespace": namespace}}],
+            "current-context": "test",
+        });
+        std::fs::write(&path, kubeconfig.to_string()).expect("write kubeconfig");
+        path
+    }
+
+    /// `helm` as cluster admin.
+    pub fn helm(&self) -> Command {
+        let mut command = Command::new(self.bin.join("helm"));
+        command
+            .env("KUBECONFIG", &self.admin_kubeconfig)
+            .env("HELM_CACHE_HOME", self.dir.join("helm-cache"))
+            .env("HELM_CONFIG_HOME", self.dir.join("helm-config"))
+            .env("HELM_DATA_HOME", self.dir.join("helm-data"));
+        command
     }
 
     /// A cluster-admin client, for this test's runtime.
