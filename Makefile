@@ -5,8 +5,10 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:4000
 ADMIN_LISTEN ?= 127.0.0.1:9464
 CONFIG ?= examples/quickstart.yaml
+IMAGE ?= ghcr.io/modelgate/modelgate:0.1.0
+CONTAINER_ENGINE ?= docker
 
-.PHONY: help run build test test-fast test-rust test-sdk check fmt lint generate bench
+.PHONY: help run build test test-fast test-rust test-sdk check fmt lint generate golden image bench
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -53,6 +55,13 @@ lint: ## clippy with warnings as errors
 
 generate: ## Regenerate the CRD templates of the modelgate-crds chart
 	$(CARGO) run -q -p modelgate-crds --bin crdgen -- charts/modelgate-crds/templates
+
+golden: ## Rewrite the golden files (the chart's default render, the RBAC can-i lists) from what the code produces now
+	tests/testbin/build-testbin.sh >/dev/null
+	UPDATE_GOLDEN=1 $(CARGO) test -p modelgate-operator --test k8s -- golden can_i permissions
+
+image: ## Build the one image holding both binaries (IMAGE=..., CONTAINER_ENGINE=docker|podman)
+	$(CONTAINER_ENGINE) build -t $(IMAGE) .
 
 bench: ## Load benchmark: fake upstream direct vs nginx vs the gateway (not a test)
 	$(CARGO) build --release -p modelgate-dataplane -p fake-provider

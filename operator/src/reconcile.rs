@@ -42,7 +42,9 @@ impl Context {
         if !self.scopes.watches(namespace) {
             return false;
         }
-        let tenant = self.scopes.tenant(namespace);
+        let Some(tenant) = self.scopes.existing_tenant(namespace) else {
+            return false;
+        };
         let Some(checksum) = tenant.published_checksum(namespace, publish::CONFIG_SECRET) else {
             return false;
         };
@@ -59,19 +61,22 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, Reconc
     if !ctx.scopes.watches(namespace) {
         return Ok(Outcome::default());
     }
-    let tenant = ctx.scopes.tenant(namespace);
+    // A namespace whose last object went away still gets an (empty) config, so data planes stop
+    // serving what was deleted; one that never had any gets nothing, and its Secrets are never
+    // watched (the operator may read them only where a RoleBinding lets it).
+    let has_objects = ctx.scopes.has_objects(namespace);
+    let tenant = match ctx.scopes.existing_tenant(namespace) {
+        Some(tenant) => tenant,
+        None if has_objects => ctx.scopes.tenant(namespace),
+        None => return Ok(Outcome::default()),
+    };
     if !tenant.ready().await {
         return no_secret_access(ctx, namespace).await;
     }
-    let mut resources = ctx.scopes.resources(namespace, &tenant);
-    let has_objects = !(resources.model_groups.is_empty()
-        && resources.routing_policies.is_empty()
-        && resources.virtual_keys.is_empty());
-    // A namespace whose last object went away still gets an (empty) config, so data planes stop
-    // serving what was deleted; one that never had any gets nothing.
     if !has_objects && !tenant.has_published(namespace) {
         return Ok(Outcome::default());
     }
+    let mut resources = ctx.scopes.resources(namespace, &tenant);
     let generated = keys::ensure_generated(
         &ctx.client,
         namespace,

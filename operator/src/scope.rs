@@ -144,6 +144,20 @@ impl Scopes {
             .clone()
     }
 
+    /// The Secret watches of `namespace`, if they were started.
+    pub fn existing_tenant(&self, namespace: &str) -> Option<TenantStores> {
+        lock(&self.tenants).get(namespace).cloned()
+    }
+
+    /// Whether `namespace` holds a ModelGroup, RoutingPolicy or VirtualKey.
+    pub fn has_objects(&self, namespace: &str) -> bool {
+        self.crds.values().any(|stores| {
+            holds(&stores.model_groups, namespace)
+                || holds(&stores.routing_policies, namespace)
+                || holds(&stores.virtual_keys, namespace)
+        })
+    }
+
     /// Everything the compiler reads for one namespace, once its Secret watches have listed.
     pub fn resources(&self, namespace: &str, tenant: &TenantStores) -> Resources {
         let mut resources = Resources {
@@ -359,6 +373,16 @@ where
         .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
         .map(|o| K::clone(o))
         .collect()
+}
+
+fn holds<K>(store: &Store<K>, namespace: &str) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .any(|o| o.meta().namespace.as_deref() == Some(namespace))
 }
 
 /// A reflector whose events become namespace triggers (`namespace_of` names the namespace an

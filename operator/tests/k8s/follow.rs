@@ -1,4 +1,5 @@
-//! The flow a pod sees: the operator publishes `modelgate-config`, the Secret is projected into a
+//! The file fallback (a data plane run with `--config` on the mounted Secret instead of
+//! `--config-secret`): the operator publishes `modelgate-config`, the Secret is projected into a
 //! directory the way the kubelet does it (files under a timestamped directory, `..data` swapped
 //! atomically by rename), and the data plane hot-reloads it. A request for a model that does not
 //! exist yet fails; after `kubectl apply` of its ModelGroup, it is routed.
@@ -9,11 +10,8 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use http::StatusCode;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
@@ -22,7 +20,10 @@ use kube::{
 use modelgate_dataplane::{Gateway, GatewayOptions};
 use tokio::time::Instant;
 
-use crate::support::{Operator, OperatorOptions, SETTLE, control_plane, kubectl_apply};
+use crate::{
+    release::chat,
+    support::{Operator, OperatorOptions, SETTLE, control_plane, kubectl_apply},
+};
 use testbin::wait_until;
 
 const KEY: &str = "sk-mg-follow-the-operator-01";
@@ -68,20 +69,6 @@ fn spawn_projector(client: kube::Client, namespace: &str, root: PathBuf) {
     });
 }
 
-async fn chat(gateway: &Gateway, model: &str) -> (StatusCode, String) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
-    let request = Request::post(format!("http://{}/v1/chat/completions", gateway.api_addr()))
-        .header("authorization", format!("Bearer {KEY}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_data_plane_serves_what_the_operator_publishes() {
     let plane = control_plane();
@@ -114,11 +101,11 @@ async fn the_data_plane_serves_what_the_operator_publishes() {
 
     // kubectl creates the objects one by one, so the first publish may predate `alpha`.
     let serves_alpha = wait_until(SETTLE, || async {
-        chat(&gateway, "alpha").await.0 == StatusCode::OK
+        chat(gateway.api_addr(), KEY, "alpha").await.0 == StatusCode::OK
     })
     .await;
     assert!(serves_alpha, "alpha was never served:\n{}", operator.logs());
-    let (status, body) = chat(&gateway, "beta").await;
+    let (status, body) = chat(gateway.api_addr(), KEY, "beta").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(body.contains("model_not_found"), "{body}");
 
@@ -127,7 +114,7 @@ async fn the_data_plane_serves_what_the_operator_publishes() {
     let mut routed = false;
     let deadline = applied + SETTLE;
     while Instant::now() < deadline {
-        if chat(&gateway, "beta").await.0 == StatusCode::OK {
+        if chat(gateway.api_addr(), KEY, "beta").await.0 == StatusCode::OK {
             routed = true;
             break;
         }

@@ -4,13 +4,17 @@
 // A panic in a test helper is a failed assertion with a backtrace, which is what a test wants.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod chart;
 mod crd_validation;
+mod delivery;
 mod follow;
+mod install;
 mod keys;
 mod kubectl;
 mod leader;
 mod publish;
 mod rbac;
+mod release;
 mod spend;
 mod status;
 mod support;

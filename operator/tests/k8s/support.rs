@@ -78,16 +78,14 @@ impl<'a> OperatorOptions<'a> {
 impl Operator {
     /// Starts the operator and waits until its caches are synced (`/readyz`).
     pub async fn start(options: OperatorOptions<'_>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("operator.log");
         let scope: &[&str] = if options.cluster_wide {
             &[]
         } else {
             &["--namespace", options.namespace]
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_modelgate-operator"))
-            .args(scope)
-            .args([
+        let mut args: Vec<String> = scope.iter().map(|s| s.to_string()).collect();
+        args.extend(
+            [
                 "--lease-namespace",
                 options.namespace,
                 "--lease-name",
@@ -102,9 +100,23 @@ impl Operator {
                 "500ms",
                 "--debounce",
                 "50ms",
-            ])
-            .args(options.extra)
-            .env("KUBECONFIG", options.kubeconfig)
+            ]
+            .map(str::to_owned),
+        );
+        args.extend(options.extra.iter().map(|s| s.to_string()));
+        Self::start_with(options.kubeconfig, &args, &[]).await
+    }
+
+    /// Starts the operator with exactly `args` and `env` (besides `KUBECONFIG` and `RUST_LOG`),
+    /// and waits until its caches are synced (`/readyz`). `args` must bind the admin port on
+    /// loopback port 0.
+    pub async fn start_with(kubeconfig: &Path, args: &[String], env: &[(String, String)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("operator.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_modelgate-operator"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,modelgate_operator=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -160,13 +172,7 @@ impl Operator {
     /// The sum of every sample of `name` (all label sets) on `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
         let (_, body) = http_get(self.admin, "/metrics").await.unwrap_or_default();
-        body.lines()
-            .filter(|line| {
-                line.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-            })
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        sum_samples(&body, name)
     }
 
     /// SIGTERM, then wait for a clean exit.
@@ -197,24 +203,23 @@ impl Drop for Operator {
     }
 }
 
+/// The sum of every sample of `name` (all label sets) in a Prometheus text exposition.
+pub fn sum_samples(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// `kubectl apply -n namespace -f -` with `yaml` on stdin; panics with kubectl's output on failure.
 pub fn kubectl_apply(plane: &ControlPlane, namespace: &str, yaml: &str) {
-    use std::io::Write;
-    let mut child = plane
-        .kubectl()
-        .args(["apply", "-n", namespace, "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let mut apply = plane.kubectl();
+    apply.args(["apply", "-n", namespace, "-f", "-"]);
+    let output = testbin::run_with_stdin(apply, yaml.as_bytes());
     assert!(
         output.status.success(),
         "kubectl apply failed: {}",

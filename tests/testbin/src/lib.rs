@@ -357,6 +357,25 @@ impl ControlPlane {
     }
 }
 
+/// Runs `command` with `input` on its stdin; its whole output.
+pub fn run_with_stdin(mut command: Command, input: &[u8]) -> std::process::Output {
+    use std::{io::Write, process::Stdio};
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Written from a thread: a child that answers before reading all of its input would
+    // otherwise block on a full stdout pipe while we block on its full stdin.
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().expect("wait");
+    let _ = writer.join();
+    output
+}
+
 /// A client for the user in `kubeconfig`.
 pub async fn client_from(kubeconfig: &Path) -> Client {
     let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");

@@ -1,0 +1,283 @@
+//! The charts as a platform team meets them: `helm lint` clean; `helm template` over a matrix
+//! of values, every rendered object accepted by the real API server (server-side dry run); the
+//! default render kept as a golden file, so every manifest change shows in a diff
+//! (`UPDATE_GOLDEN=1` or `make golden` rewrites it); and secrets never rendered outside a Secret.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::{control_plane, kubectl, kubectl_apply};
+
+pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/modelgate");
+pub const CRDS_CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/modelgate-crds");
+
+/// `helm template` of the modelgate chart into `namespace` with `sets`; panics with helm's
+/// message when it refuses.
+pub fn render(plane: &testbin::ControlPlane, namespace: &str, sets: &[&str]) -> String {
+    let mut helm = plane.helm();
+    helm.args(["template", "modelgate", CHART, "--namespace", namespace]);
+    for set in sets {
+        helm.args(["--set", set]);
+    }
+    let output = helm.output().unwrap();
+    assert!(
+        output.status.success(),
+        "helm template {sets:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The rendered objects, as JSON.
+pub fn objects(rendered: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(rendered)
+        .unwrap()
+        .into_iter()
+        .filter(|o| !o.is_null())
+        .collect()
+}
+
+/// The one object of `kind` named `name`.
+pub fn object<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+#[test]
+fn both_charts_lint_clean() {
+    let plane = control_plane();
+    for chart in [CHART, CRDS_CHART] {
+        let output = plane
+            .helm()
+            .args(["lint", "--strict", chart])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "helm lint {chart}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// Stand-ins for the Prometheus operator's CRDs, so its objects reach the API server's checks.
+const MONITORING_CRDS: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: servicemonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, listKind: ServiceMonitorList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_rendering_of_the_values_matrix_is_accepted_by_the_api_server() {
+    let plane = control_plane();
+    let namespace = plane.namespace("chart").await;
+    for other in ["team-b", "team-c"] {
+        let _ = kubectl(
+            plane,
+            &["create", "namespace", &format!("{namespace}-{other}")],
+        );
+    }
+    kubectl_apply(plane, &namespace, MONITORING_CRDS);
+    let (ok, _, stderr) = kubectl(
+        plane,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/servicemonitors.monitoring.coreos.com",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let tenants = format!("tenants={{{namespace}-team-b,{namespace}-team-c}}");
+    let matrix: &[(&str, Vec<&str>)] = &[
+        ("defaults", vec![]),
+        (
+            "high availability",
+            vec!["operator.replicas=3", "gateway.replicas=3"],
+        ),
+        (
+            "redis",
+            vec!["state.redis.existingSecret=redis", "cache.mode=state"],
+        ),
+        ("autoscaling", vec!["gateway.autoscaling.enabled=true"]),
+        (
+            "service monitor",
+            vec!["metrics.serviceMonitor.enabled=true"],
+        ),
+        ("network policy", vec!["networkPolicy.enabled=true"]),
+        ("tenants", vec![tenants.as_str()]),
+        (
+            "namespaced operator",
+            vec!["operator.watchAllNamespaces=false", tenants.as_str()],
+        ),
+    ];
+    for (case, sets) in matrix {
+        let rendered = render(plane, &namespace, sets);
+        let mut dry_run = plane.kubectl();
+        dry_run.args(["apply", "--dry-run=server", "-f", "-"]);
+        let output = testbin::run_with_stdin(dry_run, rendered.as_bytes());
+        assert!(
+            output.status.success(),
+            "{case}: the API server refused the rendered objects: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_wrong_value_fails_with_the_schema_saying_why() {
+    let plane = control_plane();
+    for (set, says) in [
+        ("gateway.replicas=-1", "/gateway/replicas"),
+        ("cache.mode=disk", "/cache/mode"),
+        ("gateway.service.exposeAdmin=maybe", "exposeAdmin"),
+        ("nosuchvalue=1", "nosuchvalue"),
+    ] {
+        let output = plane
+            .helm()
+            .args(["template", "modelgate", CHART, "--set", set])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains(says),
+            "{set}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_default_render_matches_its_golden_file() {
+    let plane = control_plane();
+    let rendered = render(plane, "modelgate", &[]);
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/k8s/golden/chart-default.yaml");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &rendered).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).unwrap_or_default();
+    assert!(
+        rendered == want,
+        "the rendered chart differs from {} (UPDATE_GOLDEN=1 or `make golden` rewrites it)",
+        golden.display()
+    );
+}
+
+#[test]
+fn pods_are_hardened_and_limited() {
+    let plane = control_plane();
+    let objects = objects(&render(plane, "modelgate", &[]));
+    let deployments: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .collect();
+    assert_eq!(deployments.len(), 2);
+    for deployment in deployments {
+        let name = &deployment["metadata"]["name"];
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}"
+        );
+        for container in pod["containers"].as_array().unwrap() {
+            let security = &container["securityContext"];
+            assert_eq!(security["readOnlyRootFilesystem"], true, "{name}");
+            assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
+            assert_eq!(
+                security["capabilities"]["drop"],
+                serde_json::json!(["ALL"]),
+                "{name}"
+            );
+            for bound in ["requests", "limits"] {
+                assert!(
+                    container["resources"][bound].is_object(),
+                    "{name} has no {bound}"
+                );
+            }
+            assert!(container["readinessProbe"].is_object(), "{name}");
+        }
+        for label in [
+            "name",
+            "instance",
+            "version",
+            "component",
+            "part-of",
+            "managed-by",
+        ] {
+            assert!(
+                deployment["metadata"]["labels"][format!("app.kubernetes.io/{label}")].is_string(),
+                "{name} lacks app.kubernetes.io/{label}"
+            );
+        }
+    }
+    let gateway = object(&objects, "Deployment", "modelgate-gateway");
+    let grace = gateway["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    let args = gateway["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains("--drain-seconds=30") && grace > 30,
+        "{grace} {args}"
+    );
+    let service = object(&objects, "Service", "modelgate-gateway");
+    let ports: Vec<&str> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ports, ["http"], "the admin port is not exposed by default");
+}
+
+/// Every value of `values.yaml` (each leaf, by its dotted path) is named in the README's values
+/// reference, so a new value cannot ship undocumented.
+#[test]
+fn the_readme_names_every_value() {
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(format!("{CHART}/values.yaml")).unwrap())
+            .unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let reference = readme
+        .split_once("### Values\n")
+        .and_then(|(_, rest)| rest.split_once("\n## "))
+        .expect("README.md has a ### Values section")
+        .0;
+    let mut missing = Vec::new();
+    let mut stack = vec![(String::new(), &values)];
+    while let Some((path, value)) = stack.pop() {
+        match value.as_object() {
+            Some(map) if !map.is_empty() => {
+                for (key, child) in map {
+                    let child_path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    stack.push((child_path, child));
+                }
+            }
+            _ => {
+                if !reference.contains(&format!("`{path}`")) {
+                    missing.push(path);
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the README's values reference lacks {missing:?}"
+    );
+}
