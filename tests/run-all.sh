@@ -33,6 +33,10 @@ stage "toolchain" tests/check-toolchain.sh
 stage "generated, fmt, clippy" make --no-print-directory check
 stage "control plane binaries" bash -c 'tests/testbin/build-testbin.sh >/dev/null'
 stage "redis" tests/testbin/install-redis.sh
+# The operator's sidecar test runs an app on the official OpenAI SDK from this venv.
+stage "sdk venv" bash -c 'tests/sdk/venv.sh >/dev/null'
+MODELGATE_SDK_PYTHON="$(tests/sdk/venv.sh)"
+export MODELGATE_SDK_PYTHON
 stage "rust tests" cargo test --workspace
 stage "sdk build" cargo build -p modelgate-dataplane -p fake-provider
 stage "sdk tests" tests/sdk/run.sh

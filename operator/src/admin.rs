@@ -19,11 +19,13 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, webhook::tls::ServingCert};
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
+    /// With the webhook on: the certificate it presents, which must be loaded to be ready.
+    pub webhook_cert: std::sync::OnceLock<Arc<ServingCert>>,
 }
 
 impl Admin {
@@ -31,16 +33,19 @@ impl Admin {
         self.ready.store(true, Ordering::Release);
     }
 
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+            && self.webhook_cert.get().is_none_or(|cert| cert.is_loaded())
+    }
+
     fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         let (status, content_type, body) = match request.uri().path() {
             "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-            "/readyz" if self.ready.load(Ordering::Acquire) => {
-                (StatusCode::OK, "text/plain", "ok\n".to_owned())
-            }
+            "/readyz" if self.is_ready() => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
             "/readyz" => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
-                "caches not synced\n".to_owned(),
+                "caches not synced, or no webhook certificate yet\n".to_owned(),
             ),
             "/metrics" => (
                 StatusCode::OK,

@@ -27,6 +27,12 @@ struct KindLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InjectionLabels {
+    result: &'static str,
+    reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ResultLabels, Counter>,
@@ -37,6 +43,11 @@ pub struct Metrics {
     status_writes: Family<KindLabels, Counter>,
     key_secrets_generated: Counter,
     leader: Gauge,
+    injections: Family<InjectionLabels, Counter>,
+    webhook_cert_not_after: Gauge,
+    webhook_cert_renewals: Counter,
+    pods_not_injected: Gauge,
+    pods_stale_sidecar: Gauge,
 }
 
 impl Default for Metrics {
@@ -96,8 +107,43 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let injections = Family::<InjectionLabels, Counter>::default();
+        registry.register(
+            "injections",
+            "Admission decisions on pods that asked for the sidecar: result injected or skipped, with the skip reason",
+            injections.clone(),
+        );
+        let webhook_cert_not_after = Gauge::default();
+        registry.register(
+            "webhook_cert_not_after_seconds",
+            "When the webhook serving certificate this replica presents expires (Unix seconds)",
+            webhook_cert_not_after.clone(),
+        );
+        let webhook_cert_renewals = Counter::default();
+        registry.register(
+            "webhook_cert_renewals",
+            "Writes of the webhook certificate Secret (first issue, renewals, CA rotation steps)",
+            webhook_cert_renewals.clone(),
+        );
+        let pods_not_injected = Gauge::default();
+        registry.register(
+            "pods_not_injected",
+            "Running pods that ask for the sidecar but have none (created while the injector was unavailable)",
+            pods_not_injected.clone(),
+        );
+        let pods_stale_sidecar = Gauge::default();
+        registry.register(
+            "pods_stale_sidecar",
+            "Pods whose sidecar differs from what the injector injects now (restart them to update)",
+            pods_stale_sidecar.clone(),
+        );
         Self {
             registry,
+            injections,
+            webhook_cert_not_after,
+            webhook_cert_renewals,
+            pods_not_injected,
+            pods_stale_sidecar,
             reconciles,
             failures,
             publishes,
@@ -152,6 +198,27 @@ impl Metrics {
 
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+    }
+
+    pub fn injection(&self, result: &'static str, reason: &'static str) {
+        self.injections
+            .get_or_create(&InjectionLabels { result, reason })
+            .inc();
+    }
+
+    pub fn set_webhook_cert_not_after(&self, unix_seconds: i64) {
+        self.webhook_cert_not_after.set(unix_seconds);
+    }
+
+    pub fn webhook_cert_renewed(&self) {
+        self.webhook_cert_renewals.inc();
+    }
+
+    pub fn set_pod_injection_gaps(&self, not_injected: usize, stale: usize) {
+        self.pods_not_injected
+            .set(i64::try_from(not_injected).unwrap_or(i64::MAX));
+        self.pods_stale_sidecar
+            .set(i64::try_from(stale).unwrap_or(i64::MAX));
     }
 
     pub fn encode(&self) -> String {

@@ -30,7 +30,8 @@ use kube::{
 };
 use modelgate_crds::{
     ModelGroup, Resources, RoutingPolicy, VirtualKey,
-    common::{CREDENTIAL_LABEL, DATA_PLANE_LABEL, ORG_LABEL, VIRTUAL_KEY_LABEL},
+    common::{CREDENTIAL_LABEL, DATA_PLANE_LABEL, ORG_LABEL, SecretKeySelector, VIRTUAL_KEY_LABEL},
+    virtual_key::generated_key_secret,
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -156,6 +157,32 @@ impl Scopes {
                 || holds(&stores.routing_policies, namespace)
                 || holds(&stores.virtual_keys, namespace)
         })
+    }
+
+    /// A namespace's labels and annotations, from the cache (empty when it is unknown).
+    pub fn namespace_metadata(
+        &self,
+        namespace: &str,
+    ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        self.namespaces
+            .get(&reflector::ObjectRef::new(namespace))
+            .map(|ns| (ns.labels().clone(), ns.annotations().clone()))
+            .unwrap_or_default()
+    }
+
+    /// Where the key of VirtualKey `name` in `namespace` lives, if that VirtualKey exists.
+    pub fn virtual_key_secret(&self, namespace: &str, name: &str) -> Option<SecretKeySelector> {
+        let wanted = reflector::ObjectRef::new(name).within(namespace);
+        let key = self
+            .crds
+            .values()
+            .find_map(|stores| stores.virtual_keys.get(&wanted))?;
+        Some(
+            key.spec
+                .key_secret_ref
+                .clone()
+                .unwrap_or_else(|| generated_key_secret(name)),
+        )
     }
 
     /// Everything the compiler reads for one namespace, once its Secret watches have listed.

@@ -64,21 +64,30 @@ fn both_charts_lint_clean() {
     }
 }
 
-/// Stand-ins for the Prometheus operator's CRDs, so its objects reach the API server's checks.
-const MONITORING_CRDS: &str = r#"
+/// A stand-in CRD (any content accepted) for `kind` of `group`, so objects of the Prometheus
+/// operator and cert-manager reach the API server's checks.
+fn stand_in_crd(group: &str, kind: &str) -> (String, String) {
+    let plural = format!("{}s", kind.to_lowercase());
+    let name = format!("{plural}.{group}");
+    let crd = format!(
+        r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
-metadata: {name: servicemonitors.monitoring.coreos.com}
+metadata: {{name: {name}}}
 spec:
-  group: monitoring.coreos.com
+  group: {group}
   scope: Namespaced
-  names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, listKind: ServiceMonitorList}
+  names: {{kind: {kind}, plural: {plural}, singular: {singular}, listKind: {kind}List}}
   versions:
     - name: v1
       served: true
       storage: true
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-"#;
+      schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}
+"#,
+        singular = kind.to_lowercase()
+    );
+    (name, crd)
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_rendering_of_the_values_matrix_is_accepted_by_the_api_server() {
@@ -90,16 +99,23 @@ async fn every_rendering_of_the_values_matrix_is_accepted_by_the_api_server() {
             &["create", "namespace", &format!("{namespace}-{other}")],
         );
     }
-    kubectl_apply(plane, &namespace, MONITORING_CRDS);
-    let (ok, _, stderr) = kubectl(
-        plane,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/servicemonitors.monitoring.coreos.com",
-        ],
-    );
-    assert!(ok, "{stderr}");
+    for (group, kind) in [
+        ("monitoring.coreos.com", "ServiceMonitor"),
+        ("cert-manager.io", "Issuer"),
+        ("cert-manager.io", "Certificate"),
+    ] {
+        let (name, crd) = stand_in_crd(group, kind);
+        kubectl_apply(plane, &namespace, &crd);
+        let (ok, _, stderr) = kubectl(
+            plane,
+            &[
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{name}"),
+            ],
+        );
+        assert!(ok, "{stderr}");
+    }
     let tenants = format!("tenants={{{namespace}-team-b,{namespace}-team-c}}");
     let matrix: &[(&str, Vec<&str>)] = &[
         ("defaults", vec![]),
@@ -117,6 +133,16 @@ async fn every_rendering_of_the_values_matrix_is_accepted_by_the_api_server() {
             vec!["metrics.serviceMonitor.enabled=true"],
         ),
         ("network policy", vec!["networkPolicy.enabled=true"]),
+        ("cert-manager", vec!["injector.certManager.enabled=true"]),
+        ("no injector", vec!["injector.enabled=false"]),
+        (
+            "sidecar",
+            vec![
+                "sidecar.native=false",
+                "sidecar.proxyPort=14000",
+                "injector.failurePolicy=Fail",
+            ],
+        ),
         ("tenants", vec![tenants.as_str()]),
         (
             "namespaced operator",

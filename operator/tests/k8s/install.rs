@@ -67,6 +67,23 @@ async fn the_readme_install_works_with_exactly_the_charts_permissions_and_upgrad
         None,
     )
     .await;
+    // Its webhook certificate issued into the release namespace, and the chart's webhook
+    // registration trusting it.
+    let trusted = testbin::wait_until(crate::support::SETTLE, || async {
+        let (_, bundle, _) = kubectl(
+            &plane,
+            &[
+                "get",
+                "mutatingwebhookconfiguration",
+                "modelgate-injector",
+                "-o",
+                "jsonpath={.webhooks[0].clientConfig.caBundle}",
+            ],
+        );
+        !bundle.trim().is_empty()
+    })
+    .await;
+    assert!(trusted, "caBundle never set:\n{}", operator.logs());
     let logs = operator.logs();
     assert!(!logs.contains("orbidden"), "{logs}");
     assert_eq!(
@@ -109,6 +126,9 @@ fn every_object_exists(plane: &ControlPlane, installed: &[Value]) {
         "RoleBinding/modelgate-operator-tenant",
         "Role/modelgate-gateway",
         "RoleBinding/modelgate-gateway",
+        "MutatingWebhookConfiguration/modelgate-injector",
+        "Service/modelgate-webhook",
+        "ClusterRole/modelgate-sidecar",
     ] {
         assert!(
             kinds.iter().any(|k| k == want),
@@ -177,6 +197,19 @@ fn operator_is_refused_what_it_does_not_need(plane: &ControlPlane, elsewhere: &s
     ));
     assert!(can(plane, OPERATOR, "create", "secrets", home));
     assert!(can(plane, OPERATOR, "watch", "secrets", home));
+    // Only its own webhook registration, by name.
+    let (_, own, _) = kubectl(
+        plane,
+        &[
+            "auth",
+            "can-i",
+            "patch",
+            "mutatingwebhookconfigurations/modelgate-injector",
+            "--as",
+            OPERATOR,
+        ],
+    );
+    assert_eq!(own.trim(), "yes");
     for (verb, resource, namespace) in [
         ("update", "modelgroups.modelgate.io/status", home),
         ("update", "modelgroups.modelgate.io", home),
@@ -184,7 +217,13 @@ fn operator_is_refused_what_it_does_not_need(plane: &ControlPlane, elsewhere: &s
         ("delete", "secrets", home),
         ("update", "secrets", home),
         ("delete", "leases.coordination.k8s.io", home),
-        ("list", "pods", home),
+        ("get", "pods", home),
+        ("create", "pods", home),
+        (
+            "patch",
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io",
+            home,
+        ),
         ("list", "secrets", elsewhere),
         ("get", "secrets", elsewhere),
     ] {

@@ -105,45 +105,67 @@ pub fn container_run(
 ) -> ContainerRun {
     let deployment = crate::chart::object(objects, "Deployment", deployment);
     let spec = &deployment["spec"]["template"]["spec"];
-    let container = &spec["containers"][0];
-    let args = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| replace(a.as_str().unwrap()))
-        .collect();
-    let env = container["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|var| {
-            let name = var["name"].as_str().unwrap().to_owned();
-            let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-                Some("metadata.namespace") => RELEASE_NAMESPACE.to_owned(),
-                Some("metadata.name") => pod.to_owned(),
-                Some(other) => panic!("unexpected field reference {other}"),
-                None => var["value"].as_str().unwrap().to_owned(),
-            };
-            (name, value)
-        })
-        .collect();
-    ContainerRun {
-        args,
-        env,
-        service_account: spec["serviceAccountName"].as_str().unwrap().to_owned(),
+    ContainerRun::of(
+        &spec["containers"][0],
+        RELEASE_NAMESPACE,
+        pod,
+        spec["serviceAccountName"].as_str().unwrap(),
+        replace,
+    )
+}
+
+impl ContainerRun {
+    /// A container spec (JSON) of a pod `pod` in `namespace` run by `service_account`: its args
+    /// with `replace` applied to each, and its env with field references resolved.
+    pub fn of(
+        container: &Value,
+        namespace: &str,
+        pod: &str,
+        service_account: &str,
+        replace: impl Fn(&str) -> String,
+    ) -> Self {
+        let args = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| replace(a.as_str().unwrap()))
+            .collect();
+        let env = container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|var| {
+                let name = var["name"].as_str().unwrap().to_owned();
+                let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                    Some("metadata.namespace") => namespace.to_owned(),
+                    Some("metadata.name") => pod.to_owned(),
+                    Some(other) => panic!("unexpected field reference {other}"),
+                    None => var["value"].as_str().unwrap().to_owned(),
+                };
+                (name, value)
+            })
+            .collect();
+        Self {
+            args,
+            env,
+            service_account: service_account.to_owned(),
+        }
     }
 }
 
-/// The operator as the chart's pod runs it: its args (admin port on loopback) and env, and a
-/// token of its ServiceAccount.
+/// The operator as the chart's pod runs it: its args (admin and webhook ports on loopback) and
+/// env, and a token of its ServiceAccount.
 pub async fn start_operator_pod(plane: &ControlPlane, objects: &[Value]) -> Operator {
     let run = container_run(
         objects,
         "modelgate-operator",
         "modelgate-operator-0",
-        |arg| match arg.strip_prefix("--admin-listen=") {
-            Some(_) => "--admin-listen=127.0.0.1:0".to_owned(),
-            None => arg.to_owned(),
+        |arg| {
+            let (flag, _) = arg.split_once('=').unwrap_or((arg, ""));
+            match flag {
+                "--admin-listen" | "--webhook-listen" => format!("{flag}=127.0.0.1:0"),
+                _ => arg.to_owned(),
+            }
         },
     );
     let kubeconfig = plane.kubeconfig_for_service_account(RELEASE_NAMESPACE, &run.service_account);
@@ -164,19 +186,33 @@ impl DataPlane {
     /// loopback port 0, the credentials mount at a directory of its own (written as the kubelet
     /// projects the Secret, by [`DataPlane::project_credentials`]), and `extra` flags last.
     pub async fn start(plane: &ControlPlane, objects: &[Value], pod: &str, extra: &[&str]) -> Self {
+        Self::start_container(plane, pod, RELEASE_NAMESPACE, extra, |credentials| {
+            container_run(objects, "modelgate-gateway", pod, |arg| {
+                let (flag, _) = arg.split_once('=').unwrap_or((arg, ""));
+                match flag {
+                    "--listen" | "--admin-listen" => format!("{flag}=127.0.0.1:0"),
+                    "--credentials-dir" => format!("{flag}={}", credentials.display()),
+                    _ => arg.to_owned(),
+                }
+            })
+        })
+        .await
+    }
+
+    /// Starts `modelgate-dataplane` as `run` says (given the directory standing for its
+    /// credentials mount), with a token of its ServiceAccount in `namespace`, `extra` flags last.
+    pub async fn start_container(
+        plane: &ControlPlane,
+        pod: &str,
+        namespace: &str,
+        extra: &[&str],
+        run: impl FnOnce(&Path) -> ContainerRun,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let credentials = dir.path().join("credentials");
         std::fs::create_dir(&credentials).unwrap();
-        let run = container_run(objects, "modelgate-gateway", pod, |arg| {
-            let (flag, _) = arg.split_once('=').unwrap_or((arg, ""));
-            match flag {
-                "--listen" | "--admin-listen" => format!("{flag}=127.0.0.1:0"),
-                "--credentials-dir" => format!("{flag}={}", credentials.display()),
-                _ => arg.to_owned(),
-            }
-        });
-        let kubeconfig =
-            plane.kubeconfig_for_service_account(RELEASE_NAMESPACE, &run.service_account);
+        let run = run(&credentials);
+        let kubeconfig = plane.kubeconfig_for_service_account(namespace, &run.service_account);
         let stdout = dir.path().join("stdout");
         let child = Command::new(dataplane_binary())
             .args(&run.args)
@@ -211,9 +247,15 @@ impl DataPlane {
             "data plane {pod} did not start:\n{}",
             data_plane.logs()
         );
-        data_plane.api = listening("api").unwrap();
-        data_plane.admin = listening("admin").unwrap();
+        let loopback = |addr: SocketAddr| SocketAddr::from(([127, 0, 0, 1], addr.port()));
+        data_plane.api = loopback(listening("api").unwrap());
+        data_plane.admin = loopback(listening("admin").unwrap());
         data_plane
+    }
+
+    /// What it wrote on stdout (the decision log, with `--decision-log=-`).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
     }
 
     /// The checksum it serves and whether it reaches the API server, from `/readyz`.
