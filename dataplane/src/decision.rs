@@ -21,6 +21,10 @@ pub struct DecisionRecord {
     /// RFC 3339 time the request arrived.
     pub timestamp: String,
     pub endpoint: &'static str,
+    /// The inbound API, when the request came in one other than OpenAI's (`messages`,
+    /// `responses`); it then runs as the chat completion it translates to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<&'static str>,
     /// `namespace/name` of the virtual key (never the key).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,

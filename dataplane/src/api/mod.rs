@@ -3,8 +3,12 @@
 //! with whether it needs a virtual key, so the auth requirement of each is explicit.
 
 mod body;
+mod door;
+mod messages;
 mod models;
 mod openai;
+mod reframe;
+mod responses;
 
 use std::sync::Arc;
 
@@ -26,6 +30,11 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("POST", "/v1/chat/completions", true),
     ("POST", "/v1/embeddings", true),
     ("POST", "/v1/images/generations", true),
+    ("POST", "/v1/messages", true),
+    ("POST", "/v1/messages/count_tokens", true),
+    ("POST", "/v1/responses", true),
+    ("GET", "/v1/responses/{id}", true),
+    ("DELETE", "/v1/responses/{id}", true),
     ("GET", "/v1/models", true),
     ("GET", "/v1/models/{model}", true),
 ];
@@ -43,6 +52,22 @@ pub async fn handle(api: Arc<Api>, request: Request<Incoming>) -> Response<Respo
             return openai::bare_error(&ApiError::method_not_allowed());
         }
         return openai::handle(&api, endpoint, request).await;
+    }
+    if path == "/v1/messages" || path == "/v1/messages/count_tokens" {
+        if request.method() != Method::POST {
+            return messages::error_response(
+                &ApiError::method_not_allowed(),
+                http::HeaderMap::new(),
+            );
+        }
+        return if path == "/v1/messages" {
+            messages::handle(&api, request).await
+        } else {
+            messages::count_tokens(&api, request).await
+        };
+    }
+    if path == "/v1/responses" || path.starts_with("/v1/responses/") {
+        return responses::handle(&api, request).await;
     }
     if path == "/v1/models" || path.starts_with("/v1/models/") {
         if request.method() != Method::GET {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::request::{Endpoint, JsonRequest};
+use crate::request::JsonRequest;
 
 /// Members that do not change the output: the model alias (the resolved group is in the key
 /// instead), streaming (a stream and a complete answer share an entry), the extension, and
@@ -34,14 +34,11 @@ impl CacheKey {
     }
 }
 
-/// The key of `request` to `group` within `scope` (an opaque tenant identity). `None` when a
-/// member is not valid JSON (the request is then not cached).
-pub fn derive(
-    scope: &str,
-    group: &str,
-    endpoint: Endpoint,
-    request: &JsonRequest,
-) -> Option<CacheKey> {
+/// The key of `request` to `group` within `scope` (an opaque tenant identity); `api` names the
+/// operation (`chat_completions`, `embeddings`, or the inbound API of a request in its own
+/// shape), so equal bodies of two APIs never share an entry. `None` when a member is not valid
+/// JSON (the request is then not cached).
+pub fn derive(scope: &str, group: &str, api: &str, request: &JsonRequest) -> Option<CacheKey> {
     // The last occurrence of a duplicated member wins, as it does for every other reader.
     let members: BTreeMap<&str, &[u8]> = request
         .members()
@@ -55,7 +52,7 @@ pub fn derive(
     field(FORMAT.as_bytes());
     field(scope.as_bytes());
     field(group.as_bytes());
-    field(endpoint.as_str().as_bytes());
+    field(api.as_bytes());
     for (key, raw) in members {
         let value: serde_json::Value = serde_json::from_slice(raw).ok()?;
         field(key.as_bytes());
@@ -75,7 +72,7 @@ mod tests {
         derive(
             "org|default|acme",
             "default/chat",
-            Endpoint::ChatCompletions,
+            "chat_completions",
             &request,
         )
         .unwrap()
@@ -119,13 +116,13 @@ mod tests {
         let other_scope = derive(
             "org|default|globex",
             "default/chat",
-            Endpoint::ChatCompletions,
+            "chat_completions",
             &request,
         );
         let other_group = derive(
             "org|default|acme",
             "default/chat-2",
-            Endpoint::ChatCompletions,
+            "chat_completions",
             &request,
         );
         assert_ne!(other_scope, Some(base));

@@ -22,7 +22,7 @@ pub use store::{CacheStore, MemoryCache, RedisCache};
 
 use crate::{
     config::{Group, KeyEntry},
-    request::{Endpoint, JsonRequest},
+    request::{Endpoint, JsonRequest, Native},
     telemetry::Metrics,
 };
 
@@ -68,6 +68,7 @@ impl Cache {
         group: &Group,
         endpoint: Endpoint,
         request: &JsonRequest,
+        native: Option<&Native>,
         opted_out: bool,
     ) -> Decision {
         let default = CompiledCache::default();
@@ -97,7 +98,13 @@ impl Cache {
                 policy.share_group.as_deref().unwrap_or_default()
             ),
         };
-        match key::derive(&scope, &group.id, endpoint, request) {
+        // A request that arrived in another API is keyed by its own body: its translation may
+        // leave out members that change the answer.
+        let (api, request) = match native {
+            Some(native) => (native.api.as_str(), &native.body),
+            None => (endpoint.as_str(), request),
+        };
+        match key::derive(&scope, &group.id, api, request) {
             Some(cache_key) => Decision::Use {
                 key: cache_key,
                 ttl: policy.ttl_ms.map_or(DEFAULT_TTL, Duration::from_millis),

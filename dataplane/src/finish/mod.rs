@@ -21,7 +21,10 @@ use crate::{
     catalog::usd,
     decision::{DecisionLog, DecisionRecord},
     error::ApiError,
-    provider::{CallError, UpstreamBody, Usage},
+    provider::{
+        CallError, UpstreamBody, Usage,
+        native::{NativeAnswer, NativeBody},
+    },
     request::{CACHE_HEADER, Endpoint},
     resilience::calls_made,
     signals::InFlight,
@@ -125,6 +128,11 @@ pub enum AnswerBody {
         relay: Relay,
         client_wants_usage: bool,
     },
+    /// A complete answer in the client's own API, from a provider that speaks it: passed on as
+    /// it is.
+    NativeComplete(Bytes),
+    /// A stream in the client's own API: its bytes passed on as they are.
+    NativeStream(Relay),
 }
 
 /// A refusal, for a front door to put in its wire format.
@@ -167,8 +175,44 @@ impl Finish {
                 body: UpstreamBody::Stream(upstream),
                 client_wants_usage,
             }) => Ok(self.stream(call, upstream, client_wants_usage)),
+            Ok(Outcome::Served {
+                call,
+                body: UpstreamBody::Native(answer),
+                ..
+            }) => Ok(self.native(call, answer).await),
             Ok(Outcome::Hit(hit)) => Ok(self.hit(hit)),
             Err(refused) => Err(self.rejected(refused)),
+        }
+    }
+
+    /// An answer in the client's own API: billed, signalled and logged like any other, never
+    /// stored (the cache holds chat completions, which every front door can put in its shape).
+    async fn native(mut self, mut call: ServedCall, answer: NativeAnswer) -> Answer {
+        if call.cache.take().is_some() {
+            self.store_skipped();
+        }
+        match answer.body {
+            NativeBody::Complete { body, usage } => {
+                let mut answer = self.complete(call, body, usage).await;
+                if let AnswerBody::Complete(body) = answer.body {
+                    answer.body = AnswerBody::NativeComplete(body);
+                }
+                answer
+            }
+            NativeBody::Stream(upstream) => {
+                let mut headers = self.served_headers(&call);
+                self.cache_header(&mut headers);
+                self.record.status = http::StatusCode::OK.as_u16();
+                Answer {
+                    headers,
+                    body: AnswerBody::NativeStream(stream::relay(
+                        upstream,
+                        self,
+                        call,
+                        Some(answer.api),
+                    )),
+                }
+            }
         }
     }
 
@@ -213,7 +257,7 @@ impl Finish {
         Answer {
             headers,
             body: AnswerBody::Stream {
-                relay: stream::relay(upstream, self, call),
+                relay: stream::relay(upstream, self, call, None),
                 client_wants_usage,
             },
         }

@@ -10,7 +10,10 @@ use serde::Deserialize;
 
 use super::{Finish, ServedCall};
 use crate::{
-    cache::assemble::StreamAssembler, error::ApiError, provider::CallError, provider::Usage,
+    cache::assemble::StreamAssembler,
+    error::ApiError,
+    provider::{CallError, Usage, native},
+    request::NativeApi,
     sse::DataLines,
 };
 
@@ -45,16 +48,21 @@ struct Observer {
     outcome: Option<&'static str>,
 }
 
+/// Relays `upstream`, OpenAI SSE or (`native`) a client's own API's events.
 pub(super) fn relay(
     upstream: BoxStream<'static, Result<Bytes, CallError>>,
     finish: Finish,
     call: ServedCall,
+    native: Option<NativeApi>,
 ) -> Relay {
     let observer = Observer {
-        assembler: call.cache.is_some().then(StreamAssembler::default),
+        assembler: (call.cache.is_some() && native.is_none()).then(StreamAssembler::default),
         finish: Some(finish),
         call: Some(call),
-        scanner: UsageScanner::default(),
+        scanner: UsageScanner {
+            native,
+            ..UsageScanner::default()
+        },
         outcome: None,
     };
     futures_util::stream::unfold(Some((upstream, observer)), |state| async move {
@@ -123,8 +131,9 @@ impl Drop for Observer {
 }
 
 /// Finds the `usage` object (and any error event) in OpenAI SSE `data:` lines, and counts the
-/// generated text they carry.
+/// generated text they carry; or the same in a client's own API's events (`native`).
 struct UsageScanner {
+    native: Option<NativeApi>,
     lines: DataLines,
     usage: Option<Usage>,
     generated_bytes: u64,
@@ -137,6 +146,7 @@ struct UsageScanner {
 impl Default for UsageScanner {
     fn default() -> Self {
         Self {
+            native: None,
             lines: DataLines::new(MAX_LINE),
             usage: None,
             generated_bytes: 0,
@@ -157,22 +167,35 @@ impl UsageScanner {
         if self.overflowed {
             return;
         }
+        let native = self.native;
         let (usage, saw_error, generated) = (
             &mut self.usage,
             &mut self.saw_error,
             &mut self.generated_bytes,
         );
-        let scanned = self.lines.push(bytes, |data| {
-            if data.starts_with(b"{\"error\"") {
-                *saw_error = true;
+        let scanned = self.lines.push(bytes, |data| match native {
+            None => {
+                if data.starts_with(b"{\"error\"") {
+                    *saw_error = true;
+                }
+                *generated += generated_bytes(data, &GENERATED) as u64;
+                // Only chunks that mention usage are parsed; content chunks are skipped cheaply.
+                if mentions_usage(data)
+                    && let Ok(event) = serde_json::from_slice::<UsageEvent>(data)
+                    && let Some(found) = event.usage
+                {
+                    *usage = Some(found);
+                }
             }
-            *generated += generated_bytes(data) as u64;
-            // Only chunks that mention usage are parsed; content chunks are skipped cheaply.
-            if mentions_usage(data)
-                && let Ok(event) = serde_json::from_slice::<UsageEvent>(data)
-                && let Some(found) = event.usage
-            {
-                *usage = Some(found);
+            Some(api) => {
+                *generated += generated_bytes(data, native::generated_members(api)) as u64;
+                if mentions_usage(data) {
+                    native::fold_event_usage(api, data, usage);
+                } else if data.windows(7).any(|w| w == b"\"error\"")
+                    && native::classify(api, data) == native::EventKind::Error
+                {
+                    *saw_error = true;
+                }
             }
         });
         self.overflowed = scanned.is_err();
@@ -188,12 +211,12 @@ const GENERATED: [&[u8]; 4] = [
 ];
 
 /// Bytes of generated text in one chunk, escapes included (so it errs high): a scan for the
-/// members that carry it, never a parse of the whole chunk.
-fn generated_bytes(data: &[u8]) -> usize {
+/// `members` that carry it, never a parse of the whole chunk.
+fn generated_bytes(data: &[u8], members: &[&[u8]]) -> usize {
     let mut total = 0;
-    for member in GENERATED {
+    for member in members {
         let mut rest = data;
-        while let Some(at) = rest.windows(member.len()).position(|w| w == member) {
+        while let Some(at) = rest.windows(member.len()).position(|w| w == *member) {
             rest = &rest[at + member.len()..];
             let len = string_len(rest);
             total += len;

@@ -84,6 +84,7 @@ fn call_for<'a>(
     Call {
         endpoint: request.endpoint,
         request: &request.body,
+        native: request.native.as_ref(),
         stream: request.stream,
         deployment: &deployment.spec,
         http: services

@@ -115,6 +115,7 @@ fn note_caller(key: &KeyEntry, record: &mut DecisionRecord) {
 
 fn note_request(request: &Parsed, record: &mut DecisionRecord) {
     record.model = Some(request.model.clone());
+    record.api = request.native.as_ref().map(|native| native.api.as_str());
     record.stream = request.stream;
     record.metadata = request.options.metadata.clone();
 }
@@ -131,6 +132,7 @@ fn decide_cache(
         snapshot.group(routed.group),
         request.endpoint,
         &request.body,
+        request.native.as_ref(),
         !request.options.cache,
     )
 }

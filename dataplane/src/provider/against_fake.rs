@@ -57,6 +57,7 @@ impl Upstream {
         let call = Call {
             endpoint,
             request: &request,
+            native: None,
             stream,
             deployment,
             http: self.clients.client(timeout, true),
@@ -70,6 +71,7 @@ impl Upstream {
             UpstreamBody::Complete { body, .. } => {
                 Ok(Answer::Complete(serde_json::from_slice(&body).unwrap()))
             }
+            UpstreamBody::Native(_) => panic!("no native request was made"),
             UpstreamBody::Stream(mut chunks) => {
                 let mut text = Vec::new();
                 while let Some(chunk) = chunks.next().await {

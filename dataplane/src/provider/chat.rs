@@ -572,6 +572,7 @@ mod tests {
         let target = Target {
             endpoint: super::super::Endpoint::ChatCompletions,
             request: &request,
+            native: None,
             stream: false,
             deployment: &deployment,
         };

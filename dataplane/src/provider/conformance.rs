@@ -227,6 +227,7 @@ fn run(provider: ProviderKind, fixture: &Value) -> Value {
     let target = Target {
         endpoint,
         request: &request,
+        native: None,
         stream,
         deployment: &deployment,
     };

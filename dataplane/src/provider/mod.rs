@@ -18,6 +18,7 @@ mod google;
 mod google_auth;
 mod http;
 mod mock;
+pub mod native;
 mod openai;
 mod openai_message;
 pub mod output;
@@ -31,7 +32,7 @@ use bytes::Bytes;
 use futures_util::{future::BoxFuture, stream::BoxStream};
 use modelgate_crds::{ProviderKind, compiled::CompiledDeployment};
 
-use crate::request::{Endpoint, JsonRequest};
+use crate::request::{Endpoint, JsonRequest, Native};
 
 pub use error::{CallError, CallErrorKind, ErrorClass, UNSUPPORTED};
 pub use http::{DEFAULT_CONNECT_TIMEOUT, HttpClient, HttpClients};
@@ -51,6 +52,8 @@ pub struct AttemptTimeouts {
 pub struct Call<'a> {
     pub endpoint: Endpoint,
     pub request: &'a JsonRequest,
+    /// The client's own request when it spoke another API (`request` is its translation).
+    pub native: Option<&'a Native>,
     pub stream: bool,
     pub deployment: &'a CompiledDeployment,
     /// The pooled client whose connect timeout is the deployment's.
@@ -64,6 +67,7 @@ impl Call<'_> {
         Target {
             endpoint: self.endpoint,
             request: self.request,
+            native: self.native,
             stream: self.stream,
             deployment: self.deployment,
         }
@@ -75,6 +79,7 @@ impl Call<'_> {
 pub struct Target<'a> {
     pub endpoint: Endpoint,
     pub request: &'a JsonRequest,
+    pub native: Option<&'a Native>,
     pub stream: bool,
     pub deployment: &'a CompiledDeployment,
 }
@@ -131,6 +136,8 @@ pub enum UpstreamBody {
     Complete { body: Bytes, usage: Option<Usage> },
     /// An OpenAI-style SSE byte stream (`data: {...}\n\n` ... `data: [DONE]\n\n`).
     Stream(BoxStream<'static, Result<Bytes, CallError>>),
+    /// An answer in the client's own API, from a provider that speaks it.
+    Native(native::NativeAnswer),
 }
 
 /// A provider API.

@@ -10,9 +10,15 @@ use tokio::time::Instant;
 
 use super::{
     Call, CallError, CallErrorKind, Endpoint, HttpClient, Provider, Target, UpstreamBody, Usage,
-    done_watch, embedding_batches, output::ChunkWriter, transport,
+    done_watch, embedding_batches,
+    native::{self, NativeAnswer, NativeBody},
+    output::ChunkWriter,
+    transport,
 };
-use crate::sse::EventError;
+use crate::{
+    request::{Native, NativeApi},
+    sse::EventError,
+};
 
 pub use super::error::{cut_short, malformed};
 
@@ -51,6 +57,16 @@ pub trait Dialect: Send + Sync + 'static {
     /// The most inputs one embeddings call may carry at this deployment; larger requests are
     /// split into batches (`None`: no limit the gateway needs to know).
     fn embedding_batch(&self, _target: &Target<'_>) -> Option<usize> {
+        None
+    }
+
+    /// The client's own request, when this provider speaks the client's API: the same body with
+    /// only the model replaced (`None`: the provider gets the chat translation).
+    fn native_request(
+        &self,
+        _target: &Target<'_>,
+        _native: &Native,
+    ) -> Option<Result<Request<Bytes>, CallError>> {
         None
     }
 
@@ -93,6 +109,7 @@ impl<D: Dialect> Provider for Translating<D> {
                         self.exchange(Call {
                             endpoint: call.endpoint,
                             request,
+                            native: None,
                             stream: false,
                             deployment: call.deployment,
                             http: call.http.clone(),
@@ -117,7 +134,23 @@ impl<D: Dialect> Translating<D> {
         Box::pin(async move {
             let dialect = &self.0;
             let target = call.target();
-            let mut request = dialect.request(&target)?;
+            let (native, mut request) = match target.native {
+                Some(native) => match dialect.native_request(&target, native) {
+                    Some(request) => (Some(native.api), request?),
+                    None => {
+                        if let Some(untranslatable) = &native.untranslatable {
+                            return Err(CallError::unsupported(format!(
+                                "{} (this call went to provider {})",
+                                untranslatable.message,
+                                dialect.name()
+                            ))
+                            .with_param(untranslatable.param.clone()));
+                        }
+                        (None, dialect.request(&target)?)
+                    }
+                },
+                None => (None, dialect.request(&target)?),
+            };
             dialect.authorize(&target, &call.http, &mut request).await?;
             let authorized_at = Instant::now();
             let (parts, body) = request.into_parts();
@@ -135,6 +168,9 @@ impl<D: Dialect> Translating<D> {
                     dialect.error(status, &parts.headers, &bytes),
                     &target,
                 ));
+            }
+            if let Some(api) = native {
+                return native_answer(response, api, &call, dialect.name()).await;
             }
             if call.stream {
                 let upstream = transport::body_stream(response.into_body(), call.timeouts.idle);
@@ -155,6 +191,29 @@ impl<D: Dialect> Translating<D> {
             })
         })
     }
+}
+
+/// A 2xx answer in the client's own API, passed on as the provider sent it.
+async fn native_answer(
+    response: http::Response<hyper::body::Incoming>,
+    api: NativeApi,
+    call: &Call<'_>,
+    provider: &'static str,
+) -> Result<UpstreamBody, CallError> {
+    let body = if call.stream {
+        let upstream = transport::body_stream(response.into_body(), call.timeouts.idle);
+        NativeBody::Stream(native::require_end(upstream, api, provider))
+    } else {
+        let body = transport::read_body(
+            response.into_body(),
+            transport::MAX_RESPONSE_BYTES,
+            call.timeouts.idle,
+        )
+        .await?;
+        let usage = native::usage(api, &body);
+        NativeBody::Complete { body, usage }
+    };
+    Ok(UpstreamBody::Native(NativeAnswer { api, body }))
 }
 
 /// Runs `translator` over `upstream`, chunk by chunk.

@@ -100,6 +100,33 @@ impl JsonRequest {
         Bytes::from(out)
     }
 
+    /// The body for a provider that speaks the client's own API: the body as received, with
+    /// `model` set to the deployment's upstream id in its place and the extension left out.
+    pub fn with_model(&self, model: &str) -> Bytes {
+        let mut out = Vec::with_capacity(self.body.len() + model.len() + 16);
+        out.push(b'{');
+        let mut first = true;
+        for member in &self.members {
+            let key = &*member.key;
+            if key == EXTENSION_FIELD {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            push_json_string(&mut out, key);
+            out.push(b':');
+            if key == "model" {
+                push_json_string(&mut out, model);
+            } else {
+                out.extend_from_slice(&self.body[member.value.clone()]);
+            }
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    }
+
     /// Every top-level member as (key, raw JSON value), in body order.
     pub fn members(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.members

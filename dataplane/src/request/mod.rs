@@ -3,9 +3,11 @@
 //! deserialized, and modelgate's own extension fields are read here and stripped on forwarding.
 
 mod json;
+mod native;
 mod options;
 
 pub use json::{EXTENSION_FIELD, JsonRequest};
+pub use native::{Native, NativeApi, Untranslatable};
 pub use options::{CACHE_HEADER, Options};
 
 /// The API operations the gateway serves.
@@ -60,6 +62,9 @@ pub struct Parsed {
     pub max_tokens: Option<u64>,
     /// modelgate's own fields, from headers and the body extension.
     pub options: Options,
+    /// The client's own request, when it spoke another API than chat completions (`body` is
+    /// then its translation).
+    pub native: Option<Native>,
 }
 
 impl Parsed {
@@ -95,6 +100,23 @@ impl Parsed {
             prompt_tokens,
             max_tokens,
             options,
+            native: None,
         })
+    }
+
+    /// A request that arrived on `native.api`, run as the chat completion `chat` it translates
+    /// to. The modelgate extension and headers are read from the client's own body.
+    pub fn translated(
+        native: Native,
+        chat: bytes::Bytes,
+        headers: &http::HeaderMap,
+    ) -> Result<Self, crate::error::ApiError> {
+        let options = Options::read(headers, &native.body)?;
+        let mut parsed = Self::openai(Endpoint::ChatCompletions, chat, &http::HeaderMap::new())?;
+        parsed.options = options;
+        // The client's body, not its translation, is what the prompt estimate measures.
+        parsed.prompt_tokens = native.body.body().len() as u64 / 4;
+        parsed.native = Some(native);
+        Ok(parsed)
     }
 }

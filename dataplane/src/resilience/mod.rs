@@ -20,7 +20,10 @@ pub use timeouts::{attempt_timeouts, total_timeout};
 use crate::{
     config::{Deployment, Snapshot},
     decision::AttemptRecord,
-    provider::{Call, CallError, ErrorClass, UpstreamBody},
+    provider::{
+        Call, CallError, ErrorClass, UpstreamBody,
+        native::{NativeAnswer, NativeBody},
+    },
     route::{Plan, PlannedAttempt},
     signals::InFlight,
     telemetry::Metrics,
@@ -223,14 +226,7 @@ impl Attempts<'_> {
         let mut call = make_call(deployment);
         call.timeouts.first_byte = call.timeouts.first_byte.min(self.run.deadline - now);
         let first_byte = call.timeouts.first_byte;
-        let result = match deployment.provider.call(call).await {
-            // A stream is committed only once it carries content; failing before that is
-            // invisible to the client, so it moves on like any other failed attempt.
-            Ok(UpstreamBody::Stream(stream)) => prime::until_first_content(stream, first_byte)
-                .await
-                .map(UpstreamBody::Stream),
-            other => other,
-        };
+        let result = primed(deployment.provider.call(call).await, first_byte).await;
         let latency_ms = now.elapsed().as_secs_f64() * 1000.0;
         let outcome = match &result {
             Ok(_) => "ok",
@@ -248,7 +244,32 @@ impl Attempts<'_> {
             outcome,
             error: result.as_ref().err().map(|e| e.message.clone()),
         });
-        let transition = match &result {
+        self.note_health(breaker, deployment, &result);
+        match result {
+            Ok(body) => Step::Finished(Ok(Served {
+                body,
+                by: planned,
+                attempts: std::mem::take(&mut self.records),
+                in_flight,
+                started: now,
+            })),
+            Err(error) if error.is_client_error() => Step::Finished(Err(Failed::Client {
+                error,
+                attempts: std::mem::take(&mut self.records),
+            })),
+            Err(error) => Step::Failed(error),
+        }
+    }
+
+    /// Feeds an attempt's result to the deployment's breaker (for this org), and announces an
+    /// opened one to the fleet.
+    fn note_health(
+        &self,
+        breaker: &Breaker,
+        deployment: &Deployment,
+        result: &Result<UpstreamBody, CallError>,
+    ) {
+        let transition = match result {
             Ok(_) => breaker.success(Instant::now()),
             // The caller's own mistakes say nothing about the deployment's health.
             Err(error) if error.is_client_error() => None,
@@ -267,20 +288,6 @@ impl Attempts<'_> {
             }
             self.run.metrics.breaker(transition.as_str());
             tracing::info!(org = self.run.org, deployment = %deployment.id, ?transition, "circuit breaker");
-        }
-        match result {
-            Ok(body) => Step::Finished(Ok(Served {
-                body,
-                by: planned,
-                attempts: std::mem::take(&mut self.records),
-                in_flight,
-                started: now,
-            })),
-            Err(error) if error.is_client_error() => Step::Finished(Err(Failed::Client {
-                error,
-                attempts: std::mem::take(&mut self.records),
-            })),
-            Err(error) => Step::Failed(error),
         }
     }
 
@@ -352,4 +359,30 @@ pub fn chain_header(attempts: &[AttemptRecord]) -> String {
         );
     }
     out
+}
+
+/// A stream is committed only once it carries content; failing before that is invisible to the
+/// client, so it moves on like any other failed attempt. OpenAI SSE and a client's own API's
+/// events are read by their own rules.
+async fn primed(
+    result: Result<UpstreamBody, CallError>,
+    first_byte: std::time::Duration,
+) -> Result<UpstreamBody, CallError> {
+    match result {
+        Ok(UpstreamBody::Stream(stream)) => prime::until_first_content(stream, None, first_byte)
+            .await
+            .map(UpstreamBody::Stream),
+        Ok(UpstreamBody::Native(NativeAnswer {
+            api,
+            body: NativeBody::Stream(stream),
+        })) => prime::until_first_content(stream, Some(api), first_byte)
+            .await
+            .map(|stream| {
+                UpstreamBody::Native(NativeAnswer {
+                    api,
+                    body: NativeBody::Stream(stream),
+                })
+            }),
+        other => other,
+    }
 }

@@ -11,7 +11,11 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::{
-    provider::{CallError, CallErrorKind},
+    provider::{
+        CallError, CallErrorKind,
+        native::{self, EventKind},
+    },
+    request::NativeApi,
     sse::DataLines,
 };
 
@@ -21,9 +25,11 @@ type ByteStream = BoxStream<'static, Result<Bytes, CallError>>;
 const MAX_PRIMED_BYTES: usize = 1024 * 1024;
 
 /// Reads `stream` until an event carries content (text, a tool call, a refusal or a finish
-/// reason) or `[DONE]`; returns the stream with the bytes read so far put back in front.
+/// reason) or `[DONE]`; returns the stream with the bytes read so far put back in front. A
+/// stream in a client's own API (`native`) is read by that API's events.
 pub async fn until_first_content(
     mut stream: ByteStream,
+    native: Option<NativeApi>,
     deadline: Duration,
 ) -> Result<ByteStream, CallError> {
     let mut read: Vec<Bytes> = Vec::new();
@@ -44,7 +50,14 @@ pub async fn until_first_content(
             lines
                 .push(&chunk, |data| {
                     if verdict == Event::Preamble {
-                        verdict = classify(data);
+                        verdict = match native {
+                            None => classify(data),
+                            Some(api) => match native::classify(api, data) {
+                                EventKind::Content => Event::Content,
+                                EventKind::Error => Event::Error,
+                                EventKind::Preamble => Event::Preamble,
+                            },
+                        };
                     }
                 })
                 .map_err(|_| {
@@ -144,6 +157,13 @@ fn classify(data: &[u8]) -> Event {
 mod tests {
     use super::*;
 
+    async fn until_first_content_of(
+        stream: ByteStream,
+        deadline: Duration,
+    ) -> Result<ByteStream, CallError> {
+        until_first_content(stream, None, deadline).await
+    }
+
     fn stream_of(parts: &[&str]) -> ByteStream {
         let chunks: Vec<Result<Bytes, CallError>> = parts
             .iter()
@@ -167,7 +187,7 @@ mod tests {
     async fn content_commits_and_nothing_is_lost() {
         // The content event is split across chunks.
         let parts = [ROLE, &HELLO[..20], &HELLO[20..], "data: [DONE]\n\n"];
-        let primed = until_first_content(stream_of(&parts), Duration::from_secs(5))
+        let primed = until_first_content_of(stream_of(&parts), Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(collect(primed).await, parts.concat());
@@ -176,9 +196,10 @@ mod tests {
     #[tokio::test]
     async fn an_error_or_an_empty_end_before_content_is_an_attempt_failure() {
         let error = "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n";
-        let failed = until_first_content(stream_of(&[ROLE, error]), Duration::from_secs(5)).await;
+        let failed =
+            until_first_content_of(stream_of(&[ROLE, error]), Duration::from_secs(5)).await;
         assert_eq!(failed.err().map(|e| e.kind), Some(CallErrorKind::Protocol));
-        let empty = until_first_content(stream_of(&[ROLE]), Duration::from_secs(5)).await;
+        let empty = until_first_content_of(stream_of(&[ROLE]), Duration::from_secs(5)).await;
         assert_eq!(empty.err().map(|e| e.kind), Some(CallErrorKind::Protocol));
     }
 
@@ -187,14 +208,14 @@ mod tests {
         let tool =
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0}]}}]}\n\n";
         assert!(
-            until_first_content(stream_of(&[tool]), Duration::from_secs(5))
+            until_first_content_of(stream_of(&[tool]), Duration::from_secs(5))
                 .await
                 .is_ok()
         );
         let finish =
             "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
         assert!(
-            until_first_content(stream_of(&[finish]), Duration::from_secs(5))
+            until_first_content_of(stream_of(&[finish]), Duration::from_secs(5))
                 .await
                 .is_ok()
         );
@@ -205,7 +226,7 @@ mod tests {
         let stalled = futures_util::stream::iter([Ok(Bytes::from_static(ROLE.as_bytes()))])
             .chain(futures_util::stream::pending())
             .boxed();
-        let failed = until_first_content(stalled, Duration::from_secs(30)).await;
+        let failed = until_first_content_of(stalled, Duration::from_secs(30)).await;
         assert_eq!(failed.err().map(|e| e.kind), Some(CallErrorKind::Timeout));
     }
 }

@@ -51,6 +51,10 @@ fn respond(answer: Answer) -> Response<ResponseBody> {
             relay,
             client_wants_usage,
         } => (stream::sse(relay, client_wants_usage), "text/event-stream"),
+        // Only a request in another API is ever answered in one.
+        AnswerBody::NativeComplete(_) | AnswerBody::NativeStream(_) => {
+            return error_response(&ApiError::internal(), headers);
+        }
     };
     let mut response = Response::new(body);
     *response.headers_mut() = headers;

@@ -30,6 +30,8 @@ use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use modelgate_crds::compiled::CompiledDeployment;
 
+use crate::request::{Native, NativeApi};
+
 use super::{
     CallError, Endpoint, HttpClient, Target,
     chat::ChatRequest,
@@ -48,6 +50,7 @@ const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 const API_VERSION: &str = "2023-06-01";
 const VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
 const KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
+const BETA_HEADER: HeaderName = HeaderName::from_static("anthropic-beta");
 
 /// Anthropic's own API.
 pub struct Anthropic;
@@ -73,6 +76,33 @@ impl Dialect for Anthropic {
                 .header(VERSION_HEADER, HeaderValue::from_static(API_VERSION)),
             body,
         )
+    }
+
+    /// A Messages client's request goes through as sent, with the deployment's model and the
+    /// client's `anthropic-version` and `anthropic-beta` (the features it asked for are the
+    /// client's business, and a rejected beta flag is the provider's answer to give).
+    fn native_request(
+        &self,
+        target: &Target<'_>,
+        native: &Native,
+    ) -> Option<Result<Request<Bytes>, CallError>> {
+        if native.api != NativeApi::Messages {
+            return None;
+        }
+        let mut builder = transport::json_post(&url(target.deployment), target.stream);
+        let version = native
+            .headers
+            .get(VERSION_HEADER)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static(API_VERSION));
+        builder = builder.header(VERSION_HEADER, version);
+        for beta in native.headers.get_all(BETA_HEADER) {
+            builder = builder.header(BETA_HEADER, beta.clone());
+        }
+        Some(transport::with_body(
+            builder,
+            native.body.with_model(&target.deployment.model),
+        ))
     }
 
     fn authorize<'a>(

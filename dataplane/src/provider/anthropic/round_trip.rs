@@ -33,6 +33,7 @@ async fn call(fake: &FakeProvider, request: Value) -> Result<UpstreamBody, CallE
         .call(Call {
             endpoint: Endpoint::ChatCompletions,
             request: &request,
+            native: None,
             stream,
             deployment: &deployment,
             http: HttpClients::default().client(timeout, true),
@@ -48,7 +49,9 @@ async fn call(fake: &FakeProvider, request: Value) -> Result<UpstreamBody, CallE
 async fn complete(fake: &FakeProvider, request: Value) -> Value {
     match call(fake, request).await {
         Ok(UpstreamBody::Complete { body, .. }) => serde_json::from_slice(&body).unwrap(),
-        Ok(UpstreamBody::Stream(_)) => panic!("a stream for a complete call"),
+        Ok(UpstreamBody::Stream(_) | UpstreamBody::Native(_)) => {
+            panic!("a stream or a native answer for a complete chat call")
+        }
         Err(e) => panic!("the call failed: {e:?}"),
     }
 }

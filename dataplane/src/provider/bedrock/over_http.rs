@@ -49,6 +49,7 @@ async fn call(
     let call = Call {
         endpoint,
         request: &request,
+        native: None,
         stream,
         deployment,
         http: clients.client(Duration::from_secs(5), true),
@@ -63,6 +64,7 @@ async fn call(
         UpstreamBody::Complete { body, .. } => {
             Ok(Answer::Complete(serde_json::from_slice(&body).unwrap()))
         }
+        UpstreamBody::Native(_) => panic!("no native request was made"),
         UpstreamBody::Stream(mut chunks) => {
             let mut text = Vec::new();
             while let Some(chunk) = chunks.next().await {

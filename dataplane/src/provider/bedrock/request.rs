@@ -547,6 +547,7 @@ mod tests {
         let target = Target {
             endpoint: Endpoint::ChatCompletions,
             request: &request,
+            native: None,
             stream: false,
             deployment: &deployment,
         };

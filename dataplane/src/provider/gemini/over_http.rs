@@ -56,6 +56,7 @@ async fn call(
     let call = Call {
         endpoint,
         request: &request,
+        native: None,
         stream,
         deployment,
         http: HttpClients::default().client(DEFAULT_CONNECT_TIMEOUT, true),
@@ -63,6 +64,7 @@ async fn call(
     };
     match provider.call(call).await? {
         UpstreamBody::Complete { body, .. } => Ok(serde_json::from_slice(&body).unwrap()),
+        UpstreamBody::Native(_) => panic!("no native request was made"),
         UpstreamBody::Stream(mut chunks) => {
             let mut text = String::new();
             while let Some(chunk) = chunks.next().await {

@@ -22,6 +22,10 @@ use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, Request, StatusCode, header};
 use serde::Deserialize;
 
+use modelgate_crds::ProviderKind;
+
+use crate::request::{Native, NativeApi};
+
 use super::{
     CallError, CallErrorKind, Endpoint, ErrorClass, HttpClient, Target, Usage,
     translated::{Dialect, StreamTranslator, Translated},
@@ -71,6 +75,32 @@ impl Dialect for OpenAi {
             Flavor::Deepseek => deepseek::body(target)?,
         };
         transport::with_body(transport::json_post(&url, target.stream), body)
+    }
+
+    /// A Responses client's request goes to OpenAI's (and Azure's) own Responses API as sent,
+    /// with the deployment's model; OpenAI-compatible servers, Mistral and DeepSeek get the chat
+    /// translation (few of them have the Responses API).
+    fn native_request(
+        &self,
+        target: &Target<'_>,
+        native: &Native,
+    ) -> Option<Result<Request<Bytes>, CallError>> {
+        let deployment = target.deployment;
+        let url = match (self.0, native.api, deployment.provider) {
+            (Flavor::OpenAi, NativeApi::Responses, ProviderKind::Openai) => format!(
+                "{}/responses",
+                base_url(deployment.base_url.as_deref(), OPENAI_BASE_URL)
+            ),
+            (Flavor::Azure, NativeApi::Responses, _) => format!(
+                "{}/openai/v1/responses",
+                base_url(deployment.base_url.as_deref(), "")
+            ),
+            _ => return None,
+        };
+        Some(transport::with_body(
+            transport::json_post(&url, target.stream),
+            native.body.with_model(&deployment.model),
+        ))
     }
 
     fn authorize<'a>(

@@ -16,6 +16,7 @@ use crate::provider::{
     translated::{EventHandler, SseStream, StreamTranslator, Translated},
     transport,
 };
+use crate::request::Native;
 
 /// The `anthropic_version` Claude takes on Vertex.
 const CLAUDE_VERSION: &str = "vertex-2023-10-16";
@@ -46,6 +47,37 @@ pub(super) fn request(target: &Target<'_>) -> Result<Request<Bytes>, CallError> 
         method,
     )?;
     transport::with_body(transport::json_post(&url, target.stream), body)
+}
+
+/// A Messages client's request for Claude on Vertex: the client's body without `model` (it is in
+/// the URL) and with Vertex's `anthropic_version`, and its `anthropic-beta` headers.
+pub(super) fn native_request(
+    target: &Target<'_>,
+    native: &Native,
+) -> Result<Request<Bytes>, CallError> {
+    let mut body: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(native.body.body())
+            .map_err(|e| CallError::unsupported(format!("the request body: {e}")))?;
+    body.remove("model");
+    body.remove(crate::request::EXTENSION_FIELD);
+    body.insert("anthropic_version".into(), CLAUDE_VERSION.into());
+    let method = if target.stream {
+        "streamRawPredict"
+    } else {
+        "rawPredict"
+    };
+    let url = model_url(
+        target.deployment,
+        Publisher::Anthropic,
+        &target.deployment.model,
+        method,
+    )?;
+    let mut builder = transport::json_post(&url, target.stream);
+    for beta in native.headers.get_all("anthropic-beta") {
+        builder = builder.header("anthropic-beta", beta.clone());
+    }
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    transport::with_body(builder, Bytes::from(body))
 }
 
 pub(super) fn response(target: &Target<'_>, body: &[u8]) -> Result<Translated, CallError> {

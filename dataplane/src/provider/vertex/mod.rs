@@ -6,6 +6,7 @@
 
 mod claude;
 
+use crate::request::{Native, NativeApi};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, Request, StatusCode};
@@ -33,6 +34,17 @@ impl Dialect for Vertex {
             Publisher::Google => GOOGLE.request(target),
             Publisher::Anthropic => claude::request(target),
         }
+    }
+
+    /// A Messages client's request goes to Claude on Vertex as sent (see `claude::native_request`).
+    fn native_request(
+        &self,
+        target: &Target<'_>,
+        native: &Native,
+    ) -> Option<Result<Request<Bytes>, CallError>> {
+        (native.api == NativeApi::Messages
+            && Publisher::of(&target.deployment.model) == Publisher::Anthropic)
+            .then(|| claude::native_request(target, native))
     }
 
     fn authorize<'a>(

@@ -13,6 +13,7 @@ mod gemini_request;
 mod google_token;
 mod mistral;
 mod openai;
+mod responses;
 
 pub use bedrock::{
     ACCESS_KEY_ID as BEDROCK_ACCESS_KEY_ID, SECRET_ACCESS_KEY as BEDROCK_SECRET_ACCESS_KEY,
@@ -100,6 +101,7 @@ pub struct Dialect {
 /// Every dialect, most specific paths first; OpenAI's is the fallback. Mistral and DeepSeek
 /// speak OpenAI's paths, so the fake serves them under `/mistral/` and `/deepseek/`.
 static DIALECTS: &[&Dialect] = &[
+    &responses::DIALECT,
     &anthropic::DIALECT,
     &bedrock::DIALECT,
     &gemini::DIALECT,

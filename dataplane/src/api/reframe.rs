@@ -1,0 +1,61 @@
+//! A relayed stream put into a front door's framing: each chunk reframed (translated, or passed
+//! on as it is), a failure after the stream began as the API's own error event, and whatever the
+//! framing owes at the end.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+
+use crate::{error::ApiError, finish::Relay, server::ResponseBody};
+
+pub trait Reframe: Send + 'static {
+    /// The client's bytes for one relayed chunk.
+    fn chunk(&mut self, bytes: &[u8]) -> Vec<u8>;
+    /// The stream failed after it began: the API's error event.
+    fn error(&mut self, error: &ApiError) -> Vec<u8>;
+    /// The stream ended: what is left to say.
+    fn end(&mut self) -> Vec<u8>;
+}
+
+/// Passes a stream in the client's own API on as it is; `error` frames a failure.
+pub struct AsIs(pub fn(&ApiError) -> Vec<u8>);
+
+impl Reframe for AsIs {
+    fn chunk(&mut self, bytes: &[u8]) -> Vec<u8> {
+        bytes.to_vec()
+    }
+
+    fn error(&mut self, error: &ApiError) -> Vec<u8> {
+        (self.0)(error)
+    }
+
+    fn end(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+pub fn stream_body(relay: Relay, reframe: impl Reframe) -> ResponseBody {
+    let frames = futures_util::stream::unfold(Some((relay, reframe)), |state| async move {
+        let (mut relay, mut reframe) = state?;
+        loop {
+            let out = match relay.next().await {
+                Some(Ok(bytes)) => reframe.chunk(&bytes),
+                Some(Err(error)) => {
+                    let out = reframe.error(&error);
+                    return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(out))), None));
+                }
+                None => {
+                    let out = reframe.end();
+                    return (!out.is_empty()).then(|| (Ok(Frame::data(Bytes::from(out))), None));
+                }
+            };
+            if !out.is_empty() {
+                return Some((Ok(Frame::data(Bytes::from(out))), Some((relay, reframe))));
+            }
+        }
+    });
+    StreamBody::new(frames).boxed_unsync()
+}
