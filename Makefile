@@ -56,9 +56,10 @@ lint: ## clippy with warnings as errors
 generate: ## Regenerate the CRD templates of the modelgate-crds chart
 	$(CARGO) run -q -p modelgate-crds --bin crdgen -- charts/modelgate-crds/templates
 
-golden: ## Rewrite the golden files (the chart's default render, the RBAC can-i lists) from what the code produces now
+golden: ## Rewrite the golden files (provider and inbound translations, the chart's default render, the RBAC can-i lists) from what the code produces now
+	UPDATE_GOLDEN=1 $(CARGO) test -p modelgate-dataplane --lib -- goldens conformance
 	tests/testbin/build-testbin.sh >/dev/null
-	UPDATE_GOLDEN=1 $(CARGO) test -p modelgate-operator --test k8s -- golden can_i permissions
+	UPDATE_GOLDEN=1 $(CARGO) test -p modelgate-operator --test k8s -- golden permissions
 
 image: ## Build the one image holding both binaries (IMAGE=..., CONTAINER_ENGINE=docker|podman)
 	$(CONTAINER_ENGINE) build -t $(IMAGE) .

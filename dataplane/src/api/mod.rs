@@ -4,6 +4,8 @@
 
 mod body;
 mod door;
+#[cfg(test)]
+mod goldens;
 mod messages;
 mod models;
 mod openai;

@@ -5,6 +5,8 @@
 
 mod error;
 mod request;
+#[cfg(test)]
+pub(super) use request::to_chat as translate;
 mod response;
 mod stream;
 
