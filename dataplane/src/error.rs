@@ -66,7 +66,7 @@ impl ApiError {
             StatusCode::UNAUTHORIZED,
             "authentication_error",
             "invalid_api_key",
-            "Missing API key: send it as `Authorization: Bearer <key>`.",
+            "Missing API key: send it as `Authorization: Bearer <key>` (or `x-api-key: <key>` on the Messages API).",
         )
     }
 
