@@ -151,19 +151,52 @@ fn every_object_exists(plane: &ControlPlane, installed: &[Value]) {
 }
 
 /// `kubectl auth can-i --list` as `user` in `namespace`, compared with a golden file
-/// (`UPDATE_GOLDEN=1`, or `make golden`, rewrites it).
+/// (`UPDATE_GOLDEN=1`, or `make golden`, rewrites it). The API server lists the rules of several
+/// bindings in no fixed order, so rows and the verbs in each are sorted first.
 fn assert_can_i_matches(plane: &ControlPlane, user: &str, namespace: &str, golden: &str) {
     let (ok, list, stderr) = kubectl(
         plane,
         &["auth", "can-i", "--list", "-n", namespace, "--as", user],
     );
     assert!(ok, "{stderr}");
+    let list = normalized_rules(&list);
     let path = format!("{}/tests/k8s/golden/{golden}", env!("CARGO_MANIFEST_DIR"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &list).unwrap();
     }
     let want = std::fs::read_to_string(&path).unwrap_or_default();
     assert_eq!(list, want, "{path} differs (UPDATE_GOLDEN=1 rewrites it)");
+}
+
+/// One rule a line, `resources | non-resource URLs | resource names | verbs`, verbs sorted, lines
+/// sorted, duplicates dropped.
+fn normalized_rules(list: &str) -> String {
+    let mut rows: Vec<String> = list
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let (resource, rest) = match line.split_once('[') {
+                Some((resource, rest)) => (resource.trim(), format!("[{rest}")),
+                None => (line.trim(), String::new()),
+            };
+            let mut groups: Vec<Vec<&str>> = rest
+                .split(']')
+                .filter_map(|g| g.trim().strip_prefix('['))
+                .map(|g| g.split_whitespace().collect())
+                .collect();
+            if let Some(verbs) = groups.last_mut() {
+                verbs.sort_unstable();
+            }
+            let groups: Vec<String> = groups
+                .iter()
+                .map(|g| format!("[{}]", g.join(" ")))
+                .collect();
+            format!("{resource} | {}", groups.join(" | "))
+        })
+        .collect();
+    rows.sort();
+    rows.dedup();
+    rows.join("\n") + "\n"
 }
 
 fn can(plane: &ControlPlane, user: &str, verb: &str, resource: &str, namespace: &str) -> bool {
