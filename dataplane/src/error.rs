@@ -132,6 +132,48 @@ impl ApiError {
         )
     }
 
+    pub fn request_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_timeout",
+            format!(
+                "The request body did not arrive within {} s.",
+                limit.as_secs()
+            ),
+        )
+    }
+
+    /// More requests in flight than this gateway takes: try again in a moment.
+    pub fn overloaded() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "gateway_overloaded",
+            "The gateway is at its limit of requests in flight; retry shortly.",
+        )
+    }
+
+    /// The gateway is shutting down and its grace for this request is over.
+    pub fn shutting_down() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "gateway_shutting_down",
+            "The gateway is shutting down; retry the request.",
+        )
+    }
+
+    pub fn duplicate_field(key: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "duplicate_field",
+            format!("`{key}` is given more than once in the request body."),
+        )
+        .with_param(key.to_owned())
+    }
+
     pub fn body_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,

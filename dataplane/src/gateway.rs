@@ -4,10 +4,13 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::{
+    sync::{Semaphore, watch},
+    task::JoinHandle,
+};
 
 use crate::{
-    api::{self, Api},
+    api::{self, Api, Intake},
     cache::{Cache, MemoryCache, RedisCache},
     config::{
         ConfigHandle,
@@ -21,7 +24,7 @@ use crate::{
     pipeline::Services,
     provider::HttpClients,
     resilience::{Breakers, RetryBudget},
-    server::{self, BindError, admin},
+    server::{self, BindError, ConnectionLimits, Lifecycle, admin},
     signals::SignalRegistry,
     telemetry::Metrics,
 };
@@ -30,6 +33,8 @@ use crate::{
 const STATE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a reservation lives without a settle (longer than any sane call).
 const RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);
+/// After the grace, how long the explicit endings get to reach their clients.
+const FINAL_WRITES: Duration = Duration::from_secs(2);
 /// How often changed spend is written to the memory backend's snapshot file.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -39,8 +44,14 @@ pub struct GatewayOptions {
     pub config: ConfigSource,
     /// How often a followed file is checked besides its change events; `None` trusts the events.
     pub config_poll: Option<Duration>,
-    /// On shutdown, how long requests in flight get to finish.
+    /// On shutdown, how long requests in flight get to finish (counted from the shutdown);
+    /// after it, what is still open ends with an explicit error.
     pub drain: Duration,
+    /// On shutdown, how long new connections are still served while `/readyz` already says
+    /// 503, so that load balancers and Service endpoints stop sending first.
+    pub drain_delay: Duration,
+    /// What a client may hold: time to send a request, connections, requests in flight.
+    pub clients: ClientLimits,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub decision_log: Option<DecisionTarget>,
@@ -60,6 +71,8 @@ impl GatewayOptions {
             config: ConfigSource::File(config_path),
             config_poll: None,
             drain: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
+            clients: ClientLimits::default(),
             listen: loopback,
             admin_listen: loopback,
             decision_log: None,
@@ -67,6 +80,30 @@ impl GatewayOptions {
             state: StateBackend::default(),
             state_fail_mode: FailMode::Closed,
             cache: CacheBackend::default(),
+        }
+    }
+}
+
+/// What one client may hold of the gateway.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// A request's head must arrive within this.
+    pub header_read: Duration,
+    /// A request's body must arrive within this (408 after).
+    pub body_read: Duration,
+    /// Open connections on the API listener (past it: 503 with `Retry-After`).
+    pub max_connections: usize,
+    /// Requests in flight, streams included (past it: 503 with `Retry-After`).
+    pub max_in_flight: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(30),
+            body_read: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_in_flight: 4_096,
         }
     }
 }
@@ -127,7 +164,12 @@ pub struct Gateway {
     api_addr: SocketAddr,
     admin_addr: SocketAddr,
     config: ConfigHandle,
+    /// Stops the config source and the other background tasks.
     shutdown: watch::Sender<bool>,
+    lifecycle: Lifecycle,
+    drain: Duration,
+    drain_delay: Duration,
+    listeners: Vec<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     /// The memory backend, saved once more on shutdown.
     memory: Option<Arc<MemoryStore>>,
@@ -169,6 +211,7 @@ impl Gateway {
             None => DecisionLog::disabled(metrics.clone()),
         };
         let state = open_state(&options.state).await?;
+        let lifecycle = Lifecycle::default();
         let cache = open_cache(&options, &state, &metrics).await?;
         let services = Services {
             config: config.clone(),
@@ -185,11 +228,17 @@ impl Gateway {
                 metrics: metrics.clone(),
                 decisions,
                 cache: Arc::new(cache),
+                ended: lifecycle.ended(),
             },
         };
         let api = Arc::new(Api {
             services,
-            max_body_bytes: options.max_body_bytes,
+            intake: Intake {
+                max_body_bytes: options.max_body_bytes,
+                body_read: options.clients.body_read,
+            },
+            in_flight: Arc::new(Semaphore::new(options.clients.max_in_flight)),
+            ended: lifecycle.ended(),
         });
         if let Some(redis) = &state.redis {
             share_with_fleet(redis.connection(), &api, &config, &metrics);
@@ -197,21 +246,41 @@ impl Gateway {
 
         let (api_listener, api_addr) = server::bind(options.listen).await?;
         let (admin_listener, admin_addr) = server::bind(options.admin_listen).await?;
+        let limits = ConnectionLimits {
+            header_read: options.clients.header_read,
+            max_connections: options.clients.max_connections,
+        };
+        // The listeners wait for what is in flight until the grace is over, and a little
+        // longer for the explicit endings written then to reach their clients.
+        let drain = options.drain.saturating_sub(options.drain_delay) + FINAL_WRITES;
         let public = server::serve(
             api_listener,
-            shutdown_rx.clone(),
-            options.drain,
+            lifecycle.closed(),
+            drain,
+            limits,
             move |req| api::handle(api.clone(), req),
         );
         let admin_config = config.clone();
         let status = source.status;
+        let admin_lifecycle = lifecycle.clone();
+        // The admin listener stays up for the whole shutdown: `/readyz` says it is draining.
         let admin = server::serve(
             admin_listener,
             shutdown_rx.clone(),
-            options.drain,
-            move |req| std::future::ready(admin::handle(&admin_config, &status, &metrics, &req)),
+            Duration::ZERO,
+            ConnectionLimits::default(),
+            move |req| {
+                std::future::ready(admin::handle(
+                    &admin_config,
+                    &status,
+                    &metrics,
+                    admin_lifecycle.is_draining(),
+                    &req,
+                ))
+            },
         );
-        let mut tasks = vec![tokio::spawn(public), tokio::spawn(admin)];
+        let listeners = vec![tokio::spawn(public)];
+        let mut tasks = vec![tokio::spawn(admin)];
         tasks.extend(source.tasks);
         tracing::info!(%api_addr, %admin_addr, "modelgate data plane started");
         Ok(Self {
@@ -219,6 +288,10 @@ impl Gateway {
             admin_addr,
             config,
             shutdown,
+            lifecycle,
+            drain: options.drain,
+            drain_delay: options.drain_delay,
+            listeners,
             tasks,
             memory: state.memory,
             store: state.store,
@@ -243,8 +316,26 @@ impl Gateway {
         &self.config
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to the drain timeout), and returns.
+    /// Shuts down in phases: `/readyz` says 503 at once while new connections are still served
+    /// for the drain delay; then the API listener stops accepting and requests in flight finish,
+    /// until the grace (`drain`, from now) is over; what is still open then ends with an
+    /// explicit error (a stream with its API's error event), and the rest stops.
     pub async fn shutdown(self) {
+        let started = tokio::time::Instant::now();
+        self.lifecycle.drain();
+        tracing::info!(delay = ?self.drain_delay, grace = ?self.drain, "draining");
+        tokio::time::sleep(self.drain_delay).await;
+        self.lifecycle.close();
+        let lifecycle = self.lifecycle.clone();
+        let grace_over = started + self.drain;
+        let ender = tokio::spawn(async move {
+            tokio::time::sleep_until(grace_over).await;
+            lifecycle.end();
+        });
+        for listener in self.listeners {
+            let _ = listener.await;
+        }
+        ender.abort();
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;

@@ -27,4 +27,4 @@ pub mod sse;
 mod sync;
 pub mod telemetry;
 
-pub use gateway::{CacheBackend, Gateway, GatewayOptions, StartError, StateBackend};
+pub use gateway::{CacheBackend, ClientLimits, Gateway, GatewayOptions, StartError, StateBackend};

@@ -4,7 +4,7 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, time::Du
 
 use clap::{CommandFactory, Parser, Subcommand};
 use modelgate_dataplane::{
-    CacheBackend, Gateway, GatewayOptions, StateBackend,
+    CacheBackend, ClientLimits, Gateway, GatewayOptions, StateBackend,
     config::source::{ClusterSource, ConfigSource},
     decision::DecisionTarget,
     limits::FailMode,
@@ -41,9 +41,36 @@ struct Args {
     /// Seconds between heartbeats (a Lease lapses after three missed ones).
     #[arg(long, env = "MODELGATE_HEARTBEAT_SECONDS", default_value_t = 10)]
     heartbeat_seconds: u64,
-    /// On SIGTERM, seconds requests in flight get to finish before the rest are ended.
+    /// On SIGTERM, seconds requests in flight get to finish before the rest are ended (with an
+    /// explicit error; a stream with its API's error event).
     #[arg(long, env = "MODELGATE_DRAIN_SECONDS", default_value_t = 30)]
     drain_seconds: u64,
+    /// On SIGTERM, seconds new connections are still served while /readyz already says 503
+    /// (for load balancers to stop sending first; a Kubernetes preStop sleep does the same).
+    #[arg(long, env = "MODELGATE_DRAIN_DELAY_SECONDS", default_value_t = 0)]
+    drain_delay_seconds: u64,
+    /// Seconds a client gets to send a request's head.
+    #[arg(
+        long,
+        env = "MODELGATE_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = 30
+    )]
+    header_read_timeout_seconds: u64,
+    /// Seconds a client gets to send a request's body (408 after).
+    #[arg(
+        long,
+        env = "MODELGATE_BODY_READ_TIMEOUT_SECONDS",
+        default_value_t = 60
+    )]
+    body_read_timeout_seconds: u64,
+    /// Open connections on the API listener; past it each request is answered 503 with
+    /// Retry-After.
+    #[arg(long, env = "MODELGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Requests in flight (streams included); past it a request is answered 503 with
+    /// Retry-After.
+    #[arg(long, env = "MODELGATE_MAX_IN_FLIGHT", default_value_t = 4_096)]
+    max_in_flight: usize,
     /// Seconds between checks of the config file besides its change events (a backstop for
     /// filesystems that report none); 0 relies on the events alone.
     #[arg(long, env = "MODELGATE_CONFIG_POLL_SECONDS", default_value_t = 10)]
@@ -147,6 +174,13 @@ async fn run(args: Args, config: ConfigSource) -> ExitCode {
         config,
         config_poll: Some(Duration::from_secs(args.config_poll_seconds)),
         drain: Duration::from_secs(args.drain_seconds),
+        drain_delay: Duration::from_secs(args.drain_delay_seconds),
+        clients: ClientLimits {
+            header_read: Duration::from_secs(args.header_read_timeout_seconds.max(1)),
+            body_read: Duration::from_secs(args.body_read_timeout_seconds.max(1)),
+            max_connections: args.max_connections.max(1),
+            max_in_flight: args.max_in_flight.max(1),
+        },
         listen: args.listen,
         admin_listen: args.admin_listen,
         decision_log,

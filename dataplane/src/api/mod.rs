@@ -12,18 +12,26 @@ mod openai;
 mod reframe;
 mod responses;
 
+mod held;
+
 use std::sync::Arc;
 
-use http::{Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response, header};
 use hyper::body::Incoming;
+use tokio::sync::{Semaphore, watch};
+
+pub use body::Intake;
 
 use crate::{error::ApiError, pipeline::Services, request::Endpoint, server::ResponseBody};
 
 /// What the front doors share: the pipeline's services and the intake limits.
 pub struct Api {
     pub services: Services,
-    /// Largest accepted request body.
-    pub max_body_bytes: usize,
+    pub intake: Intake,
+    /// Requests in flight (streams until they end); past the cap a request is answered 503.
+    pub in_flight: Arc<Semaphore>,
+    /// Flips when the shutdown's grace is over: a request still waiting is answered 503.
+    pub ended: watch::Receiver<bool>,
 }
 
 /// Every public route: (method, path or prefix, needs a virtual key). Admin routes are not here;
@@ -41,7 +49,35 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/v1/models/{model}", true),
 ];
 
+/// Serves one request within the in-flight cap; the slot is held until the answer's body (a
+/// stream too) has ended.
 pub async fn handle(api: Arc<Api>, request: Request<Incoming>) -> Response<ResponseBody> {
+    let messages = request.uri().path().starts_with("/v1/messages");
+    let refuse = |error: ApiError| {
+        let mut response = if messages {
+            messages::error_response(&error, http::HeaderMap::new())
+        } else {
+            openai::bare_error(&error)
+        };
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    };
+    let Ok(permit) = api.in_flight.clone().try_acquire_owned() else {
+        return refuse(ApiError::overloaded());
+    };
+    let mut ended = api.ended.clone();
+    let response = tokio::select! {
+        response = route(api.clone(), request) => response,
+        () = async { let _ = ended.wait_for(|ended| *ended).await; } => {
+            return refuse(ApiError::shutting_down());
+        }
+    };
+    held::holding(response, permit)
+}
+
+async fn route(api: Arc<Api>, request: Request<Incoming>) -> Response<ResponseBody> {
     let path = request.uri().path();
     let endpoint = match path {
         "/v1/chat/completions" => Some(Endpoint::ChatCompletions),

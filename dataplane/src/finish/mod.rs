@@ -44,6 +44,8 @@ pub struct Sinks {
     pub metrics: Arc<Metrics>,
     pub decisions: DecisionLog,
     pub cache: Arc<Cache>,
+    /// Flips when a shutdown's grace is over: open streams then end with an explicit error.
+    pub ended: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A request on its way through the pipeline: its decision record, which the stages fill in,

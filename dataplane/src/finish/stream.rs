@@ -65,12 +65,24 @@ pub(super) fn relay(
         },
         outcome: None,
     };
-    futures_util::stream::unfold(Some((upstream, observer)), |state| async move {
-        let (mut upstream, mut observer) = state?;
-        match upstream.next().await {
+    let ended = observer
+        .finish
+        .as_ref()
+        .map(|finish| finish.sinks.ended.clone());
+    futures_util::stream::unfold(Some((upstream, observer, ended)), |state| async move {
+        let (mut upstream, mut observer, mut ended) = state?;
+        let next = tokio::select! {
+            next = upstream.next() => next,
+            () = grace_over(&mut ended) => {
+                let shutting_down = ApiError::shutting_down();
+                observer.outcome = Some(shutting_down.code);
+                return Some((Err(shutting_down), None));
+            }
+        };
+        match next {
             Some(Ok(bytes)) => {
                 observer.chunk(&bytes);
-                Some((Ok(bytes), Some((upstream, observer))))
+                Some((Ok(bytes), Some((upstream, observer, ended))))
             }
             Some(Err(error)) => {
                 let interrupted = ApiError::stream_interrupted();
@@ -93,6 +105,18 @@ pub(super) fn relay(
         }
     })
     .boxed()
+}
+
+/// Resolves when a shutdown's grace is over (never, for a relay without a shutdown signal).
+async fn grace_over(ended: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match ended {
+        Some(ended) => {
+            if ended.wait_for(|over| *over).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 impl Observer {

@@ -42,6 +42,13 @@ impl JsonRequest {
             de.end().map_err(ApiError::invalid_json)?;
             spans
         };
+        // A member given twice could be read one way here (routing, limits, the cache key) and
+        // the other way upstream: the call that ran would not be the one authorized.
+        for (index, member) in members.iter().enumerate() {
+            if members[..index].iter().any(|m| m.key == member.key) {
+                return Err(ApiError::duplicate_field(&member.key));
+            }
+        }
         Ok(Self { body, members })
     }
 
@@ -196,6 +203,22 @@ impl<'de> Deserialize<'de> for KeyString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_given_twice_is_refused_however_it_is_spelled() {
+        for body in [
+            r#"{"model":"cheap","messages":[],"model":"expensive"}"#,
+            r#"{"model":"cheap","mod\u0065l":"expensive"}"#,
+        ] {
+            let error = JsonRequest::parse(Bytes::from(body)).err().unwrap();
+            assert_eq!(error.code, "duplicate_field");
+            assert_eq!(error.param.as_deref(), Some("model"));
+        }
+        // Nested objects may repeat keys of the top level.
+        assert!(
+            JsonRequest::parse(Bytes::from(r#"{"model":"m","metadata":{"model":"x"}}"#)).is_ok()
+        );
+    }
 
     fn parse(s: &str) -> JsonRequest {
         JsonRequest::parse(Bytes::from(s.to_owned())).unwrap()

@@ -14,11 +14,12 @@ pub fn handle(
     config: &ConfigHandle,
     source: &SourceStatus,
     metrics: &Metrics,
+    draining: bool,
     request: &Request<Incoming>,
 ) -> Response<ResponseBody> {
     let (status, content_type, body) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        "/readyz" => readyz(config, source),
+        "/readyz" => readyz(config, source, draining),
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -38,11 +39,19 @@ pub fn handle(
     response
 }
 
-/// 200 once a config is served (with its checksum), 503 before. In a cluster it also says
-/// whether the API server answers: without it the last good config keeps serving (still ready).
-fn readyz(config: &ConfigHandle, source: &SourceStatus) -> (StatusCode, &'static str, String) {
+/// 200 once a config is served (with its checksum), 503 before and from the start of a
+/// shutdown. In a cluster it also says whether the API server answers: without it the last good
+/// config keeps serving (still ready).
+fn readyz(
+    config: &ConfigHandle,
+    source: &SourceStatus,
+    draining: bool,
+) -> (StatusCode, &'static str, String) {
     let checksum = config.checksum();
-    let mut body = serde_json::json!({"ready": checksum.is_some()});
+    let mut body = serde_json::json!({"ready": checksum.is_some() && !draining});
+    if draining {
+        body["draining"] = true.into();
+    }
     if let Some(checksum) = checksum {
         body["checksum"] = checksum.into();
     }

@@ -5,7 +5,9 @@
 
 mod api;
 mod cache;
+mod drain;
 mod fleet;
+mod hostile;
 mod limits;
 mod reload;
 mod resilience;

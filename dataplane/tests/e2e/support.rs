@@ -89,16 +89,35 @@ impl TestGateway {
         config_path: PathBuf,
         cache: CacheBackend,
     ) -> Self {
-        let decision_log = dir.path().join("decisions.jsonl");
-        // No poll (`local`'s default): every reload test proves the change events alone.
-        let gateway = Gateway::start(GatewayOptions {
-            decision_log: Some(DecisionTarget::File(decision_log.clone())),
-            max_body_bytes: 1024 * 1024,
-            cache,
-            ..GatewayOptions::local(config_path.clone())
+        Self::start_options(dir, config_path, |options| options.cache = cache).await
+    }
+
+    /// Starts a gateway on `config`, with `adjust` applied to the test defaults (cache off).
+    pub async fn start_custom(config: &str, adjust: impl FnOnce(&mut GatewayOptions)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        Self::start_options(dir, config_path, |options| {
+            options.cache = CacheBackend::Off;
+            adjust(options);
         })
         .await
-        .unwrap();
+    }
+
+    async fn start_options(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        adjust: impl FnOnce(&mut GatewayOptions),
+    ) -> Self {
+        let decision_log = dir.path().join("decisions.jsonl");
+        // No poll (`local`'s default): every reload test proves the change events alone.
+        let mut options = GatewayOptions {
+            decision_log: Some(DecisionTarget::File(decision_log.clone())),
+            max_body_bytes: 1024 * 1024,
+            ..GatewayOptions::local(config_path.clone())
+        };
+        adjust(&mut options);
+        let gateway = Gateway::start(options).await.unwrap();
         Self {
             gateway,
             dir,

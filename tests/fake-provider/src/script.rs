@@ -32,6 +32,8 @@ pub enum Script {
     StreamErrorAfter { chunks: usize },
     /// Stream `chunks` SSE events, then go silent with the connection open (streaming only).
     StallAfter { chunks: usize },
+    /// Stream the answer with `gap_ms` between events (streaming requests only).
+    Paced { gap_ms: u64 },
     /// Answer 200 with a body that is not JSON.
     MalformedJson,
 }

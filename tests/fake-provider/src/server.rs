@@ -135,6 +135,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         Script::CutStreamAfter { chunks } => Ok(normal(Ending::Cut(chunks))),
         Script::StreamErrorAfter { chunks } => Ok(normal(Ending::Error(chunks))),
         Script::StallAfter { chunks } => Ok(normal(Ending::Stall(chunks))),
+        Script::Paced { gap_ms } => Ok(normal(Ending::Paced(Duration::from_millis(gap_ms)))),
         Script::MalformedJson => Ok(Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(Bytes::from_static(
@@ -155,6 +156,8 @@ enum Ending {
     Error(usize),
     /// After this many events, silence: the connection stays open.
     Stall(usize),
+    /// Every event, with this gap before each but the first.
+    Paced(Duration),
 }
 
 fn respond(reply: native::Reply, ending: Ending) -> Response<Body> {
@@ -180,8 +183,12 @@ fn stream(
     ending: Ending,
 ) -> Response<Body> {
     let stall = matches!(ending, Ending::Stall(_));
+    let gap = match ending {
+        Ending::Paced(gap) => gap,
+        _ => Duration::ZERO,
+    };
     let cut = match ending {
-        Ending::Done => false,
+        Ending::Done | Ending::Paced(_) => false,
         Ending::Cut(n) => {
             frames.truncate(n);
             true
@@ -197,17 +204,20 @@ fn stream(
         }
     };
     let frames = stream::unfold(
-        (frames.into_iter(), cut),
-        move |(mut rest, cut)| async move {
+        (frames.into_iter(), cut, true),
+        move |(mut rest, cut, first)| async move {
+            if !first && !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
             match rest.next() {
-                Some(bytes) => Some((Ok(Frame::data(bytes)), (rest, cut))),
+                Some(bytes) => Some((Ok(Frame::data(bytes)), (rest, cut, false))),
                 None if stall => std::future::pending().await,
                 None if cut => {
                     // Let the server flush what was sent, as a provider dying mid-stream would have.
                     tokio::task::yield_now().await;
                     let reset =
                         std::io::Error::new(std::io::ErrorKind::ConnectionReset, "scripted cut");
-                    Some((Err(reset), (rest, false)))
+                    Some((Err(reset), (rest, false, false)))
                 }
                 None => None,
             }

@@ -44,7 +44,7 @@ fn credential(headers: &HeaderMap) -> Option<&str> {
 pub async fn handle(api: &Api, request: Request<Incoming>) -> Response<ResponseBody> {
     let (parts, incoming) = request.into_parts();
     let intake = async {
-        let bytes = body::read(incoming, &parts.headers, api.max_body_bytes).await?;
+        let bytes = body::read(incoming, &parts.headers, &api.intake).await?;
         intake(bytes, &parts.headers)
     };
     let credential = credential(&parts.headers);
@@ -91,7 +91,7 @@ pub async fn count_tokens(api: &Api, request: Request<Incoming>) -> Response<Res
         return error_response(&error, HeaderMap::new());
     }
     let counted = async {
-        let bytes = body::read(incoming, &parts.headers, api.max_body_bytes).await?;
+        let bytes = body::read(incoming, &parts.headers, &api.intake).await?;
         let body = JsonRequest::parse(bytes)?;
         let counted: usize = ["system", "messages", "tools"]
             .iter()

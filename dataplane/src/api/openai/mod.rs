@@ -25,7 +25,7 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let (parts, incoming) = request.into_parts();
     let intake = async {
-        let bytes = body::read(incoming, &parts.headers, api.max_body_bytes).await?;
+        let bytes = body::read(incoming, &parts.headers, &api.intake).await?;
         Parsed::openai(endpoint, bytes, &parts.headers)
     };
     let credential = auth::bearer(&parts.headers);

@@ -71,7 +71,7 @@ pub async fn handle(api: &Api, request: Request<Incoming>) -> Response<ResponseB
     }
     let (parts, incoming) = request.into_parts();
     let intake = async {
-        let bytes = body::read(incoming, &parts.headers, api.max_body_bytes).await?;
+        let bytes = body::read(incoming, &parts.headers, &api.intake).await?;
         intake(bytes, &parts.headers)
     };
     let credential = auth::bearer(&parts.headers);
