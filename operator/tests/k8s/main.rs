@@ -16,6 +16,7 @@ mod leader;
 mod publish;
 mod rbac;
 mod release;
+mod secret_sweep;
 mod sidecar_pod;
 mod spend;
 mod status;

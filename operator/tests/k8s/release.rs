@@ -324,7 +324,7 @@ pub async fn chat(addr: SocketAddr, key: &str, model: &str) -> (StatusCode, Stri
 
 /// `modelgate-dataplane`, built beside this package's binary by `cargo test --workspace` (the
 /// data plane's own integration tests need it).
-fn dataplane_binary() -> PathBuf {
+pub fn dataplane_binary() -> PathBuf {
     let path =
         Path::new(env!("CARGO_BIN_EXE_modelgate-operator")).with_file_name("modelgate-dataplane");
     assert!(

@@ -107,7 +107,8 @@ impl Operator {
         Self::start_with(options.kubeconfig, &args, &[]).await
     }
 
-    /// Starts the operator with exactly `args` and `env` (besides `KUBECONFIG` and `RUST_LOG`),
+    /// Starts the operator with exactly `args` and `env` (besides `KUBECONFIG`; `RUST_LOG` unless
+    /// `env` sets it),
     /// and waits until its caches are synced (`/readyz`). `args` must bind the admin port on
     /// loopback port 0.
     pub async fn start_with(kubeconfig: &Path, args: &[String], env: &[(String, String)]) -> Self {
@@ -115,9 +116,9 @@ impl Operator {
         let log = dir.path().join("operator.log");
         let child = Command::new(env!("CARGO_BIN_EXE_modelgate-operator"))
             .args(args)
+            .env("RUST_LOG", "info,modelgate_operator=debug")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,modelgate_operator=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
