@@ -42,10 +42,11 @@ test-sdk: ## The OpenAI Python SDK conformance suite against the built binaries
 	$(CARGO) build -p modelgate-dataplane -p fake-provider
 	tests/sdk/run.sh
 
-check: ## Generated files fresh, formatting, clippy -D warnings
-	$(CARGO) run -q -p modelgate-crds --bin crdgen -- --check charts/modelgate-crds/templates
+check: ## Generated files fresh, formatting, clippy -D warnings, dependency policy (cargo deny)
+	$(CARGO) run --locked -q -p modelgate-crds --bin crdgen -- --check charts/modelgate-crds/templates
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	tests/deny.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

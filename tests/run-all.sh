@@ -37,6 +37,6 @@ stage "redis" tests/testbin/install-redis.sh
 stage "sdk venv" bash -c 'tests/sdk/venv.sh >/dev/null'
 MODELGATE_SDK_PYTHON="$(tests/sdk/venv.sh)"
 export MODELGATE_SDK_PYTHON
-stage "rust tests" cargo test --workspace
-stage "sdk build" cargo build -p modelgate-dataplane -p fake-provider
+stage "rust tests" cargo test --locked --workspace
+stage "sdk build" cargo build --locked -p modelgate-dataplane -p fake-provider
 stage "sdk tests" tests/sdk/run.sh

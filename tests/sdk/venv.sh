@@ -24,7 +24,7 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; th
     echo "venv.sh: creating SDK venv at $venv" >&2
     # --clear so a changed requirements.txt never leaves stale packages behind.
     python3 -m venv --clear "$venv" >&2
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$requirements" >&2
     echo "$want" >"$stamp"
 fi
 echo "$venv/bin/python"
