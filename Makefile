@@ -8,7 +8,7 @@ CONFIG ?= examples/quickstart.yaml
 IMAGE ?= ghcr.io/modelgate/modelgate:0.1.0
 CONTAINER_ENGINE ?= docker
 
-.PHONY: help run build test test-fast test-rust test-sdk check fmt lint generate golden image bench
+.PHONY: help run build test test-fast test-rust test-sdk check fmt lint generate golden image bench fuzz soak
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -64,6 +64,14 @@ golden: ## Rewrite the golden files (provider and inbound translations, the char
 
 image: ## Build the one image holding both binaries (IMAGE=..., CONTAINER_ENGINE=docker|podman)
 	$(CONTAINER_ENGINE) build -t $(IMAGE) .
+
+fuzz: ## Every fuzz target for FUZZ_SECONDS each (default 300) from the committed seed corpus
+	tests/fuzz.sh $${FUZZ_SECONDS:-300}
+
+soak: ## Mixed load on the real gateway for SOAK_SECONDS (default 600): config swaps, a Redis restart, RSS/fd/task series and plot in target/soak
+	$(CARGO) build --locked -p modelgate-dataplane -p fake-provider
+	tests/testbin/install-redis.sh
+	python3 tests/soak/soak.py --seconds $${SOAK_SECONDS:-600}
 
 bench: ## Load benchmark: fake upstream direct vs nginx vs the gateway (not a test)
 	$(CARGO) build --release -p modelgate-dataplane -p fake-provider

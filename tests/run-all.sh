@@ -40,3 +40,5 @@ export MODELGATE_SDK_PYTHON
 stage "rust tests" cargo test --locked --workspace
 stage "sdk build" cargo build --locked -p modelgate-dataplane -p fake-provider
 stage "sdk tests" tests/sdk/run.sh
+stage "soak (60 s)" python3 tests/soak/soak.py --seconds 60
+stage "fuzz smoke (10 s each)" tests/fuzz.sh 10

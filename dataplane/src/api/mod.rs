@@ -4,6 +4,8 @@
 
 mod body;
 mod door;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(test)]
 mod goldens;
 mod messages;

@@ -128,4 +128,40 @@ mod tests {
         assert_ne!(other_scope, Some(base));
         assert_ne!(other_group, Some(base));
     }
+
+    proptest::proptest! {
+        /// Two tenants never share an entry, whatever the body; any change of a member that
+        /// changes the answer changes the key; spelling (member order, whitespace) never does.
+        #[test]
+        fn tenants_are_apart_and_output_members_count(
+            content in "[a-z ]{0,40}",
+            temperature in 0u8..20,
+            tenant in "[a-z]{1,8}",
+            other in "[a-z]{1,8}",
+            member in proptest::sample::select(vec!["temperature", "max_tokens", "tools", "response_format", "seed", "stop", "top_p"]),
+        ) {
+            let body = serde_json::json!({
+                "model": "m",
+                "messages": [{"role": "user", "content": content}],
+                "temperature": f64::from(temperature) / 10.0,
+            });
+            let request = |value: &serde_json::Value| JsonRequest::parse(Bytes::from(value.to_string())).unwrap();
+            let base = derive(&format!("org|ns|{tenant}"), "ns/chat", "chat_completions", &request(&body));
+            if tenant != other {
+                let elsewhere = derive(&format!("org|ns|{other}"), "ns/chat", "chat_completions", &request(&body));
+                proptest::prop_assert_ne!(base, elsewhere);
+            }
+            let mut changed = body.clone();
+            changed[member] = serde_json::json!("changed");
+            let changed_key = derive(&format!("org|ns|{tenant}"), "ns/chat", "chat_completions", &request(&changed));
+            proptest::prop_assert_ne!(base, changed_key);
+            let respelled = format!(
+                "{{ \"temperature\" : {} ,\n \"messages\": {}, \"model\":\"m\" }}",
+                body["temperature"], body["messages"]
+            );
+            let respelled = JsonRequest::parse(Bytes::from(respelled)).unwrap();
+            let respelled_key = derive(&format!("org|ns|{tenant}"), "ns/chat", "chat_completions", &respelled);
+            proptest::prop_assert_eq!(base, respelled_key);
+        }
+    }
 }

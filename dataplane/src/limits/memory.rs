@@ -429,4 +429,83 @@ mod tests {
             "a corrupt snapshot must not reset spend"
         );
     }
+
+    /// One step of a budget's life: admit a call reserving its worst case, or settle an
+    /// admitted one (possibly twice) at a real cost no larger than what it reserved.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Admit {
+            amount: i64,
+        },
+        Settle {
+            nth: usize,
+            cost_share: u8,
+            repeat: bool,
+        },
+    }
+
+    fn steps() -> impl proptest::strategy::Strategy<Value = Vec<Step>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            prop_oneof![
+                (1i64..60).prop_map(|amount| Step::Admit { amount }),
+                (0usize..64, 0u8..=100, any::<bool>()).prop_map(|(nth, cost_share, repeat)| {
+                    Step::Settle {
+                        nth,
+                        cost_share,
+                        repeat,
+                    }
+                }),
+            ],
+            1..80,
+        )
+    }
+
+    proptest::proptest! {
+        /// No interleaving of admits and settles spends past the limit: a settle costs at most
+        /// what its call reserved, a repeated settle counts once, and the reservations always
+        /// add up to what is still open.
+        #[test]
+        fn no_interleaving_overspends(steps in steps()) {
+            let store = MemoryStore::open(None).unwrap();
+            let mut admitted: Vec<(String, i64)> = Vec::new();
+            let mut settled = std::collections::HashSet::new();
+            let limit = 100;
+            for step in steps {
+                match step {
+                    Step::Admit { amount } => {
+                        let id = format!("call-{}", admitted.len() + settled.len() + 1000);
+                        let mut admission = admission(&id, 0, amount);
+                        admission.budgets[0].limit = limit;
+                        admission.rates.clear();
+                        if store.admit_now(&admission) == Verdict::Admitted {
+                            admitted.push((id, amount));
+                        }
+                    }
+                    Step::Settle { nth, cost_share, repeat } => {
+                        if admitted.is_empty() {
+                            continue;
+                        }
+                        let (id, amount) = admitted[nth % admitted.len()].clone();
+                        let cost = amount * i64::from(cost_share) / 100;
+                        for _ in 0..if repeat { 2 } else { 1 } {
+                            store.settle_now(&settlement(&id, cost));
+                        }
+                        settled.insert(id);
+                    }
+                }
+                let state = lock(&store.state);
+                let budget = state.budgets.get("mg:budget");
+                let (spent, reserved) = budget.map_or((0, 0), |b| (b.spent, b.reserved));
+                proptest::prop_assert!(spent <= limit, "spent {spent} over {limit}");
+                proptest::prop_assert!(spent + reserved <= limit, "{spent} + {reserved} over {limit}");
+                let open: i64 = admitted
+                    .iter()
+                    .filter(|(id, _)| !settled.contains(id))
+                    .map(|(_, amount)| amount)
+                    .sum();
+                proptest::prop_assert_eq!(reserved, open);
+            }
+        }
+    }
 }

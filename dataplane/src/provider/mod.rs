@@ -13,6 +13,8 @@ mod conformance;
 mod done_watch;
 mod embedding_batches;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gemini;
 mod google;
 mod google_auth;

@@ -33,6 +33,8 @@ struct ResultLabels {
 
 pub struct Metrics {
     registry: Registry,
+    /// Tasks alive in the runtime, read at each scrape (a leak shows as growth at rest).
+    runtime_tasks: Gauge,
     requests: Family<RequestLabels, Counter>,
     duration: Family<EndpointLabels, Histogram>,
     attempts: Family<AttemptLabels, Counter>,
@@ -201,7 +203,14 @@ impl Metrics {
             "Breaker cooldowns started by another replica and applied here",
             remote_cooldowns.clone(),
         );
+        let runtime_tasks = Gauge::default();
+        registry.register(
+            "runtime_alive_tasks",
+            "Tasks alive in the async runtime when scraped",
+            runtime_tasks.clone(),
+        );
         Self {
+            runtime_tasks,
             registry,
             remote_cooldowns,
             fleet_usage_syncs,
@@ -326,6 +335,11 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let alive = runtime.metrics().num_alive_tasks();
+            self.runtime_tasks
+                .set(i64::try_from(alive).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

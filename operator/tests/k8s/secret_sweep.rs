@@ -428,7 +428,12 @@ spec:
     // The objects' status (their spec is what the user wrote, URL included).
     let (_, objects, _) = kubectl(plane, &["get", "mg,rp,vk", "-n", &namespace, "-o", "json"]);
     let objects: Value = serde_json::from_str(&objects).unwrap();
-    let statuses: Vec<&Value> = objects["items"].as_array().unwrap().iter().map(|o| &o["status"]).collect();
+    let statuses: Vec<&Value> = objects["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["status"])
+        .collect();
     sinks.insert("object status", serde_json::to_string(&statuses).unwrap());
     let (_, events, _) = kubectl(
         plane,

@@ -5,7 +5,6 @@
 
 mod error;
 mod request;
-#[cfg(test)]
 pub(super) use request::to_chat as translate;
 mod response;
 mod stream;

@@ -6,7 +6,6 @@
 //! the provider keeps responses.
 
 mod request;
-#[cfg(test)]
 pub(super) use request::to_chat as translate;
 mod response;
 mod stream;

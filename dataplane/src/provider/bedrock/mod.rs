@@ -5,7 +5,7 @@
 
 mod embeddings;
 mod error;
-mod eventstream;
+pub(super) mod eventstream;
 #[cfg(test)]
 mod over_http;
 mod request;
