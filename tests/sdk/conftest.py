@@ -260,6 +260,15 @@ class Stack:
         """Queues typed scripts (e.g. {"type": "status", "status": 500}) for the fake's next requests."""
         post_json(f"{self.fake_url}/__fake/script", list(scripts))
 
+    def metric(self, name: str) -> float:
+        """The value of one unlabelled series on the admin listener's /metrics (0 when absent)."""
+        with urllib.request.urlopen(f"{self.admin_url}/metrics", timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[0] == name:
+                    return float(parts[1])
+        return 0.0
+
     def decision_records(self) -> list[dict]:
         if not self.decision_log.exists():
             return []

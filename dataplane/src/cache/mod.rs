@@ -126,8 +126,14 @@ impl Cache {
         if body.len() > self.max_entry_bytes {
             return false;
         }
-        self.metrics.cache_stored(body.len());
-        tokio::spawn(async move { store.put(key, body, ttl).await });
+        // Counted once written, so the counter is a signal that the entry can be read.
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let bytes = body.len();
+            if store.put(key, body, ttl).await {
+                metrics.cache_stored(bytes);
+            }
+        });
         true
     }
 }

@@ -14,7 +14,8 @@ use crate::{fleet::SharedConnection, telemetry::Metrics};
 
 pub trait CacheStore: Send + Sync {
     fn get<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Option<Bytes>>;
-    fn put<'a>(&'a self, key: CacheKey, body: Bytes, ttl: Duration) -> BoxFuture<'a, ()>;
+    /// Whether the entry was written.
+    fn put<'a>(&'a self, key: CacheKey, body: Bytes, ttl: Duration) -> BoxFuture<'a, bool>;
 }
 
 #[derive(Clone)]
@@ -78,17 +79,18 @@ impl CacheStore for MemoryCache {
         })
     }
 
-    fn put<'a>(&'a self, key: CacheKey, body: Bytes, ttl: Duration) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            self.entries.insert(
-                key,
-                Stored {
-                    body,
-                    expires: Instant::now() + ttl,
-                    ttl,
-                },
-            );
-        })
+    fn put<'a>(&'a self, key: CacheKey, body: Bytes, ttl: Duration) -> BoxFuture<'a, bool> {
+        // Written before the future is returned, so an answer is readable by the time its
+        // response leaves: an exact repeat right after it is a hit, whatever the scheduler does.
+        self.entries.insert(
+            key,
+            Stored {
+                body,
+                expires: Instant::now() + ttl,
+                ttl,
+            },
+        );
+        Box::pin(std::future::ready(true))
     }
 }
 
@@ -133,7 +135,7 @@ impl CacheStore for RedisCache {
         })
     }
 
-    fn put<'a>(&'a self, key: CacheKey, body: Bytes, ttl: Duration) -> BoxFuture<'a, ()> {
+    fn put<'a>(&'a self, key: CacheKey, body: Bytes, ttl: Duration) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             let stored: Result<(), String> = match self.connection.get() {
@@ -147,10 +149,11 @@ impl CacheStore for RedisCache {
                     .map_err(|e| e.to_string()),
                 Err(error) => Err(error.0),
             };
-            if let Err(error) = stored {
+            if let Err(error) = &stored {
                 self.metrics.cache_error("put");
                 tracing::debug!(%error, "cache write failed");
             }
+            stored.is_ok()
         })
     }
 }
