@@ -237,6 +237,18 @@ def post_json(url: str, payload) -> None:
         response.read()
 
 
+def raw_post(url: str, payload: dict, headers: dict) -> tuple[int, bytes]:
+    """POSTs JSON and returns the status and the body exactly as received."""
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"content-type": "application/json", **headers}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)

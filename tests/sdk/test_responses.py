@@ -5,12 +5,11 @@ untouched; every other provider's answer is translated back into Responses."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 
 import openai
 import pytest
 
+from conftest import raw_post
 from providers import PROVIDERS, Provider
 from test_providers import FAKE_GREETING, PROMPT, last_request
 
@@ -23,18 +22,6 @@ WEATHER_TOOL = {
 NATIVE = {"azure"}
 
 by_name = pytest.mark.parametrize("provider", PROVIDERS, ids=lambda p: p.name)
-
-
-def raw_post(url: str, payload: dict, headers: dict) -> tuple[int, bytes]:
-    """POSTs JSON and returns the status and the body exactly as received."""
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"content-type": "application/json", **headers}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
 
 
 @by_name

@@ -13,6 +13,7 @@ mod models;
 mod openai;
 mod reframe;
 mod responses;
+mod translate;
 
 mod held;
 

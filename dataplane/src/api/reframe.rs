@@ -9,7 +9,9 @@ use futures_util::StreamExt;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 
-use crate::{error::ApiError, finish::Relay, server::ResponseBody};
+use serde::de::DeserializeOwned;
+
+use crate::{error::ApiError, finish::Relay, server::ResponseBody, sse::DataLines};
 
 pub trait Reframe: Send + 'static {
     /// The client's bytes for one relayed chunk.
@@ -35,6 +37,22 @@ impl Reframe for AsIs {
     fn end(&mut self) -> Vec<u8> {
         Vec::new()
     }
+}
+
+/// The chat completion chunks that `bytes` completes, and whether `[DONE]` came, for a door that
+/// translates the chat stream into its own events. A line over the cap is dropped from the
+/// translation, never from the answer's end.
+pub fn chat_chunks<T: DeserializeOwned>(lines: &mut DataLines, bytes: &[u8]) -> (Vec<T>, bool) {
+    let mut chunks = Vec::new();
+    let mut done = false;
+    let _ = lines.push(bytes, |data| {
+        if data == b"[DONE]" {
+            done = true;
+        } else if let Ok(chunk) = serde_json::from_slice::<T>(data) {
+            chunks.push(chunk);
+        }
+    });
+    (chunks, done)
 }
 
 pub fn stream_body(relay: Relay, reframe: impl Reframe) -> ResponseBody {

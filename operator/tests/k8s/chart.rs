@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{control_plane, kubectl, kubectl_apply};
+use crate::support::{control_plane, helm, kubectl, kubectl_apply};
 
 pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/modelgate");
 pub const CRDS_CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/modelgate-crds");
@@ -15,18 +15,11 @@ pub const CRDS_CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/mod
 /// `helm template` of the modelgate chart into `namespace` with `sets`; panics with helm's
 /// message when it refuses.
 pub fn render(plane: &testbin::ControlPlane, namespace: &str, sets: &[&str]) -> String {
-    let mut helm = plane.helm();
-    helm.args(["template", "modelgate", CHART, "--namespace", namespace]);
+    let mut args = vec!["template", "modelgate", CHART, "--namespace", namespace];
     for set in sets {
-        helm.args(["--set", set]);
+        args.extend(["--set", set]);
     }
-    let output = helm.output().unwrap();
-    assert!(
-        output.status.success(),
-        "helm template {sets:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    helm(plane, &args)
 }
 
 /// The rendered objects, as JSON.
@@ -50,17 +43,7 @@ pub fn object<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
 fn both_charts_lint_clean() {
     let plane = control_plane();
     for chart in [CHART, CRDS_CHART] {
-        let output = plane
-            .helm()
-            .args(["lint", "--strict", chart])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "helm lint {chart}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        helm(plane, &["lint", "--strict", chart]);
     }
 }
 

@@ -246,17 +246,28 @@ async fn event(client: &Client, namespace: &str, regarding: &str, reason: &str) 
     note.into_inner().unwrap()
 }
 
+/// A new namespace labelled to ask for injection.
+async fn asking_namespace(plane: &ControlPlane, prefix: &str) -> String {
+    let namespace = plane.namespace(prefix).await;
+    let (ok, _, stderr) = kubectl(
+        plane,
+        &[
+            "label",
+            "namespace",
+            &namespace,
+            "modelgate.io/inject=enabled",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    namespace
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_that_ask_get_the_sidecar_and_every_decision_says_why() {
     let plane = control_plane();
-    let asking = plane.namespace("inject-on").await;
+    let asking = asking_namespace(plane, "inject-on").await;
     let quiet = plane.namespace("inject-off").await;
     let client = plane.client().await;
-    let (ok, _, stderr) = kubectl(
-        plane,
-        &["label", "namespace", &asking, "modelgate.io/inject=enabled"],
-    );
-    assert!(ok, "{stderr}");
     kubectl_apply(plane, &asking, OBJECTS);
     let injector = Injector::start(plane, &[&asking, &quiet], "Fail", &[]).await;
     wait_condition::<VirtualKey>(&client, &asking, "search-team", "Ready", "True", None).await;
@@ -460,18 +471,8 @@ async fn pods_that_ask_get_the_sidecar_and_every_decision_says_why() {
 #[tokio::test(flavor = "multi_thread")]
 async fn certificates_rotate_without_a_failed_admission() {
     let plane = control_plane();
-    let namespace = plane.namespace("inject-rotate").await;
+    let namespace = asking_namespace(plane, "inject-rotate").await;
     let client = plane.client().await;
-    let (ok, _, stderr) = kubectl(
-        plane,
-        &[
-            "label",
-            "namespace",
-            &namespace,
-            "modelgate.io/inject=enabled",
-        ],
-    );
-    assert!(ok, "{stderr}");
     // Serving certificates renew every 4 s or so; the CA is succeeded at 10 s and retired at 16 s.
     let injector = Injector::start(
         plane,
@@ -545,18 +546,8 @@ async fn certificates_rotate_without_a_failed_admission() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_created_while_the_operator_is_down_are_reported_when_it_returns() {
     let plane = control_plane();
-    let namespace = plane.namespace("inject-down").await;
+    let namespace = asking_namespace(plane, "inject-down").await;
     let client = plane.client().await;
-    let (ok, _, stderr) = kubectl(
-        plane,
-        &[
-            "label",
-            "namespace",
-            &namespace,
-            "modelgate.io/inject=enabled",
-        ],
-    );
-    assert!(ok, "{stderr}");
     let injector = Injector::start(plane, &[&namespace], "Ignore", &[]).await;
     assert_eq!(injector.operator.terminate().code(), Some(0));
 

@@ -16,7 +16,7 @@ use crate::{
         RELEASE_NAMESPACE, install_from_readme, installed_objects, readme_block, run_script,
         start_operator_pod,
     },
-    support::{kubectl, wait_condition},
+    support::{helm, kubectl, wait_condition},
 };
 
 const OPERATOR: &str = "system:serviceaccount:modelgate:modelgate-operator";
@@ -325,15 +325,9 @@ fn an_upgrade_of_the_crd_chart_updates_the_crd(plane: &ControlPlane) {
     let text = std::fs::read_to_string(&chart).unwrap();
     std::fs::write(&chart, text.replace("version: 0.1.0", "version: 0.1.1")).unwrap();
 
-    let output = plane
-        .helm()
-        .args(["upgrade", "modelgate-crds", copy.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    helm(
+        plane,
+        &["upgrade", "modelgate-crds", copy.path().to_str().unwrap()],
     );
     let (ok, columns, stderr) = kubectl(
         plane,
@@ -354,9 +348,9 @@ fn an_upgrade_of_the_crd_chart_updates_the_crd(plane: &ControlPlane) {
 }
 
 fn an_upgrade_of_the_chart_changes_the_workloads(plane: &ControlPlane) {
-    let output = plane
-        .helm()
-        .args([
+    helm(
+        plane,
+        &[
             "upgrade",
             "modelgate",
             crate::chart::CHART,
@@ -365,13 +359,7 @@ fn an_upgrade_of_the_chart_changes_the_workloads(plane: &ControlPlane) {
             "--reuse-values",
             "--set",
             "gateway.replicas=3",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
     let (ok, replicas, stderr) = kubectl(
         plane,
@@ -389,16 +377,7 @@ fn an_upgrade_of_the_chart_changes_the_workloads(plane: &ControlPlane) {
 }
 
 fn uninstalling_the_crd_chart_keeps_the_crds_and_the_objects(plane: &ControlPlane) {
-    let output = plane
-        .helm()
-        .args(["uninstall", "modelgate-crds"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    helm(plane, &["uninstall", "modelgate-crds"]);
     let (ok, table, stderr) = kubectl(plane, &["get", "mg", "-n", RELEASE_NAMESPACE]);
     assert!(ok && table.contains("chat-backup"), "{table} {stderr}");
 }

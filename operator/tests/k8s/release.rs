@@ -18,7 +18,7 @@ use testbin::{ControlPlane, http_get, wait_until};
 
 use crate::{
     chart::objects,
-    support::{Operator, SETTLE},
+    support::{Operator, SETTLE, helm},
 };
 
 pub const RELEASE_NAMESPACE: &str = "modelgate";
@@ -76,17 +76,10 @@ pub fn install_from_readme(plane: &ControlPlane) {
 
 /// The objects of the installed release.
 pub fn installed_objects(plane: &ControlPlane) -> Vec<Value> {
-    let output = plane
-        .helm()
-        .args(["get", "manifest", "modelgate", "-n", RELEASE_NAMESPACE])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    objects(&String::from_utf8(output.stdout).unwrap())
+    objects(&helm(
+        plane,
+        &["get", "manifest", "modelgate", "-n", RELEASE_NAMESPACE],
+    ))
 }
 
 /// A container of an installed Deployment as a process would get it: its command line (with

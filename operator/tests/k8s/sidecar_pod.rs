@@ -18,7 +18,7 @@ use crate::{
     chart::CHART,
     inject::Injector,
     release::{ContainerRun, DataPlane},
-    support::{SETTLE, control_plane, get_json, kubectl, kubectl_apply, wait_condition},
+    support::{SETTLE, control_plane, get_json, helm, kubectl, kubectl_apply, wait_condition},
 };
 
 const PROVIDER_KEY: &str = "sk-provider-canary-7f3a";
@@ -92,29 +92,22 @@ async fn an_unmodified_openai_sdk_app_routes_through_its_injected_sidecar() {
     let client = plane.client().await;
     kubectl_apply(plane, &namespace, &objects());
     // The chart's sidecar RBAC for this tenant namespace.
-    let mut render = plane.helm();
-    render.args([
-        "template",
-        "modelgate",
-        CHART,
-        "--namespace",
-        "modelgate",
-        "--show-only",
-        "templates/sidecar-rbac.yaml",
-        "--set",
-        &format!("tenants={{{namespace}}}"),
-    ]);
-    let rendered = render.output().unwrap();
-    assert!(
-        rendered.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
-    kubectl_apply(
+    let tenants = format!("tenants={{{namespace}}}");
+    let rendered = helm(
         plane,
-        &namespace,
-        &String::from_utf8(rendered.stdout).unwrap(),
+        &[
+            "template",
+            "modelgate",
+            CHART,
+            "--namespace",
+            "modelgate",
+            "--show-only",
+            "templates/sidecar-rbac.yaml",
+            "--set",
+            &tenants,
+        ],
     );
+    kubectl_apply(plane, &namespace, &rendered);
 
     let _injector = Injector::start(
         plane,

@@ -238,6 +238,18 @@ pub fn kubectl(plane: &ControlPlane, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Runs helm with `args`: its stdout, or a panic with what helm said.
+pub fn helm(plane: &ControlPlane, args: &[&str]) -> String {
+    let output = plane.helm().args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
 /// The object as JSON, or `None` if it does not exist.
 pub async fn get_json<K>(client: &Client, namespace: &str, name: &str) -> Option<Value>
 where

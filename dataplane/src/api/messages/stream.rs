@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::response::{message_id, stop_reason, usage};
-use crate::{error::ApiError, sse::DataLines};
+use crate::{api::reframe::chat_chunks, error::ApiError, sse::DataLines};
 
 /// A chat chunk may not grow past this (the gateway's own streams never come close).
 const MAX_LINE: usize = 8 * 1024 * 1024;
@@ -116,16 +116,7 @@ pub fn error_event(error: &ApiError) -> Vec<u8> {
 impl ToMessages {
     /// Translates the chat SSE bytes of one chunk, appending Messages events to `out`.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        let mut chunks = Vec::new();
-        let mut done = false;
-        // A chunk over the cap is dropped from the translation, never from the answer's end.
-        let _ = self.lines.push(bytes, |data| {
-            if data == b"[DONE]" {
-                done = true;
-            } else if let Ok(chunk) = serde_json::from_slice::<Chunk>(data) {
-                chunks.push(chunk);
-            }
-        });
+        let (chunks, done) = chat_chunks::<Chunk>(&mut self.lines, bytes);
         for chunk in chunks {
             self.chunk(chunk, out);
         }

@@ -17,17 +17,11 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::{error::ApiError, request::Untranslatable};
-
-/// The first thing the translation had to leave out.
-#[derive(Default)]
-struct Noted(Option<Untranslatable>);
-
-impl Noted {
-    fn note(&mut self, message: String, param: String) {
-        self.0.get_or_insert(Untranslatable { message, param });
-    }
-}
+use crate::{
+    api::translate::{Noted, function_tools},
+    error::ApiError,
+    request::Untranslatable,
+};
 
 /// The chat completion body for a Responses body, and what it could not carry.
 pub fn to_chat(responses_request: &Value) -> Result<(Value, Option<Untranslatable>), ApiError> {
@@ -109,26 +103,7 @@ fn sampling(request: &Map<String, Value>, chat: &mut Map<String, Value>) {
 
 /// Function tools and the tool choice; built-in tools are noted.
 fn tools(request: &Map<String, Value>, chat: &mut Map<String, Value>, noted: &mut Noted) {
-    if let Some(tools) = request.get("tools").and_then(Value::as_array)
-        && !tools.is_empty()
-    {
-        let mut functions = Vec::new();
-        for (index, each) in tools.iter().enumerate() {
-            match tool(each) {
-                Some(function) => functions.push(function),
-                None => noted.note(
-                    format!(
-                        "the {} tool runs only on an OpenAI or Azure deployment",
-                        each["type"].as_str().unwrap_or_default()
-                    ),
-                    format!("tools[{index}]"),
-                ),
-            }
-        }
-        if !functions.is_empty() {
-            chat.insert("tools".into(), Value::Array(functions));
-        }
-    }
+    function_tools(request, chat, noted, tool, "an OpenAI or Azure deployment");
     if let Some(choice) = request.get("tool_choice").filter(|v| !v.is_null()) {
         chat.insert("tool_choice".into(), tool_choice(choice));
     }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::response::{envelope, function_item, message_item, response_id, usage};
-use crate::{error::ApiError, sse::DataLines};
+use crate::{api::reframe::chat_chunks, error::ApiError, sse::DataLines};
 
 const MAX_LINE: usize = 8 * 1024 * 1024;
 
@@ -120,15 +120,7 @@ pub fn error_event(error: &ApiError) -> Vec<u8> {
 
 impl ToResponses {
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        let mut chunks = Vec::new();
-        let mut done = false;
-        let _ = self.lines.push(bytes, |data| {
-            if data == b"[DONE]" {
-                done = true;
-            } else if let Ok(chunk) = serde_json::from_slice::<Chunk>(data) {
-                chunks.push(chunk);
-            }
-        });
+        let (chunks, done) = chat_chunks::<Chunk>(&mut self.lines, bytes);
         for chunk in chunks {
             self.chunk(chunk, out);
         }
