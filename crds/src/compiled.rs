@@ -159,6 +159,13 @@ pub struct CompiledPolicy {
     pub allow_unpriced: bool,
     pub latency_tolerance_percent: u32,
     pub exploration_percent: u32,
+    /// When streamed answers are committed (absent: at the first content token).
+    #[serde(default, skip_serializing_if = "at_first_content")]
+    pub stream_commit: crate::routing_policy::StreamCommit,
+}
+
+fn at_first_content(commit: &crate::routing_policy::StreamCommit) -> bool {
+    *commit == crate::routing_policy::StreamCommit::FirstContent
 }
 
 /// The `auto` virtual model of a policy.

@@ -70,6 +70,9 @@ pub struct RoutingPolicySpec {
     /// Tuning of the latency-based strategy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_based: Option<LatencyBased>,
+    /// When a streamed answer is committed to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streaming: Option<Streaming>,
     /// Let keys with a budget call deployments that have no price (no `pricing` and no list
     /// price for their model). Such calls are charged $0, so the budget does not bound them;
     /// by default they are refused (`unpriced_deployment`).
@@ -236,6 +239,30 @@ pub struct CachePolicy {
     /// budget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hits_count_against_rpm: Option<bool>,
+}
+
+/// Streaming settings.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Streaming {
+    /// When the client gets the response head (default `first-content`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<StreamCommit>,
+}
+
+/// The moment a streamed answer is committed: from then on a failure ends the stream with an
+/// error event instead of moving to the next link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamCommit {
+    /// At the upstream's first content token: a link that fails before it (an error event, a
+    /// broken or stalled stream, a stream with no content) is replaced unseen. The client's
+    /// first byte waits for that token.
+    #[default]
+    FirstContent,
+    /// At the upstream's response head: the client gets the head and every event (the role
+    /// chunk first) as soon as they arrive; fallback covers only failures before the head.
+    Headers,
 }
 
 /// Who shares response-cache entries.

@@ -28,13 +28,16 @@ impl DataLines {
         mut on_data: impl FnMut(&[u8]),
     ) -> Result<(), LineTooLong> {
         let mut rest = bytes;
-        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
-            self.partial.extend_from_slice(&rest[..newline]);
-            let line = self.partial.strip_suffix(b"\r").unwrap_or(&self.partial);
-            if let Some(data) = line.strip_prefix(b"data:") {
-                on_data(data.trim_ascii());
+        while let Some(newline) = memchr::memchr(b'\n', rest) {
+            // A line wholly inside this chunk is read where it lies; only a line that began in
+            // an earlier chunk is joined first.
+            if self.partial.is_empty() {
+                data_of(&rest[..newline], &mut on_data);
+            } else {
+                self.partial.extend_from_slice(&rest[..newline]);
+                data_of(&self.partial, &mut on_data);
+                self.partial.clear();
             }
-            self.partial.clear();
             rest = &rest[newline + 1..];
         }
         if self.partial.len() + rest.len() > self.max_line {
@@ -43,6 +46,14 @@ impl DataLines {
         }
         self.partial.extend_from_slice(rest);
         Ok(())
+    }
+}
+
+/// Calls `on_data` with the trimmed payload of `line` when it is a `data:` line.
+fn data_of(line: &[u8], on_data: &mut impl FnMut(&[u8])) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if let Some(data) = line.strip_prefix(b"data:") {
+        on_data(data.trim_ascii());
     }
 }
 

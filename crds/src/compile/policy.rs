@@ -230,5 +230,10 @@ fn compile_one(
         exploration_percent: latency
             .exploration_percent
             .unwrap_or(DEFAULT_EXPLORATION_PERCENT),
+        stream_commit: spec
+            .streaming
+            .as_ref()
+            .and_then(|streaming| streaming.commit)
+            .unwrap_or_default(),
     })
 }

@@ -4,8 +4,11 @@
 //! upstream failure (passed on as an `Err` the front door turns into its own error event), or the
 //! client going away (the stream is dropped).
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use futures_util::{StreamExt, stream::BoxStream};
+use memchr::memmem::Finder;
 use serde::Deserialize;
 
 use super::{Finish, ServedCall};
@@ -202,7 +205,7 @@ impl UsageScanner {
                 if data.starts_with(b"{\"error\"") {
                     *saw_error = true;
                 }
-                *generated += generated_bytes(data, &GENERATED) as u64;
+                *generated += generated_bytes(data, member_finders(None)) as u64;
                 // Only chunks that mention usage are parsed; content chunks are skipped cheaply.
                 if mentions_usage(data)
                     && let Ok(event) = serde_json::from_slice::<UsageEvent>(data)
@@ -212,10 +215,10 @@ impl UsageScanner {
                 }
             }
             Some(api) => {
-                *generated += generated_bytes(data, native::generated_members(api)) as u64;
+                *generated += generated_bytes(data, member_finders(native)) as u64;
                 if mentions_usage(data) {
                     native::fold_event_usage(api, data, usage);
-                } else if data.windows(7).any(|w| w == b"\"error\"")
+                } else if memchr::memmem::find(data, b"\"error\"").is_some()
                     && native::classify(api, data) == native::EventKind::Error
                 {
                     *saw_error = true;
@@ -234,14 +237,32 @@ const GENERATED: [&[u8]; 4] = [
     b"\"reasoning_content\":\"",
 ];
 
+/// Searchers for the members that carry generated text, per API, built once: building one costs
+/// more than searching a chunk with it.
+fn member_finders(native: Option<NativeApi>) -> &'static [Finder<'static>] {
+    fn finders(members: &[&'static [u8]]) -> Vec<Finder<'static>> {
+        members.iter().map(|member| Finder::new(*member)).collect()
+    }
+    static OPENAI: LazyLock<Vec<Finder<'static>>> = LazyLock::new(|| finders(&GENERATED));
+    static MESSAGES: LazyLock<Vec<Finder<'static>>> =
+        LazyLock::new(|| finders(native::generated_members(NativeApi::Messages)));
+    static RESPONSES: LazyLock<Vec<Finder<'static>>> =
+        LazyLock::new(|| finders(native::generated_members(NativeApi::Responses)));
+    match native {
+        None => &OPENAI,
+        Some(NativeApi::Messages) => &MESSAGES,
+        Some(NativeApi::Responses) => &RESPONSES,
+    }
+}
+
 /// Bytes of generated text in one chunk, escapes included (so it errs high): a scan for the
 /// `members` that carry it, never a parse of the whole chunk.
-fn generated_bytes(data: &[u8], members: &[&[u8]]) -> usize {
+fn generated_bytes(data: &[u8], members: &[Finder<'static>]) -> usize {
     let mut total = 0;
     for member in members {
         let mut rest = data;
-        while let Some(at) = rest.windows(member.len()).position(|w| w == *member) {
-            rest = &rest[at + member.len()..];
+        while let Some(at) = member.find(rest) {
+            rest = &rest[at + member.needle().len()..];
             let len = string_len(rest);
             total += len;
             rest = &rest[len..];
@@ -265,7 +286,8 @@ fn string_len(text: &[u8]) -> usize {
 
 /// Whether an SSE `data:` payload names a `usage` member.
 pub fn mentions_usage(data: &[u8]) -> bool {
-    data.windows(7).any(|w| w == b"\"usage\"")
+    static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+    USAGE.find(data).is_some()
 }
 
 #[cfg(test)]

@@ -45,6 +45,10 @@ pub(super) async fn execute(
         budget: &services.retry_budget,
         metrics: &services.sinks.metrics,
         seed,
+        stream_commit: key
+            .policy
+            .as_deref()
+            .map_or_else(Default::default, |p| p.spec.stream_commit),
     };
     let make_call = |deployment| call_for(services, request, deployment, key);
     let executed = resilience::execute(snapshot, &routed.plan, &execution, make_call).await;

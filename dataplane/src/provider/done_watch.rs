@@ -3,8 +3,11 @@
 //! upstream (or a proxy in front of it) that closes cleanly mid-answer is a cut stream, never a
 //! complete one. The bytes are not copied; only the few bytes around each chunk boundary are.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use futures_util::{StreamExt, stream::BoxStream};
+use memchr::memmem::Finder;
 
 use super::{CallError, error::cut_short};
 
@@ -40,13 +43,24 @@ pub fn require_done(
 }
 
 /// Finds a `data: [DONE]` line (or `data:[DONE]`) at the start of a line. A JSON string cannot
-/// hold a raw line break, so text that merely mentions `[DONE]` never matches.
-#[derive(Default)]
+/// hold a raw line break, so text that merely mentions `[DONE]` never matches. Bounded work per
+/// chunk and no allocation: one scan of the chunk, plus one of the few bytes around its start.
 struct DoneWatch {
-    /// The end of the previous chunk, for a marker split across chunks.
-    tail: Vec<u8>,
-    started: bool,
+    /// The end of the previous chunk (at first a line break: the stream's start counts as a line
+    /// start), for a marker split across chunks.
+    tail: [u8; CARRY],
+    tail_len: usize,
     seen: bool,
+}
+
+impl Default for DoneWatch {
+    fn default() -> Self {
+        Self {
+            tail: [b'\n'; CARRY],
+            tail_len: 1,
+            seen: false,
+        }
+    }
 }
 
 impl DoneWatch {
@@ -54,24 +68,17 @@ impl DoneWatch {
         if self.seen || bytes.is_empty() {
             return;
         }
-        let mut window = std::mem::take(&mut self.tail);
-        if !self.started {
-            // The stream's start counts as a line start.
-            window.push(b'\n');
-            self.started = true;
-        }
+        // The previous chunk's end joined to this one's start: where a split marker shows.
+        let mut seam = [0u8; 2 * CARRY];
         let head = &bytes[..bytes.len().min(CARRY)];
-        window.extend_from_slice(head);
-        self.seen = contains_marker(&window) || contains_marker(bytes);
-        let keep = bytes.len().min(CARRY);
-        self.tail = if bytes.len() >= CARRY {
-            bytes[bytes.len() - keep..].to_vec()
-        } else {
-            let mut tail = window;
-            let start = tail.len().saturating_sub(CARRY);
-            tail.drain(..start);
-            tail
-        };
+        seam[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
+        seam[self.tail_len..self.tail_len + head.len()].copy_from_slice(head);
+        let seam = &seam[..self.tail_len + head.len()];
+        self.seen = contains_marker(seam) || contains_marker(bytes);
+        let end = if bytes.len() >= CARRY { bytes } else { seam };
+        let keep = &end[end.len().saturating_sub(CARRY)..];
+        self.tail[..keep.len()].copy_from_slice(keep);
+        self.tail_len = keep.len();
     }
 }
 
@@ -85,10 +92,15 @@ const MARKERS: &[&[u8]] = &[
     b"\ndata:{\"error\"",
 ];
 
+/// Whether a marker is in `bytes`: every `data:` found is checked in place.
 fn contains_marker(bytes: &[u8]) -> bool {
-    MARKERS
-        .iter()
-        .any(|marker| bytes.windows(marker.len()).any(|w| w == *marker))
+    static DATA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"data:"));
+    DATA.find_iter(bytes).any(|at| {
+        at > 0
+            && MARKERS
+                .iter()
+                .any(|marker| bytes[at - 1..].starts_with(marker))
+    })
 }
 
 /// Whether one whole SSE line ends an OpenAI stream.

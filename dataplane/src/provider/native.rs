@@ -91,7 +91,7 @@ fn is_last(api: NativeApi, data: &[u8]) -> bool {
         NativeApi::Messages => b"\"message_stop\"",
         NativeApi::Responses => b"\"response.completed\"",
     };
-    data.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(data, needle).is_some()
 }
 
 /// Members whose string values are generated text, to count what a cut stream delivered.

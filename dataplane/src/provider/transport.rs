@@ -119,12 +119,16 @@ pub async fn read_body(
     limit: usize,
     idle: Duration,
 ) -> Result<Bytes, CallError> {
+    // A body that arrives in one frame (most do) is forwarded as received; only a body in
+    // several frames is joined.
+    let mut first: Option<Bytes> = None;
     let mut out = BytesMut::new();
     loop {
         let frame = tokio::time::timeout(idle, body.frame())
             .await
             .map_err(|_| CallError::new(CallErrorKind::Timeout, "the response body stalled"))?;
         match frame {
+            None if out.is_empty() => return Ok(first.unwrap_or_default()),
             None => return Ok(out.freeze()),
             Some(Err(e)) => {
                 return Err(CallError::new(
@@ -134,13 +138,22 @@ pub async fn read_body(
             }
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
-                    if out.len() + data.len() > limit {
+                    let held = first.as_ref().map_or(0, Bytes::len);
+                    if held + out.len() + data.len() > limit {
                         return Err(CallError::new(
                             CallErrorKind::Protocol,
                             format!("response body larger than {limit} bytes"),
                         ));
                     }
-                    out.extend_from_slice(&data);
+                    match first.take() {
+                        None if out.is_empty() => first = Some(data),
+                        earlier => {
+                            if let Some(earlier) = earlier {
+                                out.extend_from_slice(&earlier);
+                            }
+                            out.extend_from_slice(&data);
+                        }
+                    }
                 }
             }
         }

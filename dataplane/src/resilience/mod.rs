@@ -1,7 +1,8 @@
 //! The one executor every endpoint and both streaming modes go through: walks the [`Plan`],
 //! moving to the next deployment on connect errors, timeouts, 5xx, 429, misconfigured
-//! deployments (401/403/404) and streams that fail before their first content token, and
-//! handing the caller's own 4xx straight back.
+//! deployments (401/403/404) and streams that fail before their first content token (or, where
+//! the caller's policy commits streams at their head, before the head), and handing the
+//! caller's own 4xx straight back.
 
 mod breaker;
 mod prime;
@@ -10,6 +11,7 @@ mod timeouts;
 
 use std::fmt::Write as _;
 
+use modelgate_crds::routing_policy::StreamCommit;
 use tokio::time::Instant;
 
 use breaker::{Breaker, Gate};
@@ -63,6 +65,8 @@ pub struct Execution<'a> {
     pub metrics: &'a Metrics,
     /// Seeds the backoff jitter (the request's routing seed).
     pub seed: u64,
+    /// When a streamed answer stops failing over: at its first content token, or at its head.
+    pub stream_commit: StreamCommit,
 }
 
 /// What running a plan came to.
@@ -226,7 +230,12 @@ impl Attempts<'_> {
         let mut call = make_call(deployment);
         call.timeouts.first_byte = call.timeouts.first_byte.min(self.run.deadline - now);
         let first_byte = call.timeouts.first_byte;
-        let result = primed(deployment.provider.call(call).await, first_byte).await;
+        let answer = deployment.provider.call(call).await;
+        let result = match self.run.stream_commit {
+            StreamCommit::FirstContent => primed(answer, first_byte).await,
+            // The head is the commitment: the stream goes to the client as it comes.
+            StreamCommit::Headers => answer,
+        };
         let latency_ms = now.elapsed().as_secs_f64() * 1000.0;
         let outcome = match &result {
             Ok(_) => "ok",

@@ -117,7 +117,7 @@ fn has_image_parts(raw: Option<&[u8]>) -> bool {
     let Some(raw) = raw else {
         return false;
     };
-    if !raw.windows(9).any(|w| w == b"image_url") {
+    if memchr::memmem::find(raw, b"image_url").is_none() {
         return false;
     }
     let Ok(Value::Array(messages)) = serde_json::from_slice::<Value>(raw) else {

@@ -124,3 +124,57 @@ async fn a_failure_after_content_ends_the_stream_with_an_error_chunk() {
     let record = gw.decision(errored.header("x-modelgate-request-id")).await;
     assert_eq!(record["error_code"], "upstream_error_event");
 }
+
+#[tokio::test]
+async fn a_policy_that_commits_at_the_head_relays_at_once_and_does_not_fail_over() {
+    let fake = FakeProvider::start().await.unwrap();
+    let idle = "      timeouts: {idle: 1s}\n      weight: 1\n";
+    let deployments = [
+        upstream_with("first", &fake.base_url(), idle),
+        upstream("second", &fake.base_url(), 0),
+    ];
+    let gw = TestGateway::start(&config_with(&format!(
+        "{}{}",
+        group("chat", &["chat"], &deployments, &[]),
+        policy("latency-first", "  streaming: {commit: headers}")
+    )))
+    .await;
+
+    // The role chunk, then silence: under the default commit this fails over unseen (see
+    // `a_stalled_stream_is_cut_by_the_idle_timeout`); here the client already has the head and
+    // the role chunk, so the stall ends its stream with the error chunk instead.
+    fake.push(Script::StallAfter { chunks: 1 });
+    let stalled = gw.post("/v1/chat/completions", stream_request()).await;
+    assert_eq!(stalled.status, StatusCode::OK);
+    assert_eq!(
+        (
+            stalled.header("x-modelgate-deployment"),
+            stalled.header("x-modelgate-attempts")
+        ),
+        ("first", "1")
+    );
+    let events = sse_events(&stalled);
+    assert!(events[0].contains("\"role\":\"assistant\""), "{events:?}");
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_stream_error", "{events:?}");
+    assert_eq!(
+        fake.request_count(),
+        1,
+        "no fail-over once the head is sent"
+    );
+
+    // A failure before the head still fails over.
+    fake.push(Script::status(503));
+    let answer = gw.post("/v1/chat/completions", stream_request()).await;
+    assert_eq!(
+        (
+            answer.header("x-modelgate-deployment"),
+            answer.header("x-modelgate-attempts")
+        ),
+        ("second", "2")
+    );
+    assert_eq!(
+        sse_events(&answer).last().map(String::as_str),
+        Some("[DONE]")
+    );
+}

@@ -27,7 +27,7 @@ pub fn sse(relay: Relay, client_wants_usage: bool) -> ResponseBody {
             return match relay.next().await {
                 Some(Ok(bytes)) => {
                     let bytes = match &mut filter {
-                        Some(filter) => filter.push(&bytes),
+                        Some(filter) => filter.push(bytes),
                         None => bytes,
                     };
                     if bytes.is_empty() {
@@ -58,10 +58,14 @@ struct UsageFilter {
 }
 
 impl UsageFilter {
-    fn push(&mut self, bytes: &[u8]) -> Bytes {
+    fn push(&mut self, bytes: Bytes) -> Bytes {
+        // The common chunk: whole lines, none of them usage. It passes without a copy.
+        if self.partial.is_empty() && bytes.ends_with(b"\n") && !mentions_usage(&bytes) {
+            return bytes;
+        }
         let mut out = Vec::with_capacity(self.partial.len() + bytes.len());
-        let mut rest = bytes;
-        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+        let mut rest = &bytes[..];
+        while let Some(newline) = memchr::memchr(b'\n', rest) {
             self.partial.extend_from_slice(&rest[..=newline]);
             if !is_usage_only(&self.partial) {
                 out.extend_from_slice(&self.partial);
@@ -125,10 +129,20 @@ mod tests {
         let expected = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n\r\ndata: [DONE]\n\n";
         for split in 0..stream.len() {
             let mut filter = UsageFilter::default();
-            let mut out = filter.push(&stream[..split]).to_vec();
-            out.extend_from_slice(&filter.push(&stream[split..]));
+            let mut out = filter
+                .push(Bytes::copy_from_slice(&stream[..split]))
+                .to_vec();
+            out.extend_from_slice(&filter.push(Bytes::copy_from_slice(&stream[split..])));
             out.extend_from_slice(&filter.finish());
             assert_eq!(out, expected, "split at {split}");
         }
+    }
+
+    #[test]
+    fn a_chunk_of_whole_content_lines_passes_without_a_copy() {
+        let chunk =
+            Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n");
+        let out = UsageFilter::default().push(chunk.clone());
+        assert_eq!(out.as_ptr(), chunk.as_ptr());
     }
 }

@@ -87,7 +87,7 @@ fn is_prompt_filter_chunk(line: &[u8]) -> bool {
     let Some(data) = line.trim_ascii().strip_prefix(b"data:") else {
         return false;
     };
-    data.windows(21).any(|w| w == b"prompt_filter_results")
+    memchr::memmem::find(data, b"prompt_filter_results").is_some()
         && serde_json::from_slice::<Chunk>(data.trim_ascii())
             .is_ok_and(|c| c.choices.is_empty() && c.id.is_empty() && c.usage.is_none())
 }

@@ -153,7 +153,7 @@ fn text_only(raw: &[u8]) -> Result<(), CallError> {
 /// The messages with OpenAI's `developer` role spelled `system` (DeepSeek knows only the older
 /// name), or `None` when there is none and the raw bytes can go as they are.
 fn developer_as_system(raw: &[u8]) -> Result<Option<Vec<Value>>, CallError> {
-    if !raw.windows(11).any(|w| w == b"\"developer\"") {
+    if memchr::memmem::find(raw, b"\"developer\"").is_none() {
         return Ok(None);
     }
     let mut messages: Vec<Value> = serde_json::from_slice(raw).map_err(|e| {
