@@ -73,6 +73,6 @@ soak: ## Mixed load on the real gateway for SOAK_SECONDS (default 600): config s
 	tests/testbin/install-redis.sh
 	python3 tests/soak/soak.py --seconds $${SOAK_SECONDS:-600}
 
-bench: ## Load benchmark: fake upstream direct vs nginx vs the gateway (not a test)
-	$(CARGO) build --release -p modelgate-dataplane -p fake-provider
-	bench/run.sh
+bench: ## Load benchmark: the gateway against nginx proxy_pass over a fast upstream, ratios (not a test)
+	$(CARGO) build --release -p modelgate-dataplane
+	python3 bench/bench.py

@@ -1,11 +1,13 @@
 //! Routing alone: key lookup, model resolution, tag filter, strategy and plan, over a large
 //! config (1,000 groups of 8 deployments, 10,000 keys) and a small one, to show the cost does not
-//! grow with the config. `cargo bench -p modelgate-dataplane --bench routing`.
+//! grow with the config; and a config swap of each size as a data plane does it (the compiled
+//! config's JSON parsed, the snapshot built and committed while the old one is still served).
+//! `cargo bench -p modelgate-dataplane --bench routing`.
 
 // A benchmark panics on broken setup; that is its assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{alloc::System, collections::BTreeMap, hint::black_box};
+use std::{alloc::System, collections::BTreeMap, hint::black_box, sync::Arc, time::Duration};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, header};
@@ -16,12 +18,14 @@ use modelgate_crds::{
         CompiledBreaker, CompiledCache, CompiledDeployment, CompiledKey, CompiledModelGroup,
         CompiledPolicy, CompiledRetries, CompiledTimeouts, hash_key,
     },
+    routing_policy::StreamCommit,
 };
 use modelgate_dataplane::{
     auth,
-    config::Snapshot,
+    config::{ConfigHandle, Snapshot, reload::Reloader},
     route::{self, RouteInput},
     signals::SignalRegistry,
+    telemetry::Metrics,
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -105,6 +109,7 @@ fn config(groups: usize, keys: usize) -> CompiledConfig {
             allow_unpriced: false,
             latency_tolerance_percent: 10,
             exploration_percent: 5,
+            stream_commit: StreamCommit::default(),
         },
     );
     for k in 0..keys {
@@ -194,5 +199,38 @@ fn routing(c: &mut Criterion) {
     bench.finish();
 }
 
-criterion_group!(benches, routing);
+/// A whole config swap: what a data plane does when its config Secret changes.
+fn swap(c: &mut Criterion) {
+    let mut bench = c.benchmark_group("swap");
+    bench
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    for (groups, keys) in [(10, 100), (1_000, 10_000)] {
+        let json = serde_json::to_vec(&config(groups, keys)).unwrap();
+        let signals = Arc::new(SignalRegistry::default());
+        let handle = ConfigHandle::default();
+        let reloader = Reloader::new(handle.clone(), Arc::new(Metrics::new()), signals);
+        reloader
+            .config(serde_json::from_slice(&json).unwrap(), &[])
+            .unwrap();
+        println!(
+            "compiled config of {groups}g-{keys}k: {} KiB of JSON",
+            json.len() / 1024
+        );
+        let id = BenchmarkId::new("parse-build-commit", format!("{groups}g-{keys}k"));
+        bench.bench_function(id, |b| {
+            b.iter(|| {
+                // A reader holds the old snapshot across the swap, as an in-flight request does.
+                let old = handle.current();
+                reloader
+                    .config(serde_json::from_slice(&json).unwrap(), &[])
+                    .unwrap();
+                black_box(old)
+            });
+        });
+    }
+    bench.finish();
+}
+
+criterion_group!(benches, routing, swap);
 criterion_main!(benches);
