@@ -126,6 +126,9 @@ impl Cache {
         if body.len() > self.max_entry_bytes {
             return false;
         }
+        // A body forwarded as received is a view into the upstream connection's read buffer;
+        // an entry that outlives the request holds its own compact copy instead of pinning it.
+        let body = Bytes::copy_from_slice(&body);
         // Counted once written, so the counter is a signal that the entry can be read.
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
