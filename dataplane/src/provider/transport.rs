@@ -128,8 +128,7 @@ pub async fn read_body(
             .await
             .map_err(|_| CallError::new(CallErrorKind::Timeout, "the response body stalled"))?;
         match frame {
-            None if out.is_empty() => return Ok(first.unwrap_or_default()),
-            None => return Ok(out.freeze()),
+            None => return Ok(first.unwrap_or_else(|| out.freeze())),
             Some(Err(e)) => {
                 return Err(CallError::new(
                     CallErrorKind::Protocol,
@@ -138,21 +137,18 @@ pub async fn read_body(
             }
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
-                    let held = first.as_ref().map_or(0, Bytes::len);
-                    if held + out.len() + data.len() > limit {
+                    let held = first.as_ref().map_or(out.len(), Bytes::len);
+                    if held + data.len() > limit {
                         return Err(CallError::new(
                             CallErrorKind::Protocol,
                             format!("response body larger than {limit} bytes"),
                         ));
                     }
-                    match first.take() {
-                        None if out.is_empty() => first = Some(data),
-                        earlier => {
-                            if let Some(earlier) = earlier {
-                                out.extend_from_slice(&earlier);
-                            }
-                            out.extend_from_slice(&data);
-                        }
+                    if held == 0 {
+                        first = Some(data);
+                    } else {
+                        out.extend_from_slice(&first.take().unwrap_or_default());
+                        out.extend_from_slice(&data);
                     }
                 }
             }
