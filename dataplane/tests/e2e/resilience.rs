@@ -121,13 +121,7 @@ async fn retry_after_cools_the_link_down_and_moves_on_at_once() {
 
     // For the next minute the link is cooling down: skipped without a call.
     let next = gw.post("/v1/chat/completions", chat("chat")).await;
-    assert_eq!(
-        (
-            next.header("x-modelgate-deployment"),
-            next.header("x-modelgate-attempts")
-        ),
-        ("second", "1")
-    );
+    assert_eq!(next.served_by(), ("second", "1"));
     let record = gw.decision(next.header("x-modelgate-request-id")).await;
     assert_eq!(outcomes(&record), vec!["first:breaker_open", "second:ok"]);
     assert_eq!(fake.request_count(), 3);
@@ -317,14 +311,7 @@ async fn the_fault_matrix() {
                 _ if stream_only && !stream => ("first", "1"),
                 _ => ("second", "2"),
             };
-            assert_eq!(
-                (
-                    answer.header("x-modelgate-deployment"),
-                    answer.header("x-modelgate-attempts")
-                ),
-                (deployment, attempts),
-                "{case}"
-            );
+            assert_eq!(answer.served_by(), (deployment, attempts), "{case}");
             let text = answer.text();
             if matches!(fault, Fault::CutAfterContent) && stream {
                 assert!(
@@ -394,13 +381,7 @@ async fn a_stalled_stream_is_cut_by_the_idle_timeout() {
     // Stalled before content: an unseen fail-over.
     fake.push(Script::StallAfter { chunks: 1 });
     let before = gw.post("/v1/chat/completions", body.clone()).await;
-    assert_eq!(
-        (
-            before.header("x-modelgate-deployment"),
-            before.header("x-modelgate-attempts")
-        ),
-        ("second", "2")
-    );
+    assert_eq!(before.served_by(), ("second", "2"));
     assert!(before.text().trim_end().ends_with("data: [DONE]"));
 
     // Stalled after content: the stream ends with the error chunk.

@@ -59,14 +59,7 @@ async fn failures_before_the_first_content_token_fail_over_unseen() {
         fake.push(script.clone());
         let answer = gw.post("/v1/chat/completions", stream_request()).await;
         assert_eq!(answer.status, StatusCode::OK, "{script:?}");
-        assert_eq!(
-            (
-                answer.header("x-modelgate-deployment"),
-                answer.header("x-modelgate-attempts")
-            ),
-            ("second", "2"),
-            "{script:?}"
-        );
+        assert_eq!(answer.served_by(), ("second", "2"), "{script:?}");
         let events = sse_events(&answer);
         assert_eq!(
             events.last().map(String::as_str),
@@ -146,13 +139,7 @@ async fn a_policy_that_commits_at_the_head_relays_at_once_and_does_not_fail_over
     fake.push(Script::StallAfter { chunks: 1 });
     let stalled = gw.post("/v1/chat/completions", stream_request()).await;
     assert_eq!(stalled.status, StatusCode::OK);
-    assert_eq!(
-        (
-            stalled.header("x-modelgate-deployment"),
-            stalled.header("x-modelgate-attempts")
-        ),
-        ("first", "1")
-    );
+    assert_eq!(stalled.served_by(), ("first", "1"));
     let events = sse_events(&stalled);
     assert!(events[0].contains("\"role\":\"assistant\""), "{events:?}");
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
@@ -166,13 +153,7 @@ async fn a_policy_that_commits_at_the_head_relays_at_once_and_does_not_fail_over
     // A failure before the head still fails over.
     fake.push(Script::status(503));
     let answer = gw.post("/v1/chat/completions", stream_request()).await;
-    assert_eq!(
-        (
-            answer.header("x-modelgate-deployment"),
-            answer.header("x-modelgate-attempts")
-        ),
-        ("second", "2")
-    );
+    assert_eq!(answer.served_by(), ("second", "2"));
     assert_eq!(
         sse_events(&answer).last().map(String::as_str),
         Some("[DONE]")

@@ -45,6 +45,14 @@ impl Answer {
             .unwrap_or("")
     }
 
+    /// The deployment that served the answer and how many calls the gateway made for it.
+    pub fn served_by(&self) -> (&str, &str) {
+        (
+            self.header("x-modelgate-deployment"),
+            self.header("x-modelgate-attempts"),
+        )
+    }
+
     pub fn error_code(&self) -> String {
         self.json()["error"]["code"]
             .as_str()
