@@ -1,6 +1,8 @@
 use super::*;
 use crate::{loader::parse_manifests, report::Reason};
 
+mod policies;
+
 const NOW: &str = "2026-06-01T00:00:00Z";
 
 fn now() -> jiff::Timestamp {
@@ -673,42 +675,6 @@ fn policy(name: &str, spec: &str) -> String {
 }
 
 #[test]
-fn policies_compile_durations_and_refuse_overlapping_selectors() {
-    let yaml = format!(
-        "{}{}{}{}",
-        policy(
-            "default",
-            "  strategy: least-busy\n  retries: {attempts: 2, backoffBase: 100ms, backoffMax: 2s}\n  cache: {ttl: 1h}"
-        ),
-        policy("second-default", "  strategy: cost-based"),
-        policy("acme", "  orgs: [acme]\n  teams: [ml]"),
-        policy("ml-again", "  teams: [ml]"),
-    );
-    let (config, reports) = compile_yaml(&yaml);
-    let default = &config.policies["default/default"];
-    assert_eq!(default.retries.backoff_base_ms, Some(100));
-    assert_eq!(default.retries.backoff_max_ms, Some(2000));
-    assert_eq!(default.cache.ttl_ms, Some(3_600_000));
-    assert!(default.cache.enabled, "the cache is on by default");
-    let r = rejection(&reports, ObjectKind::RoutingPolicy, "second-default");
-    assert_eq!(r.reason, Reason::PolicyConflict);
-    assert!(
-        r.message
-            .contains("the namespace default is already selected by RoutingPolicy \"default\"")
-    );
-    let r = rejection(&reports, ObjectKind::RoutingPolicy, "ml-again");
-    assert!(r.message.contains("team \"ml\""), "{}", r.message);
-}
-
-#[test]
-fn invalid_durations_are_rejected_with_the_field_named() {
-    let (_, reports) = compile_yaml(&policy("p", "  timeouts: {total: 10 minutes}"));
-    let r = rejection(&reports, ObjectKind::RoutingPolicy, "p");
-    assert_eq!(r.reason, Reason::InvalidSpec);
-    assert!(r.message.contains("spec.timeouts.total"), "{}", r.message);
-}
-
-#[test]
 fn mock_settings_get_defaults() {
     let (config, _) = compile_yaml(&group("m", "[m]", "      mock: {latency: 25ms}"));
     let mock = config.model_groups["default/m"].deployments[0]
@@ -717,90 +683,6 @@ fn mock_settings_get_defaults() {
         .unwrap();
     assert_eq!(mock.latency_ms, 25);
     assert_eq!(mock.embedding_dimensions, 8);
-}
-
-#[test]
-fn auto_and_splits_resolve_their_groups_and_reject_unknown_ones() {
-    let yaml = format!(
-        "{}{}{}{}",
-        group("cheap", "[cheap]", "  quality: 3\n  defaultMaxTokens: 512"),
-        group("strong", "[strong]", ""),
-        policy(
-            "default",
-            "  auto: {groups: [cheap, strong], mode: quality-first}\n  splits:\n    - {model: chat, sticky: true, arms: [{group: cheap, weight: 9}, {group: strong, weight: 1}]}"
-        ),
-        policy(
-            "acme",
-            "  orgs: [acme]\n  auto: {name: best, groups: [cheap, missing], mode: cheapest}"
-        ),
-    );
-    let (config, reports) = compile_yaml(&yaml);
-    let default = &config.policies["default/default"];
-    let auto = default.auto.as_ref().unwrap();
-    assert_eq!(auto.name, "auto");
-    assert_eq!(auto.groups, vec!["default/cheap", "default/strong"]);
-    let split = &default.splits["chat"];
-    assert_eq!(
-        split.arms,
-        vec![
-            ("default/cheap".to_owned(), 9),
-            ("default/strong".to_owned(), 1)
-        ]
-    );
-    assert!(split.sticky);
-    assert!(
-        default.allow_tag_override && !default.allow_strategy_override,
-        "defaults: tags yes, strategy no"
-    );
-    assert_eq!(
-        (
-            default.latency_tolerance_percent,
-            default.exploration_percent
-        ),
-        (10, 5)
-    );
-    assert_eq!(config.model_groups["default/cheap"].quality, Some(3));
-    assert_eq!(
-        config.model_groups["default/cheap"].default_max_tokens,
-        Some(512)
-    );
-
-    let r = rejection(&reports, ObjectKind::RoutingPolicy, "acme");
-    assert_eq!(r.reason, Reason::UnknownGroup);
-    assert!(r.reason.is_unresolved_reference());
-    assert!(
-        r.message
-            .contains("spec.auto.groups: ModelGroup \"missing\""),
-        "{}",
-        r.message
-    );
-}
-
-#[test]
-fn splits_need_a_positive_weight_and_a_unique_model() {
-    let yaml = format!(
-        "{}{}{}",
-        group("a", "[a]", ""),
-        policy(
-            "zero",
-            "  orgs: [x]\n  splits: [{model: m, arms: [{group: a, weight: 0}]}]"
-        ),
-        policy(
-            "twice",
-            "  orgs: [yy]\n  splits: [{model: m, arms: [{group: a, weight: 1}]}, {model: m, arms: [{group: a, weight: 2}]}]"
-        ),
-    );
-    let (_, reports) = compile_yaml(&yaml);
-    assert!(
-        rejection(&reports, ObjectKind::RoutingPolicy, "zero")
-            .message
-            .contains("weight above 0")
-    );
-    assert!(
-        rejection(&reports, ObjectKind::RoutingPolicy, "twice")
-            .message
-            .contains("split twice")
-    );
 }
 
 #[test]
