@@ -82,6 +82,7 @@ pub fn compile(resources: &Resources, now: jiff::Timestamp) -> (CompiledConfig, 
     let context = group::GroupContext {
         secrets: &secrets,
         resources,
+        now,
     };
     let groups = group::compile_all(&resources.model_groups, &context);
     let mut warnings: BTreeMap<String, Vec<Rejection>> = BTreeMap::new();

@@ -86,12 +86,38 @@ pub struct CompiledDeployment {
     pub rpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<u64>,
+    /// The deployment's own tags, else its model's catalog capabilities.
     pub tags: Vec<String>,
+    /// Whether `tags` came from the catalog.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub catalog_tags: bool,
+    /// The declared context window (the catalog's is in `catalog`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<Pricing>,
+    /// What the model catalog knows about the model, resolved when the config was compiled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<crate::catalog::CatalogEntry>,
     pub timeouts: CompiledTimeouts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<CompiledMock>,
+}
+
+impl CompiledDeployment {
+    /// The context window routing respects: the declared one, else the catalog's.
+    pub fn context_window(&self) -> Option<u64> {
+        self.context_window
+            .or(self.catalog.as_ref().and_then(|c| c.context_window))
+    }
+
+    /// The catalog's list price, when the deployment declares no `pricing`.
+    pub fn list_price(&self) -> Option<&crate::catalog::ListPrice> {
+        match self.pricing {
+            Some(_) => None,
+            None => self.catalog.as_ref().and_then(|c| c.price.as_ref()),
+        }
+    }
 }
 
 /// AWS access keys resolved from their Secrets.

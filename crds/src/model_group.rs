@@ -118,10 +118,17 @@ pub struct Deployment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub tpm: Option<u64>,
-    /// Capabilities this deployment has beyond the group's tags.
+    /// Capabilities this deployment has beyond the group's tags. When empty, the deployment
+    /// takes its model's capabilities from the catalog (vision, function-calling, json-mode,
+    /// structured-output, reasoning, embeddings, images).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(min = 1, max = 63)))]
     pub tags: Vec<String>,
+    /// Tokens of prompt and answer together the model accepts; overrides the catalog's. A
+    /// request estimated to need more never goes to this deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub context_window: Option<u64>,
     /// Prices used for cost accounting and cost-based routing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<Pricing>,

@@ -61,6 +61,9 @@ fn config(groups: usize, keys: usize) -> CompiledConfig {
                 } else {
                     Vec::new()
                 },
+                catalog_tags: false,
+                context_window: None,
+                catalog: None,
                 pricing: Some(Pricing {
                     input: 0.1 * (d + 1) as f64,
                     output: 0.4 * (d + 1) as f64,

@@ -63,7 +63,7 @@ pub struct DecisionRecord {
     /// What the call cost in USD, from the serving deployment's price and the real usage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
-    /// Where that price came from: `deployment` (its `pricing`) or `builtin` (list price).
+    /// Where that price came from: `deployment` (its `pricing`) or `catalog` (list price).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub price_source: Option<&'static str>,
     /// The response cache's decision: `hit`, `miss`, `bypass` or `store-skipped`.

@@ -284,6 +284,20 @@ impl ApiError {
         )
     }
 
+    /// No link of the plan has a context window for the request, and it has no wider links.
+    pub fn context_window_exceeded(tokens: u64) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "context_length_exceeded",
+            format!(
+                "This request needs about {tokens} tokens (prompt estimate plus max_tokens), more \
+                 than the context window of any deployment of this model."
+            ),
+        )
+        .with_param("messages")
+    }
+
     pub fn no_deployment_matches_tags(tags: &[String]) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

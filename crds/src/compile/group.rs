@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::{
-    catalog::list_price,
+    catalog,
     common::SecretKeySelector,
     compiled::{CompiledAws, CompiledDeployment, CompiledMock, CompiledModelGroup, Sensitive},
     credentials::{CredentialRefs, credential_ref},
@@ -21,6 +21,8 @@ use super::{
 pub(crate) struct GroupContext<'a> {
     pub secrets: &'a SecretIndex<'a>,
     pub resources: &'a super::Resources,
+    /// List prices are the ones in effect now.
+    pub now: jiff::Timestamp,
 }
 
 const DEFAULT_MOCK_DIMENSIONS: u32 = 8;
@@ -80,15 +82,16 @@ fn unpriced(groups: &BTreeMap<String, CompiledModelGroup>) -> Vec<(String, Rejec
     groups
         .iter()
         .flat_map(|(id, group)| group.deployments.iter().map(move |d| (id, d)))
-        .filter(|(_, d)| d.pricing.is_none() && list_price(&d.model).is_none())
+        .filter(|(_, d)| d.pricing.is_none() && d.list_price().is_none())
         .map(|(id, d)| {
             (
                 id.clone(),
                 Rejection::new(
                     Reason::UnpricedDeployment,
                     format!(
-                        "deployments[{}] has no pricing and {:?} has no list price: budgeted keys \
-                         cannot call it unless their RoutingPolicy sets allowUnpriced",
+                        "deployments[{}] has no pricing and the catalog has no list price for {:?}: \
+                         budgeted keys cannot call it unless their RoutingPolicy sets \
+                         allowUnpriced",
                         d.name, d.model
                     ),
                 ),
@@ -209,6 +212,18 @@ fn compile_deployment(
         }
         _ => None,
     };
+    let catalog = catalog::lookup(
+        d.provider,
+        &d.model,
+        upstream.as_ref().map(|u| u.url.as_str()),
+        context.now,
+    );
+    let catalog_tags =
+        d.tags.is_empty() && catalog.as_ref().is_some_and(|c| !c.capabilities.is_empty());
+    let tags = match &catalog {
+        Some(entry) if catalog_tags => entry.capabilities.clone(),
+        _ => dedup(&d.tags),
+    };
     Ok(CompiledDeployment {
         id: format!("{}/{}/{}", object.namespace, object.name, d.name),
         name: d.name.clone(),
@@ -225,8 +240,11 @@ fn compile_deployment(
         weight: d.weight.unwrap_or(1),
         rpm: d.rpm,
         tpm: d.tpm,
-        tags: dedup(&d.tags),
+        tags,
+        catalog_tags,
+        context_window: d.context_window,
         pricing: d.pricing.clone(),
+        catalog,
         timeouts: compile_timeouts(d.timeouts.as_ref(), &format!("{field}.timeouts"))?,
         mock,
     })

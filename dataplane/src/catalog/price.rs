@@ -11,46 +11,89 @@ pub const NANOS_PER_USD: f64 = 1e9;
 pub enum PriceSource {
     /// The deployment's own `pricing`.
     Deployment,
-    /// The built-in list price table.
-    Builtin,
+    /// The model catalog's list price (genai-prices).
+    Catalog,
 }
 
 impl PriceSource {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Deployment => "deployment",
-            Self::Builtin => "builtin",
+            Self::Catalog => "catalog",
         }
     }
 }
 
 /// USD per 1M tokens.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Price {
+pub struct Rates {
     pub input: f64,
     pub output: f64,
     /// Prompt tokens served from the provider's prompt cache.
     pub cached_input: f64,
+}
+
+/// Rates for a whole call whose prompt has more than `above_input_tokens` tokens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tier {
+    pub above_input_tokens: u64,
+    pub rates: Rates,
+}
+
+/// The most tiers a price keeps (the catalog's models have at most one).
+pub const MAX_TIERS: usize = 2;
+
+/// A deployment's price: base rates, and the tiers a long prompt moves the whole call into.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Price {
+    pub base: Rates,
+    /// Ascending thresholds; unused slots are `None`.
+    pub tiers: [Option<Tier>; MAX_TIERS],
     pub source: PriceSource,
 }
 
 impl Price {
+    /// A price without tiers.
+    pub fn flat(base: Rates, source: PriceSource) -> Self {
+        Self {
+            base,
+            tiers: [None; MAX_TIERS],
+            source,
+        }
+    }
+
+    /// The rates of a call with `prompt_tokens` prompt tokens.
+    pub fn rates_for(&self, prompt_tokens: u64) -> Rates {
+        self.tiers
+            .iter()
+            .flatten()
+            .rfind(|t| prompt_tokens > t.above_input_tokens)
+            .map_or(self.base, |t| t.rates)
+    }
+
     /// The cost of `usage` in nano-dollars. Cached prompt tokens are part of `prompt_tokens`
     /// and reasoning tokens part of `completion_tokens` (OpenAI's accounting), so each token is
     /// priced exactly once.
     pub fn cost_nanos(&self, usage: &Usage) -> i64 {
+        let rates = self.rates_for(usage.prompt_tokens);
         let cached = usage.cached_tokens().min(usage.prompt_tokens);
         let uncached = usage.prompt_tokens - cached;
-        let micro_usd = uncached as f64 * self.input
-            + cached as f64 * self.cached_input
-            + usage.completion_tokens as f64 * self.output;
+        let micro_usd = uncached as f64 * rates.input
+            + cached as f64 * rates.cached_input
+            + usage.completion_tokens as f64 * rates.output;
         // Prices are per 1M tokens: tokens * price is in micro-dollars.
         to_nanos(micro_usd / 1e6)
     }
 
     /// The most a call can cost: `prompt_tokens` in and `max_output_tokens` out, uncached.
     pub fn worst_case_nanos(&self, prompt_tokens: u64, max_output_tokens: u64) -> i64 {
-        to_nanos((prompt_tokens as f64 * self.input + max_output_tokens as f64 * self.output) / 1e6)
+        to_nanos(self.estimate_usd(prompt_tokens, max_output_tokens))
+    }
+
+    /// USD of `prompt_tokens` in and `output_tokens` out, uncached.
+    pub fn estimate_usd(&self, prompt_tokens: u64, output_tokens: u64) -> f64 {
+        let rates = self.rates_for(prompt_tokens);
+        (prompt_tokens as f64 * rates.input + output_tokens as f64 * rates.output) / 1e6
     }
 }
 
@@ -75,12 +118,37 @@ mod tests {
     use crate::provider::{CompletionDetails, PromptDetails};
 
     fn price() -> Price {
-        Price {
-            input: 2.0,
-            output: 8.0,
-            cached_input: 0.5,
-            source: PriceSource::Deployment,
-        }
+        Price::flat(
+            Rates {
+                input: 2.0,
+                output: 8.0,
+                cached_input: 0.5,
+            },
+            PriceSource::Deployment,
+        )
+    }
+
+    #[test]
+    fn a_prompt_above_a_tier_prices_the_whole_call_at_the_tier() {
+        let mut tiered = price();
+        tiered.tiers[0] = Some(Tier {
+            above_input_tokens: 200_000,
+            rates: Rates {
+                input: 4.0,
+                output: 16.0,
+                cached_input: 1.0,
+            },
+        });
+        let call = |prompt_tokens| Usage {
+            prompt_tokens,
+            completion_tokens: 1_000,
+            ..Usage::default()
+        };
+        // At the threshold: base rates (200,000 * 2 + 1,000 * 8 micro-dollars).
+        assert_eq!(tiered.cost_nanos(&call(200_000)), 408_000_000);
+        // One token above: every token at the tier's rates.
+        assert_eq!(tiered.cost_nanos(&call(200_001)), 816_004_000);
+        assert_eq!(tiered.worst_case_nanos(300_000, 0), 1_200_000_000);
     }
 
     #[test]

@@ -90,8 +90,8 @@ impl Reloader {
             }
         }
         let snapshot = Snapshot::build(config, &self.signals)?;
-        for deployment in snapshot.builtin_priced() {
-            tracing::info!(%deployment, "deployment has no pricing: costed at the built-in list price of its model");
+        for (deployment, priced_as) in snapshot.catalog_priced() {
+            tracing::info!(%deployment, %priced_as, "deployment has no pricing: costed at the catalog's list price");
         }
         let checksum = snapshot.checksum().to_owned();
         let groups = snapshot.groups().len();

@@ -16,7 +16,7 @@ use modelgate_crds::{
 
 use super::KeyLimits;
 use crate::{
-    catalog::{self, Price, PriceSource},
+    catalog::{self, Price},
     provider::{self, Provider},
     signals::{DeploymentSignals, SignalRegistry},
 };
@@ -59,8 +59,10 @@ pub struct HotFields {
     pub weight: u32,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
-    /// The deployment's price (its own, else the built-in list price of its model).
+    /// The deployment's price (its own, else the catalog's list price of its model).
     pub price: Option<Price>,
+    /// Tokens of prompt and answer it accepts (declared, else the catalog's).
+    pub context_window: Option<u64>,
 }
 
 /// Required capability tags, prepared once per request.
@@ -190,6 +192,7 @@ impl Snapshot {
                             rpm: d.rpm,
                             tpm: d.tpm,
                             price: catalog::price_of(d),
+                            context_window: d.context_window(),
                         },
                         provider,
                         signals: signals.get(&d.id),
@@ -337,17 +340,13 @@ impl Snapshot {
         out
     }
 
-    /// Ids of deployments without `pricing`, costed from the built-in list price table.
-    pub fn builtin_priced(&self) -> impl Iterator<Item = &str> {
+    /// Deployments without `pricing`, with the catalog model whose list price costs them.
+    pub fn catalog_priced(&self) -> impl Iterator<Item = (&str, &str)> {
         self.groups.iter().flat_map(|g| {
-            g.deployments
-                .iter()
-                .filter(|d| {
-                    d.hot
-                        .price
-                        .is_some_and(|p| p.source == PriceSource::Builtin)
-                })
-                .map(|d| &*d.id)
+            g.deployments.iter().filter_map(|d| {
+                let list = d.spec.list_price()?;
+                Some((&*d.id, list.model.as_str()))
+            })
         })
     }
 }

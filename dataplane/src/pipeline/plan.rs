@@ -55,6 +55,9 @@ pub(super) fn route(
         .map(|a| snapshot.group(a.group).deployments[a.deployment].id.clone())
         .collect();
     record.routing = Some(std::mem::take(&mut routed.record));
+    if routed.widened {
+        record.context_window_routing = routed.wider_record.take();
+    }
     Ok((routed, seed))
 }
 

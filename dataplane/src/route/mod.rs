@@ -79,6 +79,18 @@ pub struct Routed {
     pub record: RoutingRecord,
     /// How the plan's wider links were ranked (logged only when they are used).
     pub wider_record: Option<RoutingRecord>,
+    /// The request fits no context window of its own links, so the plan starts at the wider
+    /// ones: no call is made (and paid for) only to be told the request is too long.
+    pub widened: bool,
+}
+
+impl RouteInput<'_> {
+    /// Tokens the request needs a context window to hold: the estimated prompt and the answer
+    /// it asks room for.
+    pub fn context_tokens(&self) -> u64 {
+        self.prompt_tokens
+            .saturating_add(self.max_tokens.unwrap_or(0))
+    }
 }
 
 pub fn route(
@@ -121,14 +133,27 @@ pub fn route(
     for &entry in &entries {
         ctx.push_group(entry, &mut visited, &mut plan, &mut record, &mut rng);
     }
-    if plan.attempts.is_empty() {
-        let excluded = |why: Exclusion| {
-            record
-                .groups
-                .iter()
-                .flat_map(|g| &g.candidates)
-                .any(|c| c.excluded == Some(why))
+    let (wider_plan, wider_record) = wider(snapshot, key, input, entries[0]).unzip();
+    let excluded = |why: Exclusion| {
+        record
+            .groups
+            .iter()
+            .flat_map(|g| &g.candidates)
+            .any(|c| c.excluded == Some(why))
+    };
+    if plan.attempts.is_empty() && excluded(Exclusion::ContextWindow) {
+        return match wider_plan {
+            Some(wider_plan) => Ok(Routed {
+                group: entries[0],
+                plan: wider_plan,
+                record,
+                wider_record,
+                widened: true,
+            }),
+            None => Err(ApiError::context_window_exceeded(input.context_tokens())),
         };
+    }
+    if plan.attempts.is_empty() {
         return Err(if excluded(Exclusion::Tags) {
             ApiError::no_deployment_matches_tags(input.tags)
         } else if excluded(Exclusion::Unpriced) {
@@ -139,13 +164,13 @@ pub fn route(
             ApiError::no_deployments()
         });
     }
-    let (wider_plan, wider_record) = wider(snapshot, key, input, entries[0]).unzip();
     plan.wider = wider_plan.map(Box::new);
     Ok(Routed {
         group: entries[0],
         plan,
         record,
         wider_record,
+        widened: false,
     })
 }
 
@@ -243,6 +268,12 @@ impl<'a> Ranker<'a> {
                 Some(Exclusion::Tags)
             } else if self.input.priced_only && deployment.hot.price.is_none() {
                 Some(Exclusion::Unpriced)
+            } else if deployment
+                .hot
+                .context_window
+                .is_some_and(|window| self.input.context_tokens() > window)
+            {
+                Some(Exclusion::ContextWindow)
             } else {
                 eligible.push(index);
                 eligible_signals.push(signals.clone());
@@ -298,10 +329,10 @@ impl<'a> Ranker<'a> {
             .max_tokens
             .or(g.spec.default_max_tokens.map(u64::from))
             .unwrap_or(DEFAULT_OUTPUT_TOKENS);
-        let cost_usd = d.hot.price.map(|price| {
-            (self.input.prompt_tokens as f64 * price.input + output as f64 * price.output)
-                / 1_000_000.0
-        });
+        let cost_usd = d
+            .hot
+            .price
+            .map(|price| price.estimate_usd(self.input.prompt_tokens, output));
         CandidateSignals {
             weight: d.hot.weight,
             in_flight: live.in_flight,

@@ -23,12 +23,15 @@ pub enum Exclusion {
     /// It has no price, and the caller has a budget its policy does not let it spend on
     /// unpriced calls.
     Unpriced,
+    /// The request (estimated prompt plus `max_tokens`) does not fit its context window.
+    #[serde(rename = "context-window")]
+    ContextWindow,
 }
 
 impl Exclusion {
     /// Whether the candidate was left out before ranking (rather than by the strategy).
     pub fn before_ranking(self) -> bool {
-        matches!(self, Self::Tags | Self::Unpriced)
+        matches!(self, Self::Tags | Self::Unpriced | Self::ContextWindow)
     }
 }
 

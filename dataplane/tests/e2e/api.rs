@@ -56,7 +56,9 @@ async fn keys_are_required_and_checked() {
 #[tokio::test]
 async fn a_key_stops_working_when_it_expires() {
     let fake = FakeProvider::start().await.unwrap();
-    let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    // Expiry is kept in whole seconds: at least two full seconds from now, so the start of the
+    // gateway never eats the key's lifetime whatever the fraction of the current second.
+    let expires = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 3).unwrap();
     let config = config_with(&group(
         "chat",
         &["chat"],

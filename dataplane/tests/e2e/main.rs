@@ -5,6 +5,7 @@
 
 mod api;
 mod cache;
+mod catalog;
 mod drain;
 mod fleet;
 mod hostile;
