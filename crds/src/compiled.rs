@@ -52,6 +52,49 @@ pub struct CompiledModelGroup {
     pub default_max_tokens: Option<u32>,
 }
 
+impl CompiledModelGroup {
+    /// Each deployment as routing sees it, for the ModelGroup's status.
+    pub fn deployment_statuses(&self) -> Vec<crate::model_group::DeploymentStatus> {
+        self.deployments
+            .iter()
+            .map(|d| {
+                let mut tags: Vec<String> = self.tags.iter().chain(&d.tags).cloned().collect();
+                tags.sort_unstable();
+                tags.dedup();
+                crate::model_group::DeploymentStatus {
+                    name: d.name.clone(),
+                    tags,
+                    tags_from: if d.catalog_tags {
+                        "catalog"
+                    } else {
+                        "declared"
+                    }
+                    .to_owned(),
+                    context_window: d.context_window(),
+                    price: match (&d.pricing, d.list_price()) {
+                        (Some(_), _) => Some("deployment".to_owned()),
+                        (None, Some(list)) => Some(format!("catalog {}", list.model)),
+                        (None, None) => None,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Every tag some deployment serves, sorted and comma-separated.
+    pub fn served_tags(&self) -> String {
+        let mut tags: Vec<&str> = self
+            .tags
+            .iter()
+            .chain(self.deployments.iter().flat_map(|d| &d.tags))
+            .map(String::as_str)
+            .collect();
+        tags.sort_unstable();
+        tags.dedup();
+        tags.join(",")
+    }
+}
+
 /// One deployment with its credential resolved.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -20,6 +20,7 @@ use crate::common::{Credentials, Pricing, Strategy, Timeouts};
     printcolumn = r#"{"name":"Models","type":"string","jsonPath":".spec.models"}"#,
     printcolumn = r#"{"name":"Strategy","type":"string","jsonPath":".spec.strategy"}"#,
     printcolumn = r#"{"name":"Deployments","type":"integer","jsonPath":".status.deployments"}"#,
+    printcolumn = r#"{"name":"Tags","type":"string","jsonPath":".status.tags"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Served","type":"string","jsonPath":".status.served"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
@@ -241,6 +242,13 @@ pub struct ModelGroupStatus {
     /// Number of deployments in the published config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployments: Option<i32>,
+    /// The capability tags the group can serve (its deployments' effective tags), sorted and
+    /// comma-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<String>,
+    /// Each deployment's effective tags, context window and price, as routing sees them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployment_details: Vec<DeploymentStatus>,
     /// Checksum of the published config that includes this object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_checksum: Option<String>,
@@ -248,4 +256,23 @@ pub struct ModelGroupStatus {
     /// `3/3`: whether a change reached traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub served: Option<String>,
+}
+
+/// One deployment as routing sees it: the tags it serves (the group's and its own, else its
+/// model's catalog capabilities), its context window and where its price comes from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// `declared` (the deployment's `tags`) or `catalog` (its model's capabilities).
+    pub tags_from: String,
+    /// Tokens of prompt and answer together (declared, else the catalog's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
+    /// `deployment` (its `pricing`), `catalog <provider/model>` (the list price it is costed
+    /// at), or absent (unpriced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<String>,
 }

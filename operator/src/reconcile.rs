@@ -258,6 +258,14 @@ async fn write_status(
             let mut extra = Map::new();
             if let Some(group) = config.model_groups.get(&id) {
                 extra.insert("deployments".to_owned(), json!(group.deployments.len()));
+                let tags = group.served_tags();
+                if !tags.is_empty() {
+                    extra.insert("tags".to_owned(), json!(tags));
+                }
+                extra.insert(
+                    "deploymentDetails".to_owned(),
+                    json!(group.deployment_statuses()),
+                );
             }
             status::apply(&ctx.client, &ctx.recorder, object, report, published, extra).await?
         }

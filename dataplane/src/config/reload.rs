@@ -93,6 +93,9 @@ impl Reloader {
         for (deployment, priced_as) in snapshot.catalog_priced() {
             tracing::info!(%deployment, %priced_as, "deployment has no pricing: costed at the catalog's list price");
         }
+        for (deployment, tags) in snapshot.catalog_tagged() {
+            tracing::info!(%deployment, tags = %tags.join(","), "deployment declares no tags: it serves its model's catalog capabilities");
+        }
         let checksum = snapshot.checksum().to_owned();
         let groups = snapshot.groups().len();
         self.handle.commit(snapshot);

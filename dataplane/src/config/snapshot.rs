@@ -340,6 +340,16 @@ impl Snapshot {
         out
     }
 
+    /// Deployments without declared tags, with the catalog capabilities they serve.
+    pub fn catalog_tagged(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.groups.iter().flat_map(|g| {
+            g.deployments
+                .iter()
+                .filter(|d| d.spec.catalog_tags)
+                .map(|d| (&*d.id, &d.spec.tags[..]))
+        })
+    }
+
     /// Deployments without `pricing`, with the catalog model whose list price costs them.
     pub fn catalog_priced(&self) -> impl Iterator<Item = (&str, &str)> {
         self.groups.iter().flat_map(|g| {

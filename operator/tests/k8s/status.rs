@@ -18,6 +18,7 @@ spec:
   models: [good-model]
   deployments:
     - {name: mock, provider: mock, model: mock-1}
+    - {name: llama, provider: openai-compatible, model: meta-llama/Llama-3.3-70B-Instruct, baseUrl: "https://api.together.xyz/v1"}
 ---
 apiVersion: modelgate.io/v1alpha1
 kind: ModelGroup
@@ -164,7 +165,19 @@ async fn each_object_gets_conditions_reasons_and_the_checksum_of_its_config() {
         .await
         .unwrap();
     assert_eq!(good["status"]["configChecksum"], checksum.as_str());
-    assert_eq!(good["status"]["deployments"], 1);
+    assert_eq!(good["status"]["deployments"], 2);
+    // The untagged deployment of a known family takes the catalog's capabilities; the mock has
+    // none. `kubectl get mg` shows them in its Tags column.
+    assert_eq!(good["status"]["tags"], "function-calling");
+    let llama = &good["status"]["deploymentDetails"][1];
+    assert_eq!(llama["name"], "llama");
+    assert_eq!(llama["tags"], serde_json::json!(["function-calling"]));
+    assert_eq!(llama["tagsFrom"], "catalog");
+    assert_eq!(llama["contextWindow"], 128000);
+    assert_eq!(
+        good["status"]["deploymentDetails"][0]["tagsFrom"],
+        "declared"
+    );
     assert_eq!(good["status"]["observedGeneration"], 1);
     let cycle = get_json::<ModelGroup>(&client, &namespace, "cycle-a")
         .await
