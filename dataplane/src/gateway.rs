@@ -60,6 +60,8 @@ pub struct GatewayOptions {
     pub state: StateBackend,
     pub state_fail_mode: FailMode,
     pub cache: CacheBackend,
+    /// Whether `GET /api/public/models` lists the models without a key.
+    pub public_catalog: bool,
 }
 
 impl GatewayOptions {
@@ -80,6 +82,7 @@ impl GatewayOptions {
             state: StateBackend::default(),
             state_fail_mode: FailMode::Closed,
             cache: CacheBackend::default(),
+            public_catalog: true,
         }
     }
 }
@@ -239,6 +242,7 @@ impl Gateway {
             },
             in_flight: Arc::new(Semaphore::new(options.clients.max_in_flight)),
             ended: lifecycle.ended(),
+            public_catalog: options.public_catalog,
         });
         if let Some(redis) = &state.redis {
             share_with_fleet(redis.connection(), &api, &config, &metrics);

@@ -108,6 +108,10 @@ struct Args {
     /// Answers larger than this are not cached.
     #[arg(long, env = "MODELGATE_CACHE_MAX_ENTRY_BYTES", default_value_t = 4 * 1024 * 1024)]
     cache_max_entry_bytes: usize,
+    /// Serve the public model catalog, `GET /api/public/models`, without a key: `on`, `off`, or
+    /// `auto` (on with `--config`, off in a cluster, where one gateway serves several tenants).
+    #[arg(long, env = "MODELGATE_PUBLIC_CATALOG", value_parser = ["auto", "on", "off"], default_value = "auto")]
+    public_catalog: String,
     /// Log format on stderr.
     #[arg(long, env = "MODELGATE_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -203,6 +207,11 @@ async fn run(args: Args, config: ConfigSource) -> ExitCode {
                 url: url.to_owned(),
                 max_entry_bytes: args.cache_max_entry_bytes,
             },
+        },
+        public_catalog: match args.public_catalog.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => args.config.is_some(),
         },
         state: if args.state == "memory" {
             StateBackend::Memory {

@@ -8,6 +8,8 @@ import uuid
 import openai
 import pytest
 
+from conftest import get_json
+
 CHAT = "gpt-4o-mini"
 EMBED = "text-embedding-3-small"
 PROMPT = "Say hello to the SDK suite"
@@ -197,6 +199,24 @@ def test_models_list(client):
     ids = {model.id for model in client.models.list()}
 
     assert {"gpt-4o-mini", "chat", "text-embedding-3-small", "gpt-image-1", "mock-chat"} <= ids
+
+
+def test_models_carry_the_catalog_fields_and_the_sdk_still_parses_them(client, stack):
+    models = {model.id: model for model in client.models.list()}
+    chat = models["gpt-4o-mini"]
+
+    assert (chat.object, chat.owned_by) == ("model", "modelgate")
+    # The fields OpenAI's model object lacks arrive as extras the SDK keeps without complaint.
+    assert chat.model_extra["group"] == "chat"
+    assert chat.model_extra["tags"] == ["function-calling"]
+    assert chat.model_extra["providers"] == ["openai-compatible"]
+    retrieved = client.models.retrieve("gpt-4o-mini")
+    assert retrieved.id == "gpt-4o-mini" and retrieved.model_extra == chat.model_extra
+
+    # The public catalog (on in standalone) answers without a key, with the same entries.
+    public = {model["id"]: model for model in get_json(f"{stack.api_url}/api/public/models")["data"]}
+    assert set(models) <= set(public)
+    assert public["gpt-4o-mini"] == chat.model_dump(exclude_unset=True)
 
 
 def test_models_list_restricted_key(restricted_client):

@@ -35,6 +35,8 @@ pub struct Api {
     pub in_flight: Arc<Semaphore>,
     /// Flips when the shutdown's grace is over: a request still waiting is answered 503.
     pub ended: watch::Receiver<bool>,
+    /// Whether `GET /api/public/models` answers (without a key).
+    pub public_catalog: bool,
 }
 
 /// Every public route: (method, path or prefix, needs a virtual key). Admin routes are not here;
@@ -50,6 +52,7 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("DELETE", "/v1/responses/{id}", true),
     ("GET", "/v1/models", true),
     ("GET", "/v1/models/{model}", true),
+    ("GET", "/api/public/models", false),
 ];
 
 /// Serves one request within the in-flight cap; the slot is held until the answer's body (a
@@ -115,6 +118,12 @@ async fn route(api: Arc<Api>, request: Request<Incoming>) -> Response<ResponseBo
             return openai::bare_error(&ApiError::method_not_allowed());
         }
         return models::handle(&api, &request);
+    }
+    if path == "/api/public/models" && api.public_catalog {
+        if request.method() != Method::GET {
+            return openai::bare_error(&ApiError::method_not_allowed());
+        }
+        return models::public(&api);
     }
     openai::bare_error(&ApiError::not_found_route())
 }

@@ -340,6 +340,17 @@ impl Snapshot {
         out
     }
 
+    /// Every model name of the config with its group, sorted by name (then namespace).
+    pub fn all_models(&self) -> Vec<(&str, &Group)> {
+        let mut out: Vec<(&str, &Group)> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.spec.models.iter().map(move |m| (m.as_str(), g)))
+            .collect();
+        out.sort_unstable_by_key(|(model, group)| (*model, &group.spec.namespace));
+        out
+    }
+
     /// Deployments without declared tags, with the catalog capabilities they serve.
     pub fn catalog_tagged(&self) -> impl Iterator<Item = (&str, &[String])> {
         self.groups.iter().flat_map(|g| {

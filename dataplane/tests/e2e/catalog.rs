@@ -148,3 +148,107 @@ async fn a_request_no_window_of_its_group_holds_goes_to_the_wider_group_without_
         .await;
     assert_eq!(fits.status, StatusCode::OK, "{}", fits.text());
 }
+
+#[tokio::test]
+async fn the_public_catalog_lists_every_model_with_its_facts_and_no_secret() {
+    let fake = FakeProvider::start().await.unwrap();
+    let groups = format!(
+        "{}{}",
+        group(
+            "claude",
+            &["claude", "claude-alias"],
+            &[claude(
+                "untagged",
+                &fake,
+                "      rpm: 100\n      tpm: 5000\n"
+            )],
+            &[]
+        ),
+        group(
+            "local",
+            &["local"],
+            &[upstream_with(
+                "vllm",
+                &fake.base_url(),
+                "      contextWindow: 32000\n      pricing: {input: 0.5, output: 1.5}\n      credentials: {secretKeyRef: {name: keys, key: upstream}}\n"
+            )],
+            &[]
+        ),
+    );
+    let config = format!(
+        "{}{}",
+        config_with(&groups),
+        virtual_key(
+            "narrow",
+            "sk-mg-narrow-key-000000000001",
+            "  allowedModels: [local]\n"
+        )
+    );
+    let gw = TestGateway::start(&config).await;
+
+    let public = gw.get(gw.url("/api/public/models"), None).await;
+    assert_eq!(public.status, StatusCode::OK, "{}", public.text());
+    let text = public.text();
+    for secret in [
+        "sk-upstream-canary-0001",
+        "127.0.0.1",
+        "baseUrl",
+        "base_url",
+        "upstream-vllm",
+        "claude-sonnet-4-20250514",
+        KEY,
+    ] {
+        assert!(!text.contains(secret), "the catalog shows {secret}: {text}");
+    }
+    let list = public.json();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["claude", "claude-alias", "local"]);
+    let claude = &list["data"][0];
+    assert_eq!(claude["group"], "claude");
+    assert_eq!(claude["context_window"], 200_000);
+    assert_eq!(claude["max_output_tokens"], 64_000);
+    assert_eq!(claude["rpm"], 100);
+    assert_eq!(claude["tpm"], 5000);
+    assert_eq!(claude["providers"], json!(["anthropic"]));
+    assert!(
+        claude["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("function-calling"))
+    );
+    assert_eq!(claude["pricing"][0]["source"], "catalog");
+    assert_eq!(claude["pricing"][0]["input"], 3.0);
+    let local = &list["data"][2];
+    assert_eq!(local["context_window"], 32_000);
+    assert_eq!(
+        local["pricing"],
+        json!([{"provider": "openai-compatible", "input": 0.5, "output": 1.5, "cached_input": 0.5, "source": "deployment"}])
+    );
+    assert!(local.get("rpm").is_none(), "no advertised limit: {local}");
+
+    // A key's own list carries the same fields, for the models it may use.
+    let mine = gw
+        .get(gw.url("/v1/models"), Some("sk-mg-narrow-key-000000000001"))
+        .await;
+    assert_eq!(mine.json()["data"], json!([local.clone()]));
+    let one = gw.get(gw.url("/v1/models/claude"), Some(KEY)).await;
+    assert_eq!(one.json(), claude.clone());
+}
+
+#[tokio::test]
+async fn the_public_catalog_is_off_when_the_gateway_says_so() {
+    let gw = TestGateway::start_custom(&config_with(&group("m", &["m"], &[mock("m")], &[])), |o| {
+        o.public_catalog = false
+    })
+    .await;
+    let answer = gw.get(gw.url("/api/public/models"), None).await;
+    assert_eq!(
+        (answer.status, answer.error_code().as_str()),
+        (StatusCode::NOT_FOUND, "unknown_route")
+    );
+}
