@@ -7,6 +7,7 @@ pub mod common;
 pub mod compile;
 pub mod compiled;
 pub mod credentials;
+pub mod exposition;
 pub mod loader;
 pub mod model_group;
 pub mod report;

@@ -26,7 +26,7 @@ use crate::{
     resilience::{Breakers, RetryBudget},
     server::{self, BindError, ConnectionLimits, Lifecycle, admin},
     signals::SignalRegistry,
-    telemetry::Metrics,
+    telemetry::{LiveSource, Metrics},
 };
 
 /// How long a call to Redis may take before it counts as unavailable.
@@ -244,6 +244,7 @@ impl Gateway {
             ended: lifecycle.ended(),
             public_catalog: options.public_catalog,
         });
+        metrics.set_live(Box::new(LiveState(Arc::downgrade(&api))));
         if let Some(redis) = &state.redis {
             share_with_fleet(redis.connection(), &api, &config, &metrics);
         }
@@ -430,4 +431,40 @@ fn share_with_fleet(
     );
     api.services.breakers.announce_to(announcer);
     fleet::share_deployment_usage(connection.clone(), config.clone(), metrics.clone());
+}
+
+/// What the metrics read at scrape time: the served config's deployments and the breakers.
+/// Weak, so the metrics (which the API holds) never keep the API alive.
+struct LiveState(std::sync::Weak<Api>);
+
+impl LiveSource for LiveState {
+    fn in_flight(&self) -> Vec<(Arc<str>, i64)> {
+        let Some(snapshot) = self
+            .0
+            .upgrade()
+            .and_then(|api| api.services.config.current())
+        else {
+            return Vec::new();
+        };
+        snapshot
+            .groups()
+            .iter()
+            .flat_map(|g| &g.deployments)
+            .map(|d| {
+                let count = d.signals.values().in_flight;
+                (d.id.clone(), i64::try_from(count).unwrap_or(i64::MAX))
+            })
+            .collect()
+    }
+
+    fn breaker_states(&self) -> Vec<(String, Arc<str>, i64)> {
+        self.0.upgrade().map_or_else(Vec::new, |api| {
+            api.services.breakers.states(tokio::time::Instant::now())
+        })
+    }
+
+    fn config_checksum(&self) -> Option<String> {
+        let snapshot = self.0.upgrade()?.services.config.current()?;
+        Some(snapshot.checksum().to_owned())
+    }
 }

@@ -17,6 +17,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
+use modelgate_crds::exposition;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{metrics::Metrics, webhook::tls::ServingCert};
@@ -47,11 +48,14 @@ impl Admin {
                 "text/plain",
                 "caches not synced, or no webhook certificate yet\n".to_owned(),
             ),
-            "/metrics" => (
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.metrics.encode(),
-            ),
+            "/metrics" => {
+                let accept = request
+                    .headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let (content_type, body) = exposition::negotiate(accept, self.metrics.encode());
+                (StatusCode::OK, content_type, body)
+            }
             _ => (
                 StatusCode::NOT_FOUND,
                 "text/plain",

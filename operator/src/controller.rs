@@ -80,15 +80,18 @@ pub async fn run(
 }
 
 async fn reconcile_one(ctx: &Context, queue: &mut WorkQueue, namespace: &str) {
-    match reconcile(ctx, namespace).await {
+    let started = Instant::now();
+    let result = reconcile(ctx, namespace).await;
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
         Ok(outcome) => {
             queue.succeeded(namespace);
-            ctx.metrics.reconciled(Ok(()));
+            ctx.metrics.reconciled(Ok(()), seconds);
             tracing::debug!(namespace, ?outcome, "reconciled");
         }
         Err(error) => {
             let retry_in = queue.failed(namespace, Instant::now());
-            ctx.metrics.reconciled(Err(error.reason()));
+            ctx.metrics.reconciled(Err(error.reason()), seconds);
             tracing::warn!(namespace, %error, reason = error.reason(), retry_in = ?retry_in, "reconcile failed");
         }
     }

@@ -3,7 +3,7 @@
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -36,6 +36,7 @@ struct InjectionLabels {
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ResultLabels, Counter>,
+    reconcile_duration: Histogram,
     failures: Family<ReasonLabels, Counter>,
     publishes: Counter,
     config_bytes: Family<NamespaceLabels, Gauge>,
@@ -64,6 +65,14 @@ impl Metrics {
             "reconciles",
             "Namespace reconciles, by result (success, error)",
             reconciles.clone(),
+        );
+        let reconcile_duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]);
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one namespace's reconcile took (compile, publish, statuses), whatever its result",
+            reconcile_duration.clone(),
         );
         let failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
@@ -145,6 +154,7 @@ impl Metrics {
             pods_not_injected,
             pods_stale_sidecar,
             reconciles,
+            reconcile_duration,
             failures,
             publishes,
             config_bytes,
@@ -155,7 +165,8 @@ impl Metrics {
         }
     }
 
-    pub fn reconciled(&self, result: Result<(), &'static str>) {
+    pub fn reconciled(&self, result: Result<(), &'static str>, seconds: f64) {
+        self.reconcile_duration.observe(seconds);
         match result {
             Ok(()) => {
                 self.reconciles

@@ -6,7 +6,6 @@ use crate::{
     decision::DecisionRecord,
     limits::Ticket,
     provider::Usage,
-    telemetry::Metrics,
 };
 
 /// An admitted call's ticket and what is needed to cost it once it is served.
@@ -26,17 +25,11 @@ impl Bill {
     /// Costs the call (the price times the reported usage), records the cost, and returns the
     /// ticket to settle at that cost. Without usage the cost is unknown: the reservation is
     /// released and there is nothing to settle.
-    pub fn cost(
-        self,
-        usage: Option<Usage>,
-        record: &mut DecisionRecord,
-        metrics: &Metrics,
-    ) -> Option<Settle> {
+    pub fn cost(self, usage: Option<Usage>, record: &mut DecisionRecord) -> Option<Settle> {
         let usage = usage?;
         let cost = self.price.map_or(0, |p| p.cost_nanos(&usage));
         record.cost_usd = Some(usd(cost));
         record.price_source = self.price.map(|p| p.source.as_str());
-        metrics.spend(&self.org, self.team.as_deref(), &self.group, usd(cost));
         Some(Settle {
             ticket: self.ticket,
             cost,

@@ -28,7 +28,7 @@ use crate::{
     request::{CACHE_HEADER, Endpoint},
     resilience::calls_made,
     signals::InFlight,
-    telemetry::Metrics,
+    telemetry::{Finished, Metrics},
 };
 
 pub const REQUEST_ID: &str = "x-modelgate-request-id";
@@ -221,8 +221,7 @@ impl Finish {
     async fn complete(mut self, call: ServedCall, body: Bytes, usage: Option<Usage>) -> Answer {
         let mut headers = self.served_headers(&call);
         self.record.usage = usage;
-        let metrics = self.sinks.metrics.clone();
-        if let Some(settle) = call.bill.cost(usage, &mut self.record, &metrics) {
+        if let Some(settle) = call.bill.cost(usage, &mut self.record) {
             insert(&mut headers, COST, &format!("{:.9}", usd(settle.cost)));
             settle.now().await;
         }
@@ -295,8 +294,7 @@ impl Finish {
                 self.store_skipped();
             }
         }
-        let metrics = self.sinks.metrics.clone();
-        if let Some(settle) = call.bill.cost(usage, &mut self.record, &metrics) {
+        if let Some(settle) = call.bill.cost(usage, &mut self.record) {
             settle.in_background();
         }
         let status = http::StatusCode::OK;
@@ -389,9 +387,44 @@ impl Finish {
         let elapsed = self.started.elapsed();
         self.record.status = status.as_u16();
         self.record.latency_ms = elapsed.as_secs_f64() * 1000.0;
-        self.sinks
-            .metrics
-            .request(self.record.endpoint, code, elapsed.as_secs_f64());
+        let record = &self.record;
+        let attempts: Vec<(&str, &'static str)> = record
+            .attempts
+            .iter()
+            .map(|a| (&*a.deployment, a.outcome))
+            .collect();
+        let served = record
+            .attempts
+            .iter()
+            .rfind(|a| a.outcome == "ok")
+            .or(record.attempts.last());
+        let usage = record.usage.unwrap_or_default();
+        self.sinks.metrics.request(
+            code,
+            &Finished {
+                endpoint: record.endpoint,
+                group: record.group.as_deref().unwrap_or_default(),
+                provider: served.map_or(
+                    if record.cache == Some("hit") {
+                        "cache"
+                    } else {
+                        "none"
+                    },
+                    |a| a.provider,
+                ),
+                deployment: served.map_or("", |a| &*a.deployment),
+                status: record.status,
+                seconds: elapsed.as_secs_f64(),
+                ttft_seconds: record.ttft_ms.map(|ms| ms / 1000.0),
+                key: record.key_id.as_deref().unwrap_or_default(),
+                org: record.org.as_deref().unwrap_or_default(),
+                team: record.team.as_deref().unwrap_or_default(),
+                input_tokens: usage.prompt_tokens,
+                output_tokens: usage.completion_tokens,
+                cost_usd: record.cost_usd,
+                attempts: &attempts,
+            },
+        );
         self.sinks.decisions.record(self.record);
     }
 }

@@ -197,6 +197,16 @@ impl Breaker {
             .map(|until| until.saturating_duration_since(now))
     }
 
+    /// For the metrics: 0 closed, 1 half-open (its cooldown is over or its probe is out), 2 open.
+    pub fn state_code(&self, now: Instant) -> i64 {
+        let s = self.lock();
+        match s.open_until {
+            None => 0,
+            Some(until) if now < until && !s.probing => 2,
+            Some(_) => 1,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         sync::lock(&self.state)
     }
@@ -235,6 +245,18 @@ impl Breakers {
     pub fn apply(&self, cooldown: &Cooldown) {
         self.get(&cooldown.org, &cooldown.deployment)
             .cool_down(Instant::now(), cooldown.pause);
+    }
+
+    /// (org, deployment id, [`Breaker::state_code`]) of every breaker that has seen traffic.
+    pub fn states(&self, now: Instant) -> Vec<(String, Arc<str>, i64)> {
+        sync::read(&self.by_org)
+            .iter()
+            .flat_map(|(org, breakers)| {
+                breakers
+                    .iter()
+                    .map(move |(id, b)| (org.clone(), id.clone(), b.state_code(now)))
+            })
+            .collect()
     }
 
     pub fn get(&self, org: &str, deployment: &Arc<str>) -> Arc<Breaker> {

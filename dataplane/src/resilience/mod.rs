@@ -167,7 +167,6 @@ where
             if !retry_left || Instant::now() + pause >= run.deadline || !run.budget.withdraw() {
                 break;
             }
-            run.metrics.retry();
             tokio::time::sleep(pause).await;
         }
     }
@@ -241,7 +240,7 @@ impl Attempts<'_> {
             Ok(_) => "ok",
             Err(error) => error.kind.as_str(),
         };
-        self.run.metrics.attempt(provider, outcome);
+        self.run.metrics.attempt(provider, &deployment.id, outcome);
         self.records.push(AttemptRecord {
             deployment: deployment.id.clone(),
             provider,

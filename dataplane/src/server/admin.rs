@@ -1,8 +1,10 @@
 //! The admin listener: `/healthz`, `/readyz` (200 once a config is loaded, with its checksum)
-//! and `/metrics`. Nothing else answers, and none of it is on the public listener.
+//! and `/metrics` (OpenMetrics when asked for, else the Prometheus text format). Nothing else
+//! answers, and none of it is on the public listener.
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use modelgate_crds::exposition;
 
 use crate::{
     config::{ConfigHandle, source::SourceStatus},
@@ -20,11 +22,14 @@ pub fn handle(
     let (status, content_type, body) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => readyz(config, source, draining),
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
+        "/metrics" => {
+            let accept = request
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let (content_type, body) = exposition::negotiate(accept, metrics.encode());
+            (StatusCode::OK, content_type, body)
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -1,13 +1,13 @@
 //! Prometheus metrics with bounded labels: endpoints, providers, error codes and outcomes are all
 //! `&'static str` from fixed sets, never client input.
 
-use std::sync::atomic::AtomicU64;
-
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
+
+use super::{Finished, LiveSource, finished::FinishedMetrics, live::Live};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -16,13 +16,9 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct EndpointLabels {
-    endpoint: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
     provider: &'static str,
+    deployment: String,
     outcome: &'static str,
 }
 
@@ -36,14 +32,13 @@ pub struct Metrics {
     /// Tasks alive in the runtime, read at each scrape (a leak shows as growth at rest).
     runtime_tasks: Gauge,
     requests: Family<RequestLabels, Counter>,
-    duration: Family<EndpointLabels, Histogram>,
+    finished: FinishedMetrics,
+    live: Live,
     attempts: Family<AttemptLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     rejected_objects: Gauge,
     decisions_dropped: Counter,
-    retries: Counter,
     breaker_transitions: Family<TransitionLabels, Counter>,
-    spend: Family<SpendLabels, Counter<f64, AtomicU64>>,
     limit_refusals: Family<RefusalLabels, Counter>,
     limit_store_errors: Family<OperationLabels, Counter>,
     remote_cooldowns: Counter,
@@ -54,14 +49,6 @@ pub struct Metrics {
     cache_requests: Family<ResultLabels, Counter>,
     cache_stored_bytes: Counter,
     cache_errors: Family<OperationLabels, Counter>,
-}
-
-/// Org, team and model group come from the config, never from the request.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SpendLabels {
-    org: String,
-    team: String,
-    model: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,20 +82,13 @@ impl Metrics {
             "API requests by endpoint and result code",
             requests.clone(),
         );
-        let duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-            ])
-        });
-        registry.register(
-            "request_duration_seconds",
-            "Time from request to response end",
-            duration.clone(),
-        );
+        let finished = FinishedMetrics::register(&mut registry);
+        let live = Live::default();
+        registry.register_collector(Box::new(live.clone()));
         let attempts = Family::<AttemptLabels, Counter>::default();
         registry.register(
             "upstream_attempts",
-            "Calls to providers by outcome",
+            "Calls to providers by provider, deployment and outcome",
             attempts.clone(),
         );
         let reloads = Family::<ResultLabels, Counter>::default();
@@ -143,23 +123,11 @@ impl Metrics {
             "Decision records dropped because the writer fell behind",
             decisions_dropped.clone(),
         );
-        let retries = Counter::default();
-        registry.register(
-            "retries",
-            "Retries of a link after a transient failure",
-            retries.clone(),
-        );
         let breaker_transitions = Family::<TransitionLabels, Counter>::default();
         registry.register(
             "breaker_transitions",
             "Circuit breaker state changes (per org and deployment, summed)",
             breaker_transitions.clone(),
-        );
-        let spend = Family::<SpendLabels, Counter<f64, AtomicU64>>::default();
-        registry.register(
-            "spend_usd",
-            "Settled spend in USD by org, team and model group",
-            spend.clone(),
         );
         let limit_refusals = Family::<RefusalLabels, Counter>::default();
         registry.register(
@@ -217,13 +185,12 @@ impl Metrics {
             cache_requests,
             cache_stored_bytes,
             cache_errors,
-            spend,
             limit_refusals,
             limit_store_errors,
-            retries,
             breaker_transitions,
             requests,
-            duration,
+            finished,
+            live,
             attempts,
             reloads,
             rejected_objects,
@@ -234,14 +201,9 @@ impl Metrics {
         }
     }
 
-    pub fn spend(&self, org: &str, team: Option<&str>, model: &str, usd: f64) {
-        self.spend
-            .get_or_create(&SpendLabels {
-                org: org.to_owned(),
-                team: team.unwrap_or_default().to_owned(),
-                model: model.to_owned(),
-            })
-            .inc_by(usd);
+    /// The source of the series read at scrape time; set once, by the gateway.
+    pub fn set_live(&self, source: Box<dyn LiveSource>) {
+        let _ = self.live.0.set(source);
     }
 
     pub fn limit_refused(&self, scope: &'static str, limit: &'static str) {
@@ -293,18 +255,24 @@ impl Metrics {
             .inc();
     }
 
-    pub fn request(&self, endpoint: &'static str, code: &'static str, seconds: f64) {
+    /// A request is finished: its count by result code, and the series of [`Finished`].
+    pub fn request(&self, code: &'static str, finished: &Finished<'_>) {
         self.requests
-            .get_or_create(&RequestLabels { endpoint, code })
+            .get_or_create(&RequestLabels {
+                endpoint: finished.endpoint,
+                code,
+            })
             .inc();
-        self.duration
-            .get_or_create(&EndpointLabels { endpoint })
-            .observe(seconds);
+        self.finished.observe(finished);
     }
 
-    pub fn attempt(&self, provider: &'static str, outcome: &'static str) {
+    pub fn attempt(&self, provider: &'static str, deployment: &str, outcome: &'static str) {
         self.attempts
-            .get_or_create(&AttemptLabels { provider, outcome })
+            .get_or_create(&AttemptLabels {
+                provider,
+                deployment: deployment.to_owned(),
+                outcome,
+            })
             .inc();
     }
 
@@ -316,10 +284,6 @@ impl Metrics {
     pub fn set_rejected_objects(&self, count: usize) {
         self.rejected_objects
             .set(i64::try_from(count).unwrap_or(i64::MAX));
-    }
-
-    pub fn retry(&self) {
-        self.retries.inc();
     }
 
     /// A breaker opened or closed (`transition`: `opened` or `closed`).

@@ -10,6 +10,7 @@ mod drain;
 mod fleet;
 mod hostile;
 mod limits;
+mod metrics;
 mod reload;
 mod resilience;
 mod routing;

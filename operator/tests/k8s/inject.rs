@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 use testbin::{ControlPlane, wait_until};
 
 use crate::support::{
-    Operator, OperatorOptions, SETTLE, control_plane, kubectl, kubectl_apply, wait_condition,
+    Operator, OperatorOptions, SETTLE, control_plane, kubectl, kubectl_apply, sum_samples,
+    wait_condition,
 };
 
 const OBJECTS: &str = r#"
@@ -466,6 +467,22 @@ async fn pods_that_ask_get_the_sidecar_and_every_decision_says_why() {
             >= 7.0,
         "{logs}"
     );
+    // Reconcile, publish and webhook series together, as Prometheus' own checker reads them.
+    let exposition = injector.operator.exposition().await;
+    for series in [
+        "modelgate_operator_reconciles_total",
+        "modelgate_operator_reconcile_duration_seconds_count",
+        "modelgate_operator_publishes_total",
+        "modelgate_operator_webhook_cert_renewals_total",
+    ] {
+        assert!(
+            sum_samples(&exposition, series) >= 1.0,
+            "{series}: {exposition}"
+        );
+    }
+    if let Err(problems) = testbin::promtool::check_metrics(&exposition) {
+        panic!("promtool check metrics:\n{problems}\n\nexposition:\n{exposition}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

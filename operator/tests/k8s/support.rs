@@ -172,8 +172,13 @@ impl Operator {
 
     /// The sum of every sample of `name` (all label sets) on `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
+        sum_samples(&self.exposition().await, name)
+    }
+
+    /// What `/metrics` serves now.
+    pub async fn exposition(&self) -> String {
         let (_, body) = http_get(self.admin, "/metrics").await.unwrap_or_default();
-        sum_samples(&body, name)
+        body
     }
 
     /// SIGTERM, then wait for a clean exit.

@@ -1,7 +1,8 @@
-//! Real parts for tests. [`redis::RedisServer`] is a real Redis. The rest of this crate is a real
-//! control plane: kube-apiserver backed by etcd, built from their Go modules by
-//! `build-testbin.sh` (cached outside the clone), started once per test binary on loopback with
-//! the modelgate CRDs installed. Each test takes its own namespace. See
+//! Real parts for tests. [`redis::RedisServer`] is a real Redis, [`promtool`] Prometheus' own
+//! checker of an exposition. The rest of this crate is a real control plane: kube-apiserver
+//! backed by etcd, built from their Go modules by `build-testbin.sh` (cached outside the clone),
+//! started once per test binary on loopback with the modelgate CRDs installed. Each test takes
+//! its own namespace. See
 //! `../shared/reference/testbin.md` for the recipe this follows.
 //!
 //! Test-only code: it panics with the control plane's logs when something cannot start.
@@ -9,6 +10,7 @@
 
 mod certs;
 mod process;
+pub mod promtool;
 pub mod redis;
 
 use std::{

@@ -1,0 +1,209 @@
+//! The metrics of a finished request, written once from the finish step: its duration and time
+//! to first token by where it went, its tokens and cost by who paid, and the retries and
+//! fallbacks its attempts made, by reason. Every label value comes from the config or from fixed
+//! sets (endpoints, outcomes, status classes), never from the client.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
+
+/// What the finish step knows about one request, as plain values.
+pub struct Finished<'a> {
+    pub endpoint: &'static str,
+    /// The ModelGroup it resolved to (empty before routing).
+    pub group: &'a str,
+    /// The serving (else last tried) attempt's provider and deployment id; `cache` for an
+    /// answer from the response cache, `none` when no provider was called.
+    pub provider: &'static str,
+    pub deployment: &'a str,
+    pub status: u16,
+    pub seconds: f64,
+    pub ttft_seconds: Option<f64>,
+    /// `namespace/name` of the key, its org and team (empty when unauthenticated).
+    pub key: &'a str,
+    pub org: &'a str,
+    pub team: &'a str,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: Option<f64>,
+    /// (deployment id, outcome) of each attempt, in order; links skipped on an open breaker
+    /// included.
+    pub attempts: &'a [(&'a str, &'static str)],
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    endpoint: &'static str,
+    group: String,
+    provider: &'static str,
+    deployment: String,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FirstTokenLabels {
+    endpoint: &'static str,
+    group: String,
+    provider: &'static str,
+    deployment: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PayerLabels {
+    org: String,
+    team: String,
+    key: String,
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    org: String,
+    team: String,
+    key: String,
+    group: String,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+pub(super) struct FinishedMetrics {
+    duration: Family<RouteLabels, Histogram>,
+    first_token: Family<FirstTokenLabels, Histogram>,
+    tokens: Family<TokenLabels, Counter>,
+    spend: Family<PayerLabels, Counter<f64, AtomicU64>>,
+    retries: Family<ReasonLabels, Counter>,
+    fallbacks: Family<ReasonLabels, Counter>,
+}
+
+impl FinishedMetrics {
+    pub(super) fn register(registry: &mut Registry) -> Self {
+        let histogram = || Histogram::new(LATENCY_BUCKETS);
+        let duration = Family::<RouteLabels, Histogram>::new_with_constructor(histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to the end of its answer, by endpoint, model group, serving provider and deployment, and status class",
+            duration.clone(),
+        );
+        let first_token = Family::<FirstTokenLabels, Histogram>::new_with_constructor(histogram);
+        registry.register(
+            "time_to_first_token_seconds",
+            "Time from request to the first streamed chunk sent to the client",
+            first_token.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "tokens",
+            "Tokens billed, by org, team, key, model group and direction (input, output)",
+            tokens.clone(),
+        );
+        let spend = Family::<PayerLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "spend_usd",
+            "Cost of served calls in USD by org, team, key and model group",
+            spend.clone(),
+        );
+        let retries = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "retries",
+            "Attempts that retried the same deployment, by the failure that caused them",
+            retries.clone(),
+        );
+        let fallbacks = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "fallbacks",
+            "Moves to the next deployment of the plan, by the failure that caused them",
+            fallbacks.clone(),
+        );
+        Self {
+            duration,
+            first_token,
+            tokens,
+            spend,
+            retries,
+            fallbacks,
+        }
+    }
+
+    pub(super) fn observe(&self, request: &Finished<'_>) {
+        self.duration
+            .get_or_create(&RouteLabels {
+                endpoint: request.endpoint,
+                group: request.group.to_owned(),
+                provider: request.provider,
+                deployment: request.deployment.to_owned(),
+                status_class: status_class(request.status),
+            })
+            .observe(request.seconds);
+        if let Some(ttft) = request.ttft_seconds {
+            self.first_token
+                .get_or_create(&FirstTokenLabels {
+                    endpoint: request.endpoint,
+                    group: request.group.to_owned(),
+                    provider: request.provider,
+                    deployment: request.deployment.to_owned(),
+                })
+                .observe(ttft);
+        }
+        if !request.key.is_empty() {
+            self.bill(request);
+        }
+        for pair in request.attempts.windows(2) {
+            let ((before, reason), (after, _)) = (pair[0], pair[1]);
+            let moves = if before == after {
+                &self.retries
+            } else {
+                &self.fallbacks
+            };
+            moves.get_or_create(&ReasonLabels { reason }).inc();
+        }
+    }
+
+    fn bill(&self, request: &Finished<'_>) {
+        let payer = PayerLabels {
+            org: request.org.to_owned(),
+            team: request.team.to_owned(),
+            key: request.key.to_owned(),
+            group: request.group.to_owned(),
+        };
+        for (direction, count) in [
+            ("input", request.input_tokens),
+            ("output", request.output_tokens),
+        ] {
+            if count > 0 {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        org: payer.org.clone(),
+                        team: payer.team.clone(),
+                        key: payer.key.clone(),
+                        group: payer.group.clone(),
+                        direction,
+                    })
+                    .inc_by(count);
+            }
+        }
+        if let Some(usd) = request.cost_usd {
+            self.spend.get_or_create(&payer).inc_by(usd);
+        }
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
