@@ -97,6 +97,9 @@ def test_stream_with_usage(client):
     assert usage_chunks[0] is chunks[-1]
     assert usage_chunks[0].choices == []
     assert usage_chunks[0].usage.total_tokens > 0
+    # The gateway's cost extension rides along; the SDK keeps it as an extra field. The fake
+    # deployment is unpriced (no catalog entry, no pricing), so the call cost nothing.
+    assert usage_chunks[0].model_extra["modelgate"] == {"cost_usd": 0.0, "price_source": None}
 
 
 def test_stream_without_usage(client):

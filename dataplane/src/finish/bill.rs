@@ -21,15 +21,37 @@ pub struct Bill {
     pub prompt_tokens: u64,
 }
 
+/// The serving deployment's price applied to usage. The bill and the cost a streaming client
+/// reads in its usage chunk both come from here, so they agree.
+#[derive(Clone, Copy, Debug)]
+pub struct Pricer(Option<Price>);
+
+impl Pricer {
+    /// Nano-dollars; a call to an unpriced deployment costs nothing.
+    pub fn nanos(self, usage: &Usage) -> i64 {
+        self.0.map_or(0, |p| p.cost_nanos(usage))
+    }
+
+    /// `deployment` or `catalog`; `None` for an unpriced deployment.
+    pub fn source(self) -> Option<&'static str> {
+        self.0.map(|p| p.source.as_str())
+    }
+}
+
 impl Bill {
+    pub fn pricer(&self) -> Pricer {
+        Pricer(self.price)
+    }
+
     /// Costs the call (the price times the reported usage), records the cost, and returns the
     /// ticket to settle at that cost. Without usage the cost is unknown: the reservation is
     /// released and there is nothing to settle.
     pub fn cost(self, usage: Option<Usage>, record: &mut DecisionRecord) -> Option<Settle> {
         let usage = usage?;
-        let cost = self.price.map_or(0, |p| p.cost_nanos(&usage));
+        let pricer = self.pricer();
+        let cost = pricer.nanos(&usage);
         record.cost_usd = Some(usd(cost));
-        record.price_source = self.price.map(|p| p.source.as_str());
+        record.price_source = pricer.source();
         Some(Settle {
             ticket: self.ticket,
             cost,

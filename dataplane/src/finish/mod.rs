@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 
-pub use bill::{Bill, Settle};
+pub use bill::{Bill, Pricer, Settle};
 pub use stream::{Relay, StreamEnd, mentions_usage};
 
 use crate::{
@@ -125,10 +125,12 @@ pub enum AnswerBody {
         client_wants_usage: bool,
     },
     /// A live stream of OpenAI SSE bytes. The gateway always asks the provider for usage; a
-    /// client that did not ask has the usage chunk taken out.
+    /// client that did not ask has the usage chunk taken out, one that did finds its cost in it
+    /// (priced by `pricer`).
     Stream {
         relay: Relay,
         client_wants_usage: bool,
+        pricer: Pricer,
     },
     /// A complete answer in the client's own API, from a provider that speaks it: passed on as
     /// it is.
@@ -255,11 +257,13 @@ impl Finish {
         let mut headers = self.served_headers(&call);
         self.cache_header(&mut headers);
         self.record.status = http::StatusCode::OK.as_u16();
+        let pricer = call.bill.pricer();
         Answer {
             headers,
             body: AnswerBody::Stream {
                 relay: stream::relay(upstream, self, call, None),
                 client_wants_usage,
+                pricer,
             },
         }
     }

@@ -159,3 +159,24 @@ async fn a_policy_that_commits_at_the_head_relays_at_once_and_does_not_fail_over
         Some("[DONE]")
     );
 }
+
+#[tokio::test]
+async fn a_client_that_asked_for_usage_reads_the_calls_cost_in_the_usage_chunk() {
+    let fake = FakeProvider::start().await.unwrap();
+    let gw = TestGateway::start(&config_with(&priced_chat_group(&fake, 2.0))).await;
+    let answer = gw.post("/v1/chat/completions", stream_request()).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let usage_chunk: Value = sse_events(&answer)
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .find(|c| c["usage"].is_object())
+        .expect("a usage chunk");
+    let usage = &usage_chunk["usage"];
+    let tokens =
+        usage["prompt_tokens"].as_f64().unwrap() + usage["completion_tokens"].as_f64().unwrap();
+    let cost = usage_chunk["modelgate"]["cost_usd"].as_f64().unwrap();
+    assert!((cost - tokens * 2.0 / 1e6).abs() < 1e-12, "{usage_chunk}");
+    assert_eq!(usage_chunk["modelgate"]["price_source"], "deployment");
+    let record = gw.decision(answer.header("x-modelgate-request-id")).await;
+    assert_eq!(record["cost_usd"].as_f64(), Some(cost));
+}

@@ -50,7 +50,11 @@ fn respond(answer: Answer) -> Response<ResponseBody> {
         AnswerBody::Stream {
             relay,
             client_wants_usage,
-        } => (stream::sse(relay, client_wants_usage), "text/event-stream"),
+            pricer,
+        } => (
+            stream::sse(relay, client_wants_usage, pricer),
+            "text/event-stream",
+        ),
         // Only a request in another API is ever answered in one.
         AnswerBody::NativeComplete(_) | AnswerBody::NativeStream(_) => {
             return error_response(&ApiError::internal(), headers);

@@ -1,6 +1,7 @@
-//! OpenAI's framing of a relayed stream: the bytes as they come, the usage chunk taken out when
-//! the client did not ask for it, and a failure after content as a final chunk whose choice
-//! finishes with `error` and carries OpenAI's error object (the SDKs raise on it).
+//! OpenAI's framing of a relayed stream: the bytes as they come; the usage chunk taken out when
+//! the client did not ask for it, and given its cost (`"modelgate": {"cost_usd": ...}`) when it
+//! did; and a failure after content as a final chunk whose choice finishes with `error` and
+//! carries OpenAI's error object (the SDKs raise on it).
 
 use std::convert::Infallible;
 
@@ -11,36 +12,38 @@ use http_body_util::{BodyExt, StreamBody};
 use serde::Deserialize;
 
 use crate::{
+    catalog::usd,
     error::ApiError,
-    finish::{Relay, mentions_usage},
+    finish::{Pricer, Relay, mentions_usage},
+    provider::Usage,
     server::ResponseBody,
 };
 
 /// A partial SSE line longer than this cannot be a usage chunk: it passes as it comes.
 const MAX_LINE: usize = 1024 * 1024;
 
-pub fn sse(relay: Relay, client_wants_usage: bool) -> ResponseBody {
-    let filter = (!client_wants_usage).then(UsageFilter::default);
-    let frames = futures_util::stream::unfold(Some((relay, filter)), |state| async move {
-        let (mut relay, mut filter) = state?;
+pub fn sse(relay: Relay, client_wants_usage: bool, pricer: Pricer) -> ResponseBody {
+    let usage_chunks = UsageChunks {
+        partial: Vec::new(),
+        priced: client_wants_usage.then_some(pricer),
+    };
+    let frames = futures_util::stream::unfold(Some((relay, usage_chunks)), |state| async move {
+        let (mut relay, mut usage_chunks) = state?;
         loop {
             return match relay.next().await {
                 Some(Ok(bytes)) => {
-                    let bytes = match &mut filter {
-                        Some(filter) => filter.push(bytes),
-                        None => bytes,
-                    };
+                    let bytes = usage_chunks.push(bytes);
                     if bytes.is_empty() {
                         continue;
                     }
                     Some((
                         Ok::<_, Infallible>(Frame::data(bytes)),
-                        Some((relay, filter)),
+                        Some((relay, usage_chunks)),
                     ))
                 }
                 Some(Err(error)) => Some((Ok(Frame::data(error_chunk(&error))), None)),
-                None => match filter.as_mut().map(UsageFilter::finish) {
-                    Some(rest) if !rest.is_empty() => Some((Ok(Frame::data(rest)), None)),
+                None => match usage_chunks.finish() {
+                    rest if !rest.is_empty() => Some((Ok(Frame::data(rest)), None)),
                     _ => None,
                 },
             };
@@ -49,26 +52,29 @@ pub fn sse(relay: Relay, client_wants_usage: bool) -> ResponseBody {
     StreamBody::new(frames).boxed_unsync()
 }
 
-/// Takes usage-only chunks (`"choices": []` with a `usage`) out of an SSE byte stream, line by
-/// line; a removed `data:` line leaves an empty event, which SSE clients ignore. Other bytes
-/// pass unchanged, held back only until their line ends.
-#[derive(Default)]
-struct UsageFilter {
+/// Finds usage-only chunks (`"choices": []` with a `usage`) in an SSE byte stream, line by line,
+/// and takes them out (`priced` is `None`: a removed `data:` line leaves an empty event, which
+/// SSE clients ignore) or adds their cost. Other bytes pass unchanged, held back only until their
+/// line ends.
+struct UsageChunks {
     partial: Vec<u8>,
+    priced: Option<Pricer>,
 }
 
-impl UsageFilter {
+impl UsageChunks {
     fn push(&mut self, bytes: Bytes) -> Bytes {
         // The common chunk: whole lines, none of them usage. It passes without a copy.
         if self.partial.is_empty() && bytes.ends_with(b"\n") && !mentions_usage(&bytes) {
             return bytes;
         }
-        let mut out = Vec::with_capacity(self.partial.len() + bytes.len());
+        let mut out = Vec::with_capacity(self.partial.len() + bytes.len() + 48);
         let mut rest = &bytes[..];
         while let Some(newline) = memchr::memchr(b'\n', rest) {
             self.partial.extend_from_slice(&rest[..=newline]);
-            if !is_usage_only(&self.partial) {
-                out.extend_from_slice(&self.partial);
+            match (usage_only(&self.partial), self.priced) {
+                (None, _) => out.extend_from_slice(&self.partial),
+                (Some(_), None) => {}
+                (Some(usage), Some(pricer)) => with_cost(&self.partial, &usage, pricer, &mut out),
             }
             self.partial.clear();
             rest = &rest[newline + 1..];
@@ -88,22 +94,40 @@ impl UsageFilter {
     }
 }
 
-fn is_usage_only(line: &[u8]) -> bool {
+/// The usage of a usage-only `data:` line.
+fn usage_only(line: &[u8]) -> Option<Usage> {
     #[derive(Deserialize)]
     struct Chunk {
         #[serde(default)]
         choices: Vec<serde::de::IgnoredAny>,
         #[serde(default)]
-        usage: Option<serde::de::IgnoredAny>,
+        usage: Option<Usage>,
     }
-    let Some(data) = line.trim_ascii().strip_prefix(b"data:") else {
-        return false;
-    };
+    let data = line.trim_ascii().strip_prefix(b"data:")?;
     if !mentions_usage(data) {
-        return false;
+        return None;
     }
     serde_json::from_slice::<Chunk>(data.trim_ascii())
-        .is_ok_and(|chunk| chunk.choices.is_empty() && chunk.usage.is_some())
+        .ok()
+        .filter(|chunk| chunk.choices.is_empty())
+        .and_then(|chunk| chunk.usage)
+}
+
+/// `line` (a usage-only `data:` line, a JSON object) with the cost member added as its last.
+fn with_cost(line: &[u8], usage: &Usage, pricer: Pricer, out: &mut Vec<u8>) {
+    let Some(close) = line.iter().rposition(|b| *b == b'}') else {
+        out.extend_from_slice(line);
+        return;
+    };
+    out.extend_from_slice(&line[..close]);
+    let cost = serde_json::json!({
+        "cost_usd": usd(pricer.nanos(usage)),
+        "price_source": pricer.source(),
+    });
+    out.extend_from_slice(b",\"modelgate\":");
+    // Serializing a JSON value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &cost);
+    out.extend_from_slice(&line[close..]);
 }
 
 /// The last event of a stream that failed after content reached the client.
@@ -128,7 +152,10 @@ mod tests {
         let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,\"total_tokens\":8}}\r\n\r\ndata: [DONE]\n\n";
         let expected = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n\r\ndata: [DONE]\n\n";
         for split in 0..stream.len() {
-            let mut filter = UsageFilter::default();
+            let mut filter = UsageChunks {
+                partial: Vec::new(),
+                priced: None,
+            };
             let mut out = filter
                 .push(Bytes::copy_from_slice(&stream[..split]))
                 .to_vec();
@@ -142,7 +169,11 @@ mod tests {
     fn a_chunk_of_whole_content_lines_passes_without_a_copy() {
         let chunk =
             Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n");
-        let out = UsageFilter::default().push(chunk.clone());
+        let out = UsageChunks {
+            partial: Vec::new(),
+            priced: None,
+        }
+        .push(chunk.clone());
         assert_eq!(out.as_ptr(), chunk.as_ptr());
     }
 }
