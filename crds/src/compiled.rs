@@ -231,6 +231,9 @@ pub struct CompiledPolicy {
     /// When streamed answers are committed (absent: at the first content token).
     #[serde(default, skip_serializing_if = "at_first_content")]
     pub stream_commit: crate::routing_policy::StreamCommit,
+    /// Spend tags its callers may attach, by key: the values allowed (empty: any).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub spend_tags: BTreeMap<String, Vec<String>>,
 }
 
 fn at_first_content(commit: &crate::routing_policy::StreamCommit) -> bool {

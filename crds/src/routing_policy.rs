@@ -83,6 +83,30 @@ pub struct RoutingPolicySpec {
     /// cloud metadata addresses are refused regardless.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_loopback_upstreams: bool,
+    /// Spend tags the callers it selects may attach to a request (`x-modelgate-spend-tags:
+    /// stage=embed`, or `metadata.tags` in the body), so spend is counted by pipeline stage,
+    /// feature or customer. Only these keys are accepted, so the metrics stay bounded; a request
+    /// naming another key, or a value a tag does not list, is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub spend_tags: Vec<SpendTag>,
+}
+
+/// One spend tag callers may attach.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpendTag {
+    /// The tag's key, e.g. `stage`.
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z][a-z0-9_]*$"))]
+    pub key: String,
+    /// The values it may take. Empty: any value of up to 64 letters, digits and `._:/-` (the
+    /// metrics then count the first 100 distinct values per replica, the rest as `other`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9._:/-]+$"))
+    )]
+    pub values: Vec<String>,
 }
 
 /// A virtual model that routes each request to the best of several groups.

@@ -113,6 +113,7 @@ fn config(groups: usize, keys: usize) -> CompiledConfig {
             latency_tolerance_percent: 10,
             exploration_percent: 5,
             stream_commit: StreamCommit::default(),
+            spend_tags: BTreeMap::new(),
         },
     );
     for k in 0..keys {

@@ -78,6 +78,9 @@ pub struct DecisionRecord {
     pub config_checksum: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// The request's spend tags, as its policy allowed them.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub spend_tags: std::collections::BTreeMap<String, String>,
 }
 
 /// One call to one deployment.

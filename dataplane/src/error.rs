@@ -252,6 +252,17 @@ impl ApiError {
         .with_param(param)
     }
 
+    /// A spend tag that is malformed, or that the caller's RoutingPolicy does not allow.
+    pub fn invalid_spend_tag(message: String, param: &'static str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_spend_tag",
+            format!("Spend tags: {message}."),
+        )
+        .with_param(param)
+    }
+
     pub fn invalid_strategy(value: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

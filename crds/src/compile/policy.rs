@@ -105,6 +105,17 @@ fn compile_one(
             "spec.cache.shareGroup is required with scope group",
         ));
     }
+    if let Some(twice) = spec
+        .spend_tags
+        .iter()
+        .enumerate()
+        .find(|(i, tag)| spec.spend_tags[..*i].iter().any(|t| t.key == tag.key))
+    {
+        return Err(Rejection::new(
+            Reason::InvalidSpec,
+            format!("spec.spendTags: the key \"{}\" is given twice", twice.1.key),
+        ));
+    }
     let limits = spec.limits.clone().unwrap_or_default();
     if let Some(budget) = &limits.budget
         && (!budget.limit.is_finite() || budget.limit <= 0.0)
@@ -235,5 +246,10 @@ fn compile_one(
             .as_ref()
             .and_then(|streaming| streaming.commit)
             .unwrap_or_default(),
+        spend_tags: spec
+            .spend_tags
+            .iter()
+            .map(|tag| (tag.key.clone(), tag.values.clone()))
+            .collect(),
     })
 }

@@ -426,6 +426,7 @@ impl Finish {
                 input_tokens: usage.prompt_tokens,
                 output_tokens: usage.completion_tokens,
                 cost_usd: record.cost_usd,
+                spend_tags: &record.spend_tags,
                 attempts: &attempts,
             },
         );

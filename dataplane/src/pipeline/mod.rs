@@ -1,10 +1,11 @@
 //! The request path between the front doors and the finish step, one short API-agnostic line:
-//! auth -> intake -> route -> cache -> admit -> execute, then [`Finish`] for every outcome.
-//! Each step lives in its own module; this one only says their order.
+//! auth -> intake (and its spend tags) -> route -> cache -> admit -> execute, then [`Finish`]
+//! for every outcome. Each step lives in its own module; this one only says their order.
 
 mod admit;
 mod execute;
 mod plan;
+mod spend_tags;
 
 use std::future::Future;
 
@@ -68,6 +69,8 @@ where
     note_caller(key, record);
     let request = intake.await?;
     note_request(&request, record);
+    spend_tags::check(key, &request.options.spend_tags)?;
+    record.spend_tags = request.options.spend_tags.clone();
     let routed = plan::route(&snapshot, key, &request, record)?;
     let cache = decide_cache(&services.sinks.cache, key, &snapshot, &routed.0, &request);
     if let Some(hit) = lookup(

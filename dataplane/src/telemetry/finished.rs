@@ -3,7 +3,10 @@
 //! fallbacks its attempts made, by reason. Every label value comes from the config or from fixed
 //! sets (endpoints, outcomes, status classes), never from the client.
 
-use std::sync::atomic::AtomicU64;
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Mutex, atomic::AtomicU64},
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -30,6 +33,8 @@ pub struct Finished<'a> {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cost_usd: Option<f64>,
+    /// The spend tags the caller's policy allowed.
+    pub spend_tags: &'a BTreeMap<String, String>,
     /// (deployment id, outcome) of each attempt, in order; links skipped on an open breaker
     /// included.
     pub attempts: &'a [(&'a str, &'static str)],
@@ -70,6 +75,29 @@ struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TagLabels {
+    org: String,
+    team: String,
+    group: String,
+    tag: String,
+    value: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TagTokenLabels {
+    org: String,
+    team: String,
+    group: String,
+    tag: String,
+    value: String,
+    direction: &'static str,
+}
+
+/// Distinct values counted per tag key on one replica; later ones are counted as `other`. A
+/// policy that lists its values never reaches it (it lists at most 64).
+const MAX_TAG_VALUES: usize = 100;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -83,6 +111,10 @@ pub(super) struct FinishedMetrics {
     first_token: Family<FirstTokenLabels, Histogram>,
     tokens: Family<TokenLabels, Counter>,
     spend: Family<PayerLabels, Counter<f64, AtomicU64>>,
+    tag_tokens: Family<TagTokenLabels, Counter>,
+    tag_spend: Family<TagLabels, Counter<f64, AtomicU64>>,
+    /// The values seen per tag key, for the [`MAX_TAG_VALUES`] bound.
+    tag_values: Mutex<HashMap<String, HashSet<String>>>,
     retries: Family<ReasonLabels, Counter>,
     fallbacks: Family<ReasonLabels, Counter>,
 }
@@ -114,6 +146,18 @@ impl FinishedMetrics {
             "Cost of served calls in USD by org, team, key and model group",
             spend.clone(),
         );
+        let tag_tokens = Family::<TagTokenLabels, Counter>::default();
+        registry.register(
+            "tokens_by_tag",
+            "Tokens billed to requests carrying a spend tag, by org, team, model group, tag, value and direction",
+            tag_tokens.clone(),
+        );
+        let tag_spend = Family::<TagLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "spend_by_tag_usd",
+            "Cost in USD of served calls carrying a spend tag, by org, team, model group, tag and value",
+            tag_spend.clone(),
+        );
         let retries = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "retries",
@@ -131,6 +175,9 @@ impl FinishedMetrics {
             first_token,
             tokens,
             spend,
+            tag_tokens,
+            tag_spend,
+            tag_values: Mutex::default(),
             retries,
             fallbacks,
         }
@@ -195,6 +242,47 @@ impl FinishedMetrics {
         }
         if let Some(usd) = request.cost_usd {
             self.spend.get_or_create(&payer).inc_by(usd);
+        }
+        for (tag, value) in request.spend_tags {
+            let labels = TagLabels {
+                org: payer.org.clone(),
+                team: payer.team.clone(),
+                group: payer.group.clone(),
+                tag: tag.clone(),
+                value: self.bounded(tag, value),
+            };
+            for (direction, count) in [
+                ("input", request.input_tokens),
+                ("output", request.output_tokens),
+            ] {
+                if count > 0 {
+                    self.tag_tokens
+                        .get_or_create(&TagTokenLabels {
+                            org: labels.org.clone(),
+                            team: labels.team.clone(),
+                            group: labels.group.clone(),
+                            tag: labels.tag.clone(),
+                            value: labels.value.clone(),
+                            direction,
+                        })
+                        .inc_by(count);
+                }
+            }
+            if let Some(usd) = request.cost_usd {
+                self.tag_spend.get_or_create(&labels).inc_by(usd);
+            }
+        }
+    }
+
+    /// `value`, or `other` once its tag has [`MAX_TAG_VALUES`] others.
+    fn bounded(&self, tag: &str, value: &str) -> String {
+        let mut seen = crate::sync::lock(&self.tag_values);
+        let values = seen.entry(tag.to_owned()).or_default();
+        if values.contains(value) || values.len() < MAX_TAG_VALUES {
+            values.insert(value.to_owned());
+            value.to_owned()
+        } else {
+            "other".to_owned()
         }
     }
 }

@@ -110,7 +110,10 @@ fn config(fake: &FakeProvider, dead: &str, extra: &str) -> String {
             "acme",
             "  orgs: [acme]\n  retries: {attempts: 1, backoffBase: 1ms, backoffMax: 2ms}\n  circuitBreaker: {consecutiveFailures: 2, cooldown: 10m}"
         ),
-        policy("ml", "  teams: [ml]")
+        policy(
+            "ml",
+            "  teams: [ml]\n  spendTags: [{key: stage, values: [embed, generate]}, {key: feature}]"
+        )
     );
     config_with(&format!("{secrets}{chat}{primary}{policies}{extra}"))
 }
@@ -167,7 +170,11 @@ async fn every_documented_series_has_the_value_the_traffic_implies_and_promtool_
     fake.push(Script::status(500));
     let retried = gw.post_with(KEY, &bypass, ask("chat", "five")).await;
     let team = gw
-        .post_as("/v1/chat/completions", Some(TEAM_KEY), ask("chat", "six"))
+        .post_with(
+            TEAM_KEY,
+            &[("x-modelgate-spend-tags", "stage=embed")],
+            ask("chat", "six"),
+        )
         .await;
     let poor = gw
         .post_as("/v1/chat/completions", Some(POOR_KEY), ask("chat", "seven"))
@@ -335,6 +342,26 @@ async fn every_documented_series_has_the_value_the_traffic_implies_and_promtool_
         let spend = (input + output) * PRICE / 1e6;
         scrape.expect("modelgate_spend_usd_total", &payer(who, group), spend);
     }
+    // The team's call carried a spend tag.
+    let tagged = [
+        ("org", "acme"),
+        ("team", "ml"),
+        ("group", "chat"),
+        ("tag", "stage"),
+        ("value", "embed"),
+    ];
+    scrape.expect(
+        "modelgate_spend_by_tag_usd_total",
+        &tagged,
+        (of_team.0 + of_team.1) * PRICE / 1e6,
+    );
+    let mut labels = tagged.to_vec();
+    labels.push(("direction", "input"));
+    scrape.expect("modelgate_tokens_by_tag_total", &labels, of_team.0);
+    labels.pop();
+    labels.push(("direction", "output"));
+    scrape.expect("modelgate_tokens_by_tag_total", &labels, of_team.1);
+    assert_eq!(scrape.named("modelgate_spend_by_tag_usd_total").len(), 1);
     // The cache hit cost nothing; the refused key spent nothing.
     assert!(
         scrape
@@ -462,4 +489,71 @@ async fn every_documented_series_has_the_value_the_traffic_implies_and_promtool_
             scrape.text
         );
     }
+}
+
+#[tokio::test]
+async fn spend_tags_are_limited_to_what_the_callers_policy_lists_and_logged_with_the_call() {
+    let fake = FakeProvider::start().await.unwrap();
+    let dead = dead_url();
+    let gw = TestGateway::start(&config(&fake, &dead.url, "")).await;
+    let gw = &gw;
+    let tagged = |tags: &'static str| async move {
+        gw.post_with(
+            TEAM_KEY,
+            &[("x-modelgate-spend-tags", tags)],
+            ask("chat", "tagged"),
+        )
+        .await
+    };
+    let refused = [
+        (
+            tagged("stage=train").await,
+            "`stage` may be one of embed, generate",
+        ),
+        (
+            tagged("customer=acme").await,
+            "does not list the tag `customer`",
+        ),
+        (tagged("stage").await, "is not `key=value`"),
+    ];
+    for (answer, says) in &refused {
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.error_code(), "invalid_spend_tag");
+        assert!(answer.text().contains(says), "{}", answer.text());
+    }
+    // The test key's org policy lists no spend tags at all.
+    let untagged_policy = gw
+        .post_with(
+            KEY,
+            &[("x-modelgate-spend-tags", "stage=embed")],
+            ask("chat", "x"),
+        )
+        .await;
+    assert_eq!(untagged_policy.error_code(), "invalid_spend_tag");
+    assert_eq!(
+        fake.request_count(),
+        0,
+        "a refused tag never reaches a provider"
+    );
+
+    let mut body = ask("chat", "tagged in the body");
+    body["metadata"] = json!({"tags": "feature=search-v2"});
+    let served = gw
+        .post_with(
+            TEAM_KEY,
+            &[("x-modelgate-spend-tags", "stage=generate")],
+            body,
+        )
+        .await;
+    assert_eq!(served.status, StatusCode::OK, "{}", served.text());
+    let record = gw.decision(served.header("x-modelgate-request-id")).await;
+    assert_eq!(
+        record["spend_tags"],
+        json!({"feature": "search-v2", "stage": "generate"})
+    );
+    // `metadata` is the client's OpenAI field: it goes upstream as sent.
+    assert_eq!(
+        fake.requests()[0].body["metadata"],
+        json!({"tags": "feature=search-v2"})
+    );
 }

@@ -142,3 +142,29 @@ fn a_policy_may_commit_streams_at_the_head_and_the_default_is_left_out() {
     let json = serde_json::to_string(default).unwrap();
     assert!(!json.contains("streamCommit"), "{json}");
 }
+
+#[test]
+fn spend_tags_compile_by_key_and_a_key_given_twice_is_refused() {
+    let yaml = format!(
+        "{}{}",
+        policy(
+            "default",
+            "  spendTags:\n    - {key: stage, values: [embed, generate]}\n    - {key: feature}"
+        ),
+        policy(
+            "acme",
+            "  orgs: [acme]\n  spendTags: [{key: stage}, {key: stage, values: [x]}]"
+        ),
+    );
+    let (config, reports) = compile_yaml(&yaml);
+    let tags = &config.policies["default/default"].spend_tags;
+    assert_eq!(tags["stage"], vec!["embed", "generate"]);
+    assert!(tags["feature"].is_empty());
+    let r = rejection(&reports, ObjectKind::RoutingPolicy, "acme");
+    assert_eq!(r.reason, Reason::InvalidSpec);
+    assert!(
+        r.message.contains("\"stage\" is given twice"),
+        "{}",
+        r.message
+    );
+}
