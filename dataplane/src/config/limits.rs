@@ -56,6 +56,7 @@ pub(crate) struct ScopeLimits {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KeyLimits {
     scopes: Vec<ScopeLimits>,
+    metered: Vec<Owner>,
 }
 
 impl KeyLimits {
@@ -104,10 +105,23 @@ impl KeyLimits {
                 tpm: policy.tpm,
             });
         }
+        // Spend is counted for every scope, budgeted or not: a scope without a budget by the
+        // calendar month, so `kubectl get vk` and the policy status can show it.
+        let metered = scopes
+            .iter()
+            .filter(|s| s.budget.is_none())
+            .map(|s| s.owner.clone())
+            .collect();
         scopes.retain(|s| s.budget.is_some() || s.rpm.is_some() || s.tpm.is_some());
-        Self { scopes }
+        Self { scopes, metered }
     }
 
+    /// The scopes without a budget, whose spend is only counted.
+    pub(crate) fn metered(&self) -> &[Owner] {
+        &self.metered
+    }
+
+    /// No budget or rate limit applies (spend may still be counted).
     pub fn is_empty(&self) -> bool {
         self.scopes.is_empty()
     }

@@ -282,6 +282,13 @@ impl MemoryStore {
                 entry.0 += delta;
             }
         }
+        for meter in &s.meters {
+            state
+                .budgets
+                .entry(meter.counter.clone())
+                .or_default()
+                .spent += meter.cost;
+        }
         self.dirty.store(true, Ordering::Release);
     }
 }
@@ -347,6 +354,7 @@ mod tests {
             now_ms: 0,
             budgets: vec![("mg:budget".to_owned(), cost)],
             rates: Vec::new(),
+            meters: Vec::new(),
         }
     }
 

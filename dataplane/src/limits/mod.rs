@@ -26,7 +26,7 @@ pub use settle_queue::SettleQueue;
 pub use store::{Store, StoreError};
 
 use crate::{catalog::NANOS_PER_USD, config::KeyLimits, error::RateKind, telemetry::Metrics};
-use store::{Admission, BudgetCharge, RateCharge, Settlement, Verdict};
+use store::{Admission, BudgetCharge, MeterCharge, RateCharge, Settlement, Verdict};
 
 /// What to do when the store cannot be reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,8 +109,17 @@ impl Limiter {
         request_id: &str,
         demand: Demand,
     ) -> Result<Ticket, Refusal> {
+        let meters = if demand.rates_only {
+            Vec::new()
+        } else {
+            spend_meters(limits)
+        };
         if limits.is_empty() {
-            return Ok(Ticket::unlimited());
+            // Nothing to enforce, so nothing to ask the store now: the spend is counted when
+            // the call is settled, in the background.
+            return Ok(Ticket {
+                settle: (!meters.is_empty()).then(|| self.pending(request_id, meters)),
+            });
         }
         let charges = Charges::new(limits, request_id, demand, self.reservation_ttl);
         let verdict = match self.store.admit(&charges.admission).await {
@@ -132,10 +141,6 @@ impl Limiter {
         match verdict {
             Verdict::Admitted => Ok(Ticket {
                 settle: Some(Pending {
-                    store: self.store.clone(),
-                    metrics: self.metrics.clone(),
-                    unsettled: self.unsettled.clone(),
-                    id: request_id.to_owned(),
                     budgets: charges
                         .admission
                         .budgets
@@ -147,12 +152,43 @@ impl Limiter {
                         .into_iter()
                         .map(|c| (c, saturating_i64(demand.tokens)))
                         .collect(),
+                    ..self.pending(request_id, meters)
                 }),
             }),
             Verdict::OverBudget(i) => Err(charges.over_budget(i, &self.metrics)),
             Verdict::OverRate(i) => Err(charges.over_rate(i, &self.metrics)),
         }
     }
+}
+
+impl Limiter {
+    /// A pending settle with only spend meters (budgets and rate counters are added by admit).
+    fn pending(&self, request_id: &str, meters: Vec<(String, i64)>) -> Pending {
+        Pending {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            unsettled: self.unsettled.clone(),
+            id: request_id.to_owned(),
+            budgets: Vec::new(),
+            tokens: Vec::new(),
+            meters,
+        }
+    }
+}
+
+/// (spend counter, expiry in Unix ms) of every scope of the key without a budget: its spend in
+/// the current calendar month, kept a week past the month's end like a budget's.
+fn spend_meters(limits: &KeyLimits) -> Vec<(String, i64)> {
+    let window = BudgetWindow::containing(BudgetPeriod::Monthly, Timestamp::now());
+    let expire_at_ms = window.resets_at.map_or(0, |at| (at + 7 * 24 * 3600) * 1000);
+    limits
+        .metered()
+        .iter()
+        .map(|owner| {
+            let counter = counter_key(owner.subject(), Meter::Budget { period: &window.id });
+            (counter, expire_at_ms)
+        })
+        .collect()
 }
 
 /// One admission's charges, and which scope and limit each stands for (to name it in a refusal).
@@ -277,6 +313,8 @@ struct Pending {
     budgets: Vec<String>,
     /// (TPM counter, tokens counted at admit).
     tokens: Vec<(String, i64)>,
+    /// (spend counter, expiry) of scopes without a budget.
+    meters: Vec<(String, i64)>,
 }
 
 impl Ticket {
@@ -288,8 +326,13 @@ impl Ticket {
     /// Replaces the reservations with the real cost and token count. Awaited before a complete
     /// answer goes out, so the caller's next request already sees its spend.
     pub async fn settle(mut self, cost_nanos: i64, tokens: u64) {
-        if let Some(pending) = self.settle.take() {
-            pending.settle(cost_nanos, Some(tokens)).await;
+        match self.settle.take() {
+            // Only counting: no later request depends on it, so the answer does not wait.
+            Some(pending) if pending.budgets.is_empty() && pending.tokens.is_empty() => {
+                pending.spawn(cost_nanos, Some(tokens));
+            }
+            Some(pending) => pending.settle(cost_nanos, Some(tokens)).await,
+            None => {}
         }
     }
 
@@ -312,6 +355,9 @@ impl Drop for Ticket {
 impl Pending {
     /// `tokens: None` releases: no cost, and the tokens counted at admit are given back.
     async fn settle(self, cost_nanos: i64, tokens: Option<u64>) {
+        if cost_nanos == 0 && self.budgets.is_empty() && self.tokens.is_empty() {
+            return;
+        }
         let settlement = Settlement {
             id: self.id,
             now_ms: Timestamp::now().as_millisecond(),
@@ -320,6 +366,16 @@ impl Pending {
                 .tokens
                 .into_iter()
                 .map(|(c, counted)| (c, tokens.map_or(0, saturating_i64) - counted))
+                .collect(),
+            meters: self
+                .meters
+                .into_iter()
+                .filter(|_| cost_nanos != 0)
+                .map(|(counter, expire_at_ms)| MeterCharge {
+                    counter,
+                    cost: cost_nanos,
+                    expire_at_ms,
+                })
                 .collect(),
         };
         if let Err(error) = self.store.settle(&settlement).await {

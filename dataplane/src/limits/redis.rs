@@ -72,13 +72,13 @@ end
 return {0, 0}
 ";
 
-/// KEYS: the settled marker, 3 per budget, then 1 per rate counter.
-/// ARGV: marker ttl ms, budget count, rate count, cost per budget, correction per rate counter.
+/// KEYS: the settled marker, 3 per budget, 1 per rate counter, then 1 per meter.
+/// ARGV: marker ttl ms, budget count, rate count, meter count, request id, cost per budget,
+/// correction per rate counter, then (cost, expire_at_ms) per meter.
 /// Returns 1 when settled now, 0 when this request was already settled.
 const SETTLE: &str = r"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
-local id = ARGV[4 + tonumber(ARGV[2]) + tonumber(ARGV[3])]
-local nb, nr = tonumber(ARGV[2]), tonumber(ARGV[3])
+local nb, nr, nm, id = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 for i = 0, nb - 1 do
   local state, res, exp = KEYS[3*i+2], KEYS[3*i+3], KEYS[3*i+4]
   local amount = redis.call('HGET', res, id)
@@ -87,13 +87,19 @@ for i = 0, nb - 1 do
     redis.call('HDEL', res, id)
     redis.call('ZREM', exp, id)
   end
-  local cost = tonumber(ARGV[4 + i])
+  local cost = tonumber(ARGV[6 + i])
   if cost ~= 0 then redis.call('HINCRBY', state, 'spent', cost) end
 end
 for j = 0, nr - 1 do
   local key = KEYS[3*nb+j+2]
-  local delta = tonumber(ARGV[4 + nb + j])
+  local delta = tonumber(ARGV[6 + nb + j])
   if delta ~= 0 and redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, delta) end
+end
+for k = 0, nm - 1 do
+  local key = KEYS[3*nb+nr+k+2]
+  local cost, expire_at = tonumber(ARGV[6 + nb + nr + 2*k]), ARGV[7 + nb + nr + 2*k]
+  if cost ~= 0 then redis.call('HINCRBY', key, 'spent', cost) end
+  redis.call('PEXPIREAT', key, expire_at)
 end
 return 1
 ";
@@ -183,17 +189,24 @@ impl Store for RedisStore {
             for (counter, _) in &s.rates {
                 invocation.key(counter);
             }
+            for meter in &s.meters {
+                invocation.key(&meter.counter);
+            }
             invocation
                 .arg(SETTLED_MEMORY_MS)
                 .arg(s.budgets.len())
-                .arg(s.rates.len());
+                .arg(s.rates.len())
+                .arg(s.meters.len())
+                .arg(&s.id);
             for (_, cost) in &s.budgets {
                 invocation.arg(*cost);
             }
             for (_, delta) in &s.rates {
                 invocation.arg(*delta);
             }
-            invocation.arg(&s.id);
+            for meter in &s.meters {
+                invocation.arg(meter.cost).arg(meter.expire_at_ms);
+            }
             let mut connection = self.connection.get()?;
             let _settled: i64 = invocation
                 .invoke_async(&mut connection)

@@ -151,6 +151,7 @@ mod tests {
             now_ms: 0,
             budgets: vec![("budget".to_owned(), cost)],
             rates: Vec::new(),
+            meters: Vec::new(),
         }
     }
 

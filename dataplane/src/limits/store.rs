@@ -4,7 +4,8 @@
 //! Admit checks every charge against its limit and applies all of them or none. A budget charge
 //! is a reservation (the worst-case cost) that expires, so a replica that dies before settling
 //! leaks nothing for long. Settle replaces a request's reservations by its real cost and adjusts
-//! its token counts; a second settle of the same request does nothing.
+//! its token counts, and adds its cost to the spend counters of scopes without a budget; a
+//! second settle of the same request does nothing.
 
 use futures_util::future::BoxFuture;
 
@@ -58,6 +59,18 @@ pub struct Settlement {
     pub budgets: Vec<(String, i64)>,
     /// (rate counter, correction) for token counters: real tokens minus the estimate admitted.
     pub rates: Vec<(String, i64)>,
+    /// Spend counters of scopes without a budget: nothing was reserved, the cost is added.
+    pub meters: Vec<MeterCharge>,
+}
+
+/// The cost added to the spend counter of a scope without a budget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeterCharge {
+    pub counter: String,
+    /// Nano-dollars.
+    pub cost: i64,
+    /// Unix milliseconds after which the counter may be dropped.
+    pub expire_at_ms: i64,
 }
 
 /// A budget counter as stored: settled spend and live reservations, in nano-dollars.

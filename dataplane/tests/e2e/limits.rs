@@ -667,7 +667,7 @@ async fn a_cooldown_one_replica_starts_is_applied_by_the_others() {
 
 #[tokio::test]
 async fn settling_a_request_twice_on_redis_counts_it_once() {
-    use modelgate_dataplane::limits::store::{Admission, BudgetCharge, Settlement};
+    use modelgate_dataplane::limits::store::{Admission, BudgetCharge, MeterCharge, Settlement};
     let redis = RedisServer::start().await;
     let store = RedisStore::connect(&redis.url(), Duration::from_secs(2))
         .await
@@ -690,6 +690,11 @@ async fn settling_a_request_twice_on_redis_counts_it_once() {
         now_ms: 0,
         budgets: vec![("mg:twice".to_owned(), 40)],
         rates: Vec::new(),
+        meters: vec![MeterCharge {
+            counter: "mg:meter".to_owned(),
+            cost: 40,
+            expire_at_ms: 4_102_444_800_000,
+        }],
     };
     // A settle retried after a reconnect, or sent twice, lands once.
     store.settle(&settlement).await.unwrap();
@@ -701,6 +706,7 @@ async fn settling_a_request_twice_on_redis_counts_it_once() {
             reserved: 0
         }
     );
+    assert_eq!(store.budget("mg:meter").await.unwrap().spent, 40);
 }
 
 #[tokio::test]
@@ -1038,4 +1044,71 @@ async fn a_settle_made_while_redis_is_down_lands_exactly_once_when_it_returns() 
         },
         "charged once, nothing held"
     );
+}
+
+/// The spend counter of `subject` for the current calendar month.
+fn monthly_counter(subject: Subject<'_>) -> String {
+    let window = BudgetWindow::containing(BudgetPeriod::Monthly, jiff::Timestamp::now());
+    counter_key(subject, Meter::Budget { period: &window.id })
+}
+
+#[tokio::test]
+async fn spend_is_counted_for_every_key_team_and_org_without_a_budget() {
+    let redis = RedisServer::start().await;
+    let fake = FakeProvider::start().await.unwrap();
+    // No budget anywhere: the org policy only has a rate limit, the team policy nothing.
+    let org_policy = "apiVersion: modelgate.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {name: acme}\nspec:\n  orgs: [acme]\n  limits: {rpm: 1000}\n---\n";
+    let (_dir, path) = config_file(&config(&fake, "", org_policy));
+    let replica = Replica::start(&path, &["--state", &redis.url()]).await;
+    let mut own = 0;
+    for _ in 0..2 {
+        let answer = post(&replica.url(""), KEY, &request()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        own += cost_nanos(&answer);
+    }
+    let mate = post(&replica.url(""), TEAM_KEY, &request()).await;
+    let everyone = own + cost_nanos(&mate);
+    assert!(own > 0);
+
+    let store = RedisStore::connect(&redis.url(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let counters = [
+        (monthly_counter(KEY_SUBJECT), own),
+        (
+            monthly_counter(Subject::Team {
+                namespace: "default",
+                org: "acme",
+                team: "ml",
+            }),
+            everyone,
+        ),
+        (
+            monthly_counter(Subject::Org {
+                namespace: "default",
+                org: "acme",
+            }),
+            everyone,
+        ),
+    ];
+    for (counter, spent) in &counters {
+        // Counted after the answer went out, in the background.
+        eventually("the spend to be counted", || async {
+            store.budget(counter).await.unwrap().spent == *spent
+        })
+        .await;
+        assert_eq!(store.budget(counter).await.unwrap().reserved, 0);
+    }
+    // A month's counter is dropped a while after the month ends, like a budget's.
+    let mut connection = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&counters[0].0)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(ttl > 7 * 24 * 3600 * 1000, "{ttl}");
 }
