@@ -56,6 +56,7 @@ fn settlement(id: String) -> Settlement {
         now_ms: 1_000,
         budgets: vec![("mg:bench-budget".to_owned(), 12_000_000)],
         rates: vec![("mg:bench-tpm".to_owned(), -95)],
+        meters: Vec::new(),
     }
 }
 
