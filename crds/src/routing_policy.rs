@@ -23,6 +23,7 @@ use crate::common::{DurationString, Limits, Strategy, Timeouts};
     printcolumn = r#"{"name":"Strategy","type":"string","jsonPath":".spec.strategy"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Served","type":"string","jsonPath":".status.served"}"#,
+    printcolumn = r#"{"name":"Spend","type":"string","jsonPath":".status.spend[*].spend"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -319,4 +320,21 @@ pub struct RoutingPolicyStatus {
     /// `3/3`: whether a change reached traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub served: Option<String>,
+    /// What each org and team it selects spent in the current period (its budget's, else the
+    /// calendar month), read from the shared state store when the operator is given one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spend: Vec<ScopeSpend>,
+}
+
+/// One org's or team's spend in the current period.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeSpend {
+    /// `org` or `team`.
+    pub scope: String,
+    pub name: String,
+    /// USD spent (settled calls).
+    pub spend: f64,
+    /// The period (`d2026-11-23`, `w2026-11-23`, `m2026-11` or `total`).
+    pub period: String,
 }

@@ -108,15 +108,16 @@ pub struct VirtualKeyStatus {
     /// The org the key belongs to: its namespace's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
-    /// USD spent (settled calls) in the current budget period, read from the shared state store
-    /// when the operator is given one (`--state`).
+    /// USD spent (settled calls) in the current budget period (the calendar month for a key
+    /// without a budget), read from the shared state store when the operator is given one
+    /// (`--state`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spend: Option<f64>,
-    /// USD left in the current budget period (never below 0).
+    /// USD left in the current budget period (never below 0); only for a key with a budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining: Option<f64>,
-    /// The budget period `spend` and `remaining` describe (`d2026-11-23`, `w2026-11-23`,
-    /// `m2026-11`, or `total`).
+    /// The period `spend` and `remaining` describe (`d2026-11-23`, `w2026-11-23`, `m2026-11`,
+    /// or `total`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_period: Option<String>,
 }

@@ -5,7 +5,8 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Client, Resource, ResourceExt, runtime::events::Recorder};
 use modelgate_crds::{
-    CompiledConfig, ObjectKind, ObjectReport, Reason, Rejection, Resources, VirtualKey, compile,
+    CompiledConfig, ObjectKind, ObjectReport, Reason, Rejection, Resources, RoutingPolicy,
+    VirtualKey, compile,
 };
 use serde_json::{Map, json};
 
@@ -273,15 +274,9 @@ async fn write_status(
             let Some(object) = find(&resources.routing_policies, report) else {
                 return Ok(false);
             };
-            status::apply(
-                &ctx.client,
-                &ctx.recorder,
-                object,
-                report,
-                published,
-                Map::new(),
-            )
-            .await?
+            let org = resources.org_of(&report.namespace);
+            let extra = policy_spend_fields(ctx, object, org).await;
+            status::apply(&ctx.client, &ctx.recorder, object, report, published, extra).await?
         }
         ObjectKind::VirtualKey => {
             let Some(object) = find(&resources.virtual_keys, report) else {
@@ -298,16 +293,15 @@ async fn write_status(
     Ok(written)
 }
 
-/// Spend and remaining budget for a budgeted key, when a state store is configured. If the
+/// A key's spend (and what is left of its budget), when a state store is configured. If the
 /// store cannot be read, the last reported values are kept rather than cleared.
 async fn spend_fields(ctx: &Context, key: &VirtualKey) -> Map<String, serde_json::Value> {
     let Some(reader) = &ctx.spend else {
         return Map::new();
     };
     match reader.read(key).await {
-        None => Map::new(),
-        Some(Ok(spend)) => spend.status_fields(),
-        Some(Err(error)) => {
+        Ok(spend) => spend.status_fields(),
+        Err(error) => {
             tracing::warn!(%error, name = %key.name_any(), "cannot read spend from the state store");
             let mut kept = Map::new();
             if let Some(status) = &key.status {
@@ -324,6 +318,34 @@ async fn spend_fields(ctx: &Context, key: &VirtualKey) -> Map<String, serde_json
             kept
         }
     }
+}
+
+/// The spend of each org and team a policy selects, when a state store is configured; the last
+/// reported values are kept when it cannot be read.
+async fn policy_spend_fields(
+    ctx: &Context,
+    policy: &RoutingPolicy,
+    org: &str,
+) -> Map<String, serde_json::Value> {
+    let Some(reader) = &ctx.spend else {
+        return Map::new();
+    };
+    let spend = match reader.read_policy(policy, org).await {
+        Ok(spend) => spend,
+        Err(error) => {
+            tracing::warn!(%error, name = %policy.name_any(), "cannot read spend from the state store");
+            policy
+                .status
+                .as_ref()
+                .map(|status| status.spend.clone())
+                .unwrap_or_default()
+        }
+    };
+    let mut fields = Map::new();
+    if !spend.is_empty() {
+        fields.insert("spend".to_owned(), json!(spend));
+    }
+    fields
 }
 
 fn find<'a, K: ResourceExt>(objects: &'a [K], report: &ObjectReport) -> Option<&'a K> {
