@@ -33,6 +33,7 @@ stage "toolchain" tests/check-toolchain.sh
 stage "generated, fmt, clippy" make --no-print-directory check
 stage "control plane binaries" bash -c 'tests/testbin/build-testbin.sh >/dev/null'
 stage "promtool" bash -c 'tests/testbin/build-promtool.sh >/dev/null'
+stage "otel collector" bash -c 'tests/testbin/build-otelcol.sh >/dev/null'
 stage "redis" tests/testbin/install-redis.sh
 # The operator's sidecar test runs an app on the official OpenAI SDK from this venv.
 stage "sdk venv" bash -c 'tests/sdk/venv.sh >/dev/null'

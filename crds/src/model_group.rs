@@ -189,6 +189,24 @@ impl ProviderKind {
         }
     }
 
+    /// `gen_ai.provider.name` in OpenTelemetry's GenAI semantic conventions (their well-known
+    /// values where one exists).
+    pub fn semconv_name(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::OpenaiCompatible => "openai_compatible",
+            Self::Anthropic => "anthropic",
+            Self::Gemini => "gcp.gemini",
+            Self::Vertex => "gcp.vertex_ai",
+            Self::Bedrock => "aws.bedrock",
+            Self::Azure => "azure.ai.openai",
+            Self::Cohere => "cohere",
+            Self::Mistral => "mistral_ai",
+            Self::Deepseek => "deepseek",
+            Self::Mock => "modelgate.mock",
+        }
+    }
+
     /// The API hosts this provider's credentials go to when no `baseUrl` says otherwise: a
     /// credential may always be sent there. `*` stands for one DNS label.
     pub fn own_hosts(self, region: Option<&str>) -> Vec<String> {

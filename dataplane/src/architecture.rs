@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["catalog"],
     &["provider"],
     &["request", "signals", "telemetry"],
-    &["error", "sse", "sync"],
+    &["error", "sse", "sync", "trace"],
 ];
 
 fn layer(module: &str) -> Option<usize> {

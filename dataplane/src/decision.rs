@@ -10,7 +10,12 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::{provider::Usage, route::RoutingRecord, telemetry::Metrics};
+use crate::{
+    provider::Usage,
+    route::RoutingRecord,
+    telemetry::Metrics,
+    trace::{AttemptSpan, RequestTrace},
+};
 
 const QUEUE: usize = 8192;
 
@@ -81,6 +86,12 @@ pub struct DecisionRecord {
     /// The request's spend tags, as its policy allowed them.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub spend_tags: std::collections::BTreeMap<String, String>,
+    /// The trace the request's spans go to, when traces are exported.
+    #[serde(skip)]
+    pub trace: Option<RequestTrace>,
+    /// The answer's finish reasons (read only when traces are exported).
+    #[serde(skip)]
+    pub finish_reasons: Vec<String>,
 }
 
 /// One call to one deployment.
@@ -95,6 +106,9 @@ pub struct AttemptRecord {
     pub outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its span, when traces are exported.
+    #[serde(skip)]
+    pub span: Option<AttemptSpan>,
 }
 
 /// Where the log goes.

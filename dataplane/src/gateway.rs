@@ -26,7 +26,7 @@ use crate::{
     resilience::{Breakers, RetryBudget},
     server::{self, BindError, ConnectionLimits, Lifecycle, admin},
     signals::SignalRegistry,
-    telemetry::{LiveSource, Metrics},
+    telemetry::{LiveSource, Metrics, Otel, OtelOptions},
 };
 
 /// How long a call to Redis may take before it counts as unavailable.
@@ -62,6 +62,8 @@ pub struct GatewayOptions {
     pub cache: CacheBackend,
     /// Whether `GET /api/public/models` lists the models without a key.
     pub public_catalog: bool,
+    /// Where spans and the GenAI metrics go over OTLP; `None` exports nothing.
+    pub otel: Option<OtelOptions>,
 }
 
 impl GatewayOptions {
@@ -83,6 +85,7 @@ impl GatewayOptions {
             state_fail_mode: FailMode::Closed,
             cache: CacheBackend::default(),
             public_catalog: true,
+            otel: None,
         }
     }
 }
@@ -160,6 +163,8 @@ pub enum StartError {
     State(#[source] StoreError),
     #[error(transparent)]
     Config(#[from] SourceError),
+    #[error("cannot set up OpenTelemetry export: {0}")]
+    Otel(String),
 }
 
 /// A running gateway.
@@ -176,6 +181,8 @@ pub struct Gateway {
     tasks: Vec<JoinHandle<()>>,
     /// The memory backend, saved once more on shutdown.
     memory: Option<Arc<MemoryStore>>,
+    /// Flushed on shutdown.
+    otel: Option<Arc<Otel>>,
     store: Arc<dyn Store>,
 }
 
@@ -216,6 +223,12 @@ impl Gateway {
         let state = open_state(&options.state).await?;
         let lifecycle = Lifecycle::default();
         let cache = open_cache(&options, &state, &metrics).await?;
+        let otel = match &options.otel {
+            Some(otel) => Some(Arc::new(
+                Otel::start(otel, tokio::runtime::Handle::current()).map_err(StartError::Otel)?,
+            )),
+            None => None,
+        };
         let services = Services {
             config: config.clone(),
             limiter: Limiter::new(
@@ -232,6 +245,7 @@ impl Gateway {
                 decisions,
                 cache: Arc::new(cache),
                 ended: lifecycle.ended(),
+                otel: otel.clone(),
             },
         };
         let api = Arc::new(Api {
@@ -300,6 +314,7 @@ impl Gateway {
             tasks,
             memory: state.memory,
             store: state.store,
+            otel,
         })
     }
 
@@ -349,6 +364,11 @@ impl Gateway {
             && let Err(error) = memory.save_if_dirty()
         {
             tracing::warn!(%error, "cannot write the spend snapshot on shutdown");
+        }
+        if let Some(otel) = self.otel {
+            // The SDK's shutdown blocks until the last export is done, and that export runs on
+            // this runtime: wait for it from a blocking thread.
+            let _ = tokio::task::spawn_blocking(move || otel.shutdown()).await;
         }
     }
 }

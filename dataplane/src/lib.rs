@@ -26,5 +26,6 @@ pub mod signals;
 pub mod sse;
 mod sync;
 pub mod telemetry;
+pub mod trace;
 
 pub use gateway::{CacheBackend, ClientLimits, Gateway, GatewayOptions, StartError, StateBackend};

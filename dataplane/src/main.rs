@@ -9,6 +9,7 @@ use modelgate_dataplane::{
     decision::DecisionTarget,
     limits::FailMode,
     route::explain::replay,
+    telemetry::OtelOptions,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -112,6 +113,17 @@ struct Args {
     /// `auto` (on with `--config`, off in a cluster, where one gateway serves several tenants).
     #[arg(long, env = "MODELGATE_PUBLIC_CATALOG", value_parser = ["auto", "on", "off"], default_value = "auto")]
     public_catalog: String,
+    /// Export traces and the GenAI metrics over OTLP/HTTP to this base URL (e.g.
+    /// `http://otel-collector:4318`); unset exports nothing. `OTEL_SERVICE_NAME` (default
+    /// `modelgate`) and `OTEL_RESOURCE_ATTRIBUTES` describe this process.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// How long finished spans wait to be batched, in milliseconds.
+    #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", default_value_t = 5000)]
+    otel_bsp_schedule_delay: u64,
+    /// How often the GenAI metrics are exported, in milliseconds.
+    #[arg(long, env = "OTEL_METRIC_EXPORT_INTERVAL", default_value_t = 60000)]
+    otel_metric_export_interval: u64,
     /// Log format on stderr.
     #[arg(long, env = "MODELGATE_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -208,6 +220,14 @@ async fn run(args: Args, config: ConfigSource) -> ExitCode {
                 max_entry_bytes: args.cache_max_entry_bytes,
             },
         },
+        otel: args
+            .otlp_endpoint
+            .filter(|endpoint| !endpoint.is_empty())
+            .map(|endpoint| OtelOptions {
+                batch_delay: Duration::from_millis(args.otel_bsp_schedule_delay),
+                metrics_interval: Duration::from_millis(args.otel_metric_export_interval),
+                ..OtelOptions::new(endpoint)
+            }),
         public_catalog: match args.public_catalog.as_str() {
             "on" => true,
             "off" => false,

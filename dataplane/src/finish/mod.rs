@@ -5,9 +5,13 @@
 //! `x-modelgate-*` headers. The front doors only put the answer into their own wire format.
 
 mod bill;
+mod reasons;
 mod stream;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -28,7 +32,7 @@ use crate::{
     request::{CACHE_HEADER, Endpoint},
     resilience::calls_made,
     signals::InFlight,
-    telemetry::{Finished, Metrics},
+    telemetry::{Attempt, Finished, Metrics, Otel},
 };
 
 pub const REQUEST_ID: &str = "x-modelgate-request-id";
@@ -46,6 +50,8 @@ pub struct Sinks {
     pub cache: Arc<Cache>,
     /// Flips when a shutdown's grace is over: open streams then end with an explicit error.
     pub ended: tokio::sync::watch::Receiver<bool>,
+    /// Spans and GenAI metrics over OTLP, when an endpoint is configured.
+    pub otel: Option<Arc<Otel>>,
 }
 
 /// A request on its way through the pipeline: its decision record, which the stages fill in,
@@ -54,6 +60,8 @@ pub struct Finish {
     pub record: DecisionRecord,
     endpoint: Endpoint,
     started: Instant,
+    /// The same moment on the wall clock, for the request's span.
+    started_at: SystemTime,
     sinks: Sinks,
 }
 
@@ -157,6 +165,7 @@ impl Finish {
             },
             endpoint,
             started: Instant::now(),
+            started_at: SystemTime::now(),
             sinks: sinks.clone(),
         }
     }
@@ -223,6 +232,9 @@ impl Finish {
     async fn complete(mut self, call: ServedCall, body: Bytes, usage: Option<Usage>) -> Answer {
         let mut headers = self.served_headers(&call);
         self.record.usage = usage;
+        if self.record.trace.is_some() {
+            reasons::collect(&body, &mut self.record.finish_reasons);
+        }
         if let Some(settle) = call.bill.cost(usage, &mut self.record) {
             insert(&mut headers, COST, &format!("{:.9}", usd(settle.cost)));
             settle.now().await;
@@ -277,12 +289,13 @@ impl Finish {
         }
     }
 
-    fn stream_ended(mut self, call: ServedCall, end: StreamEnd) {
+    fn stream_ended(mut self, call: ServedCall, mut end: StreamEnd) {
         let ok = end.outcome == "ok";
         if !ok {
             self.record.error_code = Some(end.outcome);
         }
         self.record.usage = end.usage;
+        self.record.finish_reasons = std::mem::take(&mut end.finish_reasons);
         if let Some(usage) = end.usage {
             call.in_flight.signals().add_tokens(usage.total_tokens);
         }
@@ -386,16 +399,22 @@ impl Finish {
         self.sinks.metrics.cache("store-skipped");
     }
 
-    /// The metrics and the decision record of the finished request.
+    /// The metrics, the spans and the decision record of the finished request.
     fn log(mut self, code: &'static str, status: http::StatusCode) {
         let elapsed = self.started.elapsed();
         self.record.status = status.as_u16();
         self.record.latency_ms = elapsed.as_secs_f64() * 1000.0;
         let record = &self.record;
-        let attempts: Vec<(&str, &'static str)> = record
+        let attempts: Vec<Attempt<'_>> = record
             .attempts
             .iter()
-            .map(|a| (&*a.deployment, a.outcome))
+            .map(|a| Attempt {
+                deployment: &a.deployment,
+                outcome: a.outcome,
+                status: a.status,
+                latency_ms: a.latency_ms,
+                span: a.span.as_ref(),
+            })
             .collect();
         let served = record
             .attempts
@@ -403,33 +422,42 @@ impl Finish {
             .rfind(|a| a.outcome == "ok")
             .or(record.attempts.last());
         let usage = record.usage.unwrap_or_default();
-        self.sinks.metrics.request(
-            code,
-            &Finished {
-                endpoint: record.endpoint,
-                group: record.group.as_deref().unwrap_or_default(),
-                provider: served.map_or(
-                    if record.cache == Some("hit") {
-                        "cache"
-                    } else {
-                        "none"
-                    },
-                    |a| a.provider,
-                ),
-                deployment: served.map_or("", |a| &*a.deployment),
-                status: record.status,
-                seconds: elapsed.as_secs_f64(),
-                ttft_seconds: record.ttft_ms.map(|ms| ms / 1000.0),
-                key: record.key_id.as_deref().unwrap_or_default(),
-                org: record.org.as_deref().unwrap_or_default(),
-                team: record.team.as_deref().unwrap_or_default(),
-                input_tokens: usage.prompt_tokens,
-                output_tokens: usage.completion_tokens,
-                cost_usd: record.cost_usd,
-                spend_tags: &record.spend_tags,
-                attempts: &attempts,
-            },
-        );
+        let finished = Finished {
+            endpoint: record.endpoint,
+            request_model: record.model.as_deref().unwrap_or_default(),
+            group: record.group.as_deref().unwrap_or_default(),
+            provider: served.map_or(
+                if record.cache == Some("hit") {
+                    "cache"
+                } else {
+                    "none"
+                },
+                |a| a.provider,
+            ),
+            deployment: served.map_or("", |a| &*a.deployment),
+            status: record.status,
+            error_code: record.error_code,
+            started_at: self.started_at,
+            seconds: elapsed.as_secs_f64(),
+            ttft_seconds: record.ttft_ms.map(|ms| ms / 1000.0),
+            key: record.key_id.as_deref().unwrap_or_default(),
+            org: record.org.as_deref().unwrap_or_default(),
+            team: record.team.as_deref().unwrap_or_default(),
+            input_tokens: usage.prompt_tokens,
+            output_tokens: usage.completion_tokens,
+            cost_usd: record.cost_usd,
+            spend_tags: &record.spend_tags,
+            attempts: &attempts,
+            strategy: record.strategy,
+            cache: record.cache,
+            stream: record.stream,
+            finish_reasons: &record.finish_reasons,
+            trace: record.trace.as_ref(),
+        };
+        self.sinks.metrics.request(code, &finished);
+        if let Some(otel) = &self.sinks.otel {
+            otel.record(&finished);
+        }
         self.sinks.decisions.record(self.record);
     }
 }

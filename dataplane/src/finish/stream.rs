@@ -40,6 +40,8 @@ pub struct StreamEnd {
     pub generated_bytes: u64,
     /// The whole answer, assembled for the cache (only when the cache applies).
     pub assembled: Option<StreamAssembler>,
+    /// The finish reasons the stream carried (read only when traces are exported).
+    pub finish_reasons: Vec<String>,
 }
 
 /// Watches one stream and finishes its request when dropped.
@@ -58,12 +60,14 @@ pub(super) fn relay(
     call: ServedCall,
     native: Option<NativeApi>,
 ) -> Relay {
+    let finish_reasons = finish.record.trace.is_some().then(Vec::new);
     let observer = Observer {
         assembler: (call.cache.is_some() && native.is_none()).then(StreamAssembler::default),
         finish: Some(finish),
         call: Some(call),
         scanner: UsageScanner {
             native,
+            finish_reasons,
             ..UsageScanner::default()
         },
         outcome: None,
@@ -151,6 +155,7 @@ impl Drop for Observer {
                     usage: self.scanner.usage,
                     generated_bytes: self.scanner.generated_bytes,
                     assembled: self.assembler.take(),
+                    finish_reasons: self.scanner.finish_reasons.take().unwrap_or_default(),
                 },
             );
         }
@@ -168,6 +173,8 @@ struct UsageScanner {
     saw_error: bool,
     /// A line outgrew the cap: scanning stops (the bytes still pass through).
     overflowed: bool,
+    /// The finish reasons seen, when traces are exported (OpenAI SSE only).
+    finish_reasons: Option<Vec<String>>,
 }
 
 impl Default for UsageScanner {
@@ -179,6 +186,7 @@ impl Default for UsageScanner {
             generated_bytes: 0,
             saw_error: false,
             overflowed: false,
+            finish_reasons: None,
         }
     }
 }
@@ -195,10 +203,11 @@ impl UsageScanner {
             return;
         }
         let native = self.native;
-        let (usage, saw_error, generated) = (
+        let (usage, saw_error, generated, finish_reasons) = (
             &mut self.usage,
             &mut self.saw_error,
             &mut self.generated_bytes,
+            &mut self.finish_reasons,
         );
         let scanned = self.lines.push(bytes, |data| match native {
             None => {
@@ -206,6 +215,9 @@ impl UsageScanner {
                     *saw_error = true;
                 }
                 *generated += generated_bytes(data, member_finders(None)) as u64;
+                if let Some(reasons) = finish_reasons.as_mut() {
+                    super::reasons::collect(data, reasons);
+                }
                 // Only chunks that mention usage are parsed; content chunks are skipped cheaply.
                 if mentions_usage(data)
                     && let Ok(event) = serde_json::from_slice::<UsageEvent>(data)

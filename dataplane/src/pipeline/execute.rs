@@ -17,6 +17,7 @@ use crate::{
         calls_made, total_timeout,
     },
     route::Routed,
+    trace::RequestTrace,
 };
 
 const ATTEMPTS: &str = "x-modelgate-attempts";
@@ -50,7 +51,8 @@ pub(super) async fn execute(
             .as_deref()
             .map_or_else(Default::default, |p| p.spec.stream_commit),
     };
-    let make_call = |deployment| call_for(services, request, deployment, key);
+    let trace = record.trace;
+    let make_call = |deployment| call_for(services, request, deployment, key, trace);
     let executed = resilience::execute(snapshot, &routed.plan, &execution, make_call).await;
     if executed.widened {
         plan::widened(snapshot, &mut routed, record);
@@ -83,6 +85,7 @@ fn call_for<'a>(
     request: &'a Parsed,
     deployment: &'a Deployment,
     key: &KeyEntry,
+    trace: Option<RequestTrace>,
 ) -> Call<'a> {
     let timeouts = attempt_timeouts(key, deployment);
     Call {
@@ -95,6 +98,8 @@ fn call_for<'a>(
             .http
             .client(timeouts.connect, deployment.spec.allow_loopback),
         timeouts,
+        // Each attempt is a span of its own, the request's server span its parent.
+        trace: trace.map(|trace| trace.server.child()),
     }
 }
 

@@ -21,6 +21,7 @@ use crate::{
     request::{Endpoint, Parsed},
     resilience::{Breakers, RetryBudget},
     route::Routed,
+    trace::RequestTrace,
 };
 
 /// What every request shares.
@@ -71,6 +72,9 @@ where
     note_request(&request, record);
     spend_tags::check(key, &request.options.spend_tags)?;
     record.spend_tags = request.options.spend_tags.clone();
+    if services.sinks.otel.is_some() {
+        record.trace = Some(RequestTrace::new(request.options.traceparent));
+    }
     let routed = plan::route(&snapshot, key, &request, record)?;
     let cache = decide_cache(&services.sinks.cache, key, &snapshot, &routed.0, &request);
     if let Some(hit) = lookup(

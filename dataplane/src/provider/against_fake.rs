@@ -66,6 +66,7 @@ impl Upstream {
                 idle: timeout,
                 connect: timeout,
             },
+            trace: None,
         };
         match registry(deployment.provider).call(call).await? {
             UpstreamBody::Complete { body, .. } => {

@@ -61,6 +61,8 @@ pub struct Call<'a> {
     /// The pooled client whose connect timeout is the deployment's.
     pub http: HttpClient,
     pub timeouts: AttemptTimeouts,
+    /// The attempt's span, sent to the provider as `traceparent` (when traces are exported).
+    pub trace: Option<crate::trace::SpanIds>,
 }
 
 impl Call<'_> {

@@ -114,6 +114,7 @@ impl<D: Dialect> Provider for Translating<D> {
                             deployment: call.deployment,
                             http: call.http.clone(),
                             timeouts: call.timeouts,
+                            trace: call.trace,
                         })
                     })
                     .collect();
@@ -153,6 +154,9 @@ impl<D: Dialect> Translating<D> {
             };
             dialect.authorize(&target, &call.http, &mut request).await?;
             let authorized_at = Instant::now();
+            if let Some(span) = call.trace {
+                transport::traceparent(&mut request, &span);
+            }
             let (parts, body) = request.into_parts();
             let request = Request::from_parts(parts, Full::new(body));
             let response = transport::send(&call.http, request, call.timeouts).await?;

@@ -72,6 +72,16 @@ pub fn api_key_header(
     Ok(())
 }
 
+/// Names the attempt's span as the provider's parent (W3C trace context). Sent after any request
+/// signing: it is not part of what a provider authenticates.
+pub fn traceparent(request: &mut Request<Bytes>, span: &crate::trace::SpanIds) {
+    if let Ok(value) = HeaderValue::from_str(&span.header()) {
+        request
+            .headers_mut()
+            .insert(crate::trace::TRACEPARENT, value);
+    }
+}
+
 /// Sends `request` and waits for the response head within the first-byte timeout.
 pub async fn send(
     http: &HttpClient,

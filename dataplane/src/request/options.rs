@@ -8,7 +8,10 @@ use modelgate_crds::common::Strategy;
 use serde::Deserialize;
 
 use super::{EXTENSION_FIELD, JsonRequest};
-use crate::error::ApiError;
+use crate::{
+    error::ApiError,
+    trace::{SpanIds, TRACEPARENT},
+};
 
 const TAGS_HEADER: &str = "x-modelgate-tags";
 const SPEND_TAGS_HEADER: &str = "x-modelgate-spend-tags";
@@ -41,6 +44,8 @@ pub struct Options {
     /// Spend tags (`key=value`) from `x-modelgate-spend-tags` and the body's `metadata.tags`,
     /// well-formed but not yet checked against the caller's policy.
     pub spend_tags: BTreeMap<String, String>,
+    /// The client's W3C trace context, when it sent a well-formed one.
+    pub traceparent: Option<SpanIds>,
 }
 
 /// The body's OpenAI `metadata`, as far as spend tags go: `tags` is `"k=v,k2=v2"` (OpenAI's
@@ -113,7 +118,12 @@ impl Options {
             }
             None => {}
         }
+        let traceparent = headers
+            .get(TRACEPARENT)
+            .and_then(|value| value.to_str().ok())
+            .and_then(SpanIds::parse);
         Ok(Self {
+            traceparent,
             spend_tags,
             body_tags: extension.tags,
             header_tags: header_text(headers, TAGS_HEADER)?.map(str::to_owned),

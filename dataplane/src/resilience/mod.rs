@@ -9,7 +9,7 @@ mod prime;
 mod retry;
 mod timeouts;
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, time::SystemTime};
 
 use modelgate_crds::routing_policy::StreamCommit;
 use tokio::time::Instant;
@@ -29,6 +29,7 @@ use crate::{
     route::{Plan, PlannedAttempt},
     signals::InFlight,
     telemetry::Metrics,
+    trace::AttemptSpan,
 };
 
 /// A deployment answered.
@@ -227,6 +228,13 @@ impl Attempts<'_> {
         let provider = deployment.spec.provider.as_str();
         let in_flight = deployment.signals.begin();
         let mut call = make_call(deployment);
+        let span = call.trace.map(|ids| AttemptSpan {
+            ids,
+            started: SystemTime::now(),
+            model: deployment.spec.model.clone(),
+            provider_name: deployment.spec.provider.semconv_name(),
+            server_address: server_address(&deployment.spec),
+        });
         call.timeouts.first_byte = call.timeouts.first_byte.min(self.run.deadline - now);
         let first_byte = call.timeouts.first_byte;
         let answer = deployment.provider.call(call).await;
@@ -251,6 +259,7 @@ impl Attempts<'_> {
             latency_ms,
             outcome,
             error: result.as_ref().err().map(|e| e.message.clone()),
+            span,
         });
         self.note_health(breaker, deployment, &result);
         match result {
@@ -313,7 +322,22 @@ impl Attempts<'_> {
             latency_ms: 0.0,
             outcome: BREAKER_OPEN,
             error: None,
+            span: None,
         });
+    }
+}
+
+/// The host an attempt calls: the deployment's `baseUrl`, else its provider's own API host.
+fn server_address(spec: &modelgate_crds::compiled::CompiledDeployment) -> Option<String> {
+    match &spec.base_url {
+        Some(url) => http::Uri::try_from(url.as_str())
+            .ok()
+            .and_then(|uri| uri.host().map(str::to_owned)),
+        None => spec
+            .provider
+            .own_hosts(spec.region.as_deref())
+            .into_iter()
+            .find(|host| !host.contains('*')),
     }
 }
 

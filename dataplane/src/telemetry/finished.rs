@@ -6,6 +6,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{Mutex, atomic::AtomicU64},
+    time::SystemTime,
 };
 
 use prometheus_client::{
@@ -14,9 +15,13 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::trace::{AttemptSpan, RequestTrace};
+
 /// What the finish step knows about one request, as plain values.
 pub struct Finished<'a> {
     pub endpoint: &'static str,
+    /// The model name the client asked for (empty before intake).
+    pub request_model: &'a str,
     /// The ModelGroup it resolved to (empty before routing).
     pub group: &'a str,
     /// The serving (else last tried) attempt's provider and deployment id; `cache` for an
@@ -24,6 +29,9 @@ pub struct Finished<'a> {
     pub provider: &'static str,
     pub deployment: &'a str,
     pub status: u16,
+    /// The error code the client got, if any.
+    pub error_code: Option<&'static str>,
+    pub started_at: SystemTime,
     pub seconds: f64,
     pub ttft_seconds: Option<f64>,
     /// `namespace/name` of the key, its org and team (empty when unauthenticated).
@@ -35,9 +43,26 @@ pub struct Finished<'a> {
     pub cost_usd: Option<f64>,
     /// The spend tags the caller's policy allowed.
     pub spend_tags: &'a BTreeMap<String, String>,
-    /// (deployment id, outcome) of each attempt, in order; links skipped on an open breaker
-    /// included.
-    pub attempts: &'a [(&'a str, &'static str)],
+    /// Each attempt, in order; links skipped on an open breaker included.
+    pub attempts: &'a [Attempt<'a>],
+    pub strategy: &'static str,
+    /// What the response cache did (`hit`, `miss`, `bypass`, `store-skipped`).
+    pub cache: Option<&'static str>,
+    pub stream: bool,
+    pub finish_reasons: &'a [String],
+    /// The trace its spans go to, when traces are exported.
+    pub trace: Option<&'a RequestTrace>,
+}
+
+/// One attempt of a finished request.
+pub struct Attempt<'a> {
+    pub deployment: &'a str,
+    /// `ok`, the error class, or `breaker_open` for a link skipped.
+    pub outcome: &'static str,
+    pub status: Option<u16>,
+    pub latency_ms: f64,
+    /// Its span, when traces are exported (never for a skipped link).
+    pub span: Option<&'a AttemptSpan>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -207,8 +232,9 @@ impl FinishedMetrics {
             self.bill(request);
         }
         for pair in request.attempts.windows(2) {
-            let ((before, reason), (after, _)) = (pair[0], pair[1]);
-            let moves = if before == after {
+            let (before, after) = (&pair[0], &pair[1]);
+            let reason = before.outcome;
+            let moves = if before.deployment == after.deployment {
                 &self.retries
             } else {
                 &self.fallbacks

@@ -11,6 +11,7 @@ mod fleet;
 mod hostile;
 mod limits;
 mod metrics;
+mod otel;
 mod reload;
 mod resilience;
 mod routing;

@@ -1,14 +1,15 @@
 //! Real parts for tests. [`redis::RedisServer`] is a real Redis, [`promtool`] Prometheus' own
-//! checker of an exposition. The rest of this crate is a real control plane: kube-apiserver
-//! backed by etcd, built from their Go modules by `build-testbin.sh` (cached outside the clone),
-//! started once per test binary on loopback with the modelgate CRDs installed. Each test takes
-//! its own namespace. See
+//! checker of an exposition, [`otelcol::Collector`] an OpenTelemetry Collector. The rest of this
+//! crate is a real control plane: kube-apiserver backed by etcd, built from their Go modules by
+//! `build-testbin.sh` (cached outside the clone), started once per test binary on loopback with
+//! the modelgate CRDs installed. Each test takes its own namespace. See
 //! `../shared/reference/testbin.md` for the recipe this follows.
 //!
 //! Test-only code: it panics with the control plane's logs when something cannot start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod certs;
+pub mod otelcol;
 mod process;
 pub mod promtool;
 pub mod redis;

@@ -42,6 +42,7 @@ async fn call(fake: &FakeProvider, request: Value) -> Result<UpstreamBody, CallE
                 idle: timeout,
                 connect: timeout,
             },
+            trace: None,
         })
         .await
 }

@@ -58,6 +58,7 @@ async fn call(
             idle: Duration::from_secs(10),
             connect: Duration::from_secs(5),
         },
+        trace: None,
     };
     let provider = registry(ProviderKind::Bedrock);
     match provider.call(call).await? {

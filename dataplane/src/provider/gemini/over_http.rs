@@ -61,6 +61,7 @@ async fn call(
         deployment,
         http: HttpClients::default().client(DEFAULT_CONNECT_TIMEOUT, true),
         timeouts,
+        trace: None,
     };
     match provider.call(call).await? {
         UpstreamBody::Complete { body, .. } => Ok(serde_json::from_slice(&body).unwrap()),
