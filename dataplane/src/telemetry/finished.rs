@@ -92,10 +92,8 @@ struct PayerLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
-    org: String,
-    team: String,
-    key: String,
-    group: String,
+    #[prometheus(flatten)]
+    payer: PayerLabels,
     direction: &'static str,
 }
 
@@ -110,11 +108,8 @@ struct TagLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TagTokenLabels {
-    org: String,
-    team: String,
-    group: String,
-    tag: String,
-    value: String,
+    #[prometheus(flatten)]
+    tag: TagLabels,
     direction: &'static str,
 }
 
@@ -250,24 +245,12 @@ impl FinishedMetrics {
             key: request.key.to_owned(),
             group: request.group.to_owned(),
         };
-        for (direction, count) in [
-            ("input", request.input_tokens),
-            ("output", request.output_tokens),
-        ] {
-            if count > 0 {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        org: payer.org.clone(),
-                        team: payer.team.clone(),
-                        key: payer.key.clone(),
-                        group: payer.group.clone(),
-                        direction,
-                    })
-                    .inc_by(count);
-            }
-        }
-        if let Some(usd) = request.cost_usd {
-            self.spend.get_or_create(&payer).inc_by(usd);
+        for (direction, count) in directions(request) {
+            let labels = TokenLabels {
+                payer: payer.clone(),
+                direction,
+            };
+            self.tokens.get_or_create(&labels).inc_by(count);
         }
         for (tag, value) in request.spend_tags {
             let labels = TagLabels {
@@ -277,26 +260,19 @@ impl FinishedMetrics {
                 tag: tag.clone(),
                 value: self.bounded(tag, value),
             };
-            for (direction, count) in [
-                ("input", request.input_tokens),
-                ("output", request.output_tokens),
-            ] {
-                if count > 0 {
-                    self.tag_tokens
-                        .get_or_create(&TagTokenLabels {
-                            org: labels.org.clone(),
-                            team: labels.team.clone(),
-                            group: labels.group.clone(),
-                            tag: labels.tag.clone(),
-                            value: labels.value.clone(),
-                            direction,
-                        })
-                        .inc_by(count);
-                }
+            for (direction, count) in directions(request) {
+                let tagged = TagTokenLabels {
+                    tag: labels.clone(),
+                    direction,
+                };
+                self.tag_tokens.get_or_create(&tagged).inc_by(count);
             }
             if let Some(usd) = request.cost_usd {
                 self.tag_spend.get_or_create(&labels).inc_by(usd);
             }
+        }
+        if let Some(usd) = request.cost_usd {
+            self.spend.get_or_create(&payer).inc_by(usd);
         }
     }
 
@@ -311,6 +287,16 @@ impl FinishedMetrics {
             "other".to_owned()
         }
     }
+}
+
+/// The request's (direction, tokens), for the directions it used.
+fn directions(request: &Finished<'_>) -> impl Iterator<Item = (&'static str, u64)> {
+    [
+        ("input", request.input_tokens),
+        ("output", request.output_tokens),
+    ]
+    .into_iter()
+    .filter(|(_, count)| *count > 0)
 }
 
 fn status_class(status: u16) -> &'static str {

@@ -118,23 +118,9 @@ fn config(fake: &FakeProvider, dead: &str, extra: &str) -> String {
     config_with(&format!("{secrets}{chat}{primary}{policies}{extra}"))
 }
 
-/// The usage a client saw: the body's `usage`, or a stream's final usage chunk.
+/// (prompt, completion) tokens of the usage a client saw.
 fn usage_of(answer: &Answer) -> (f64, f64) {
-    let usage = if answer
-        .header("content-type")
-        .starts_with("text/event-stream")
-    {
-        answer
-            .text()
-            .split("\n\n")
-            .filter_map(|e| e.strip_prefix("data: "))
-            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-            .find(|chunk| chunk["usage"].is_object())
-            .map(|chunk| chunk["usage"].clone())
-            .unwrap()
-    } else {
-        answer.json()["usage"].clone()
-    };
+    let usage = answer.usage();
     (
         usage["prompt_tokens"].as_f64().unwrap(),
         usage["completion_tokens"].as_f64().unwrap(),

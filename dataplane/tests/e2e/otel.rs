@@ -172,7 +172,7 @@ async fn a_streamed_call_that_fell_back_arrives_as_one_trace_with_an_attempt_spa
         .collect();
     assert_eq!(sent, expected);
 
-    let usage = sse_usage(&answer);
+    let usage = answer.usage();
     let server_attributes = &server["attributes"];
     for (key, want) in [
         ("gen_ai.operation.name", json!("chat")),
@@ -263,16 +263,4 @@ async fn without_an_endpoint_nothing_is_traced_and_providers_get_no_traceparent(
         .await;
     assert_eq!(answer.status, StatusCode::OK);
     assert!(!fake.requests()[0].headers.contains_key("traceparent"));
-}
-
-/// The usage of a stream's usage chunk.
-fn sse_usage(answer: &Answer) -> Value {
-    answer
-        .text()
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .find(|chunk| chunk["usage"].is_object())
-        .map(|chunk| chunk["usage"].clone())
-        .unwrap()
 }

@@ -63,6 +63,20 @@ impl Answer {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The usage the client saw: the body's `usage`, or a stream's usage chunk's.
+    pub fn usage(&self) -> Value {
+        if !self.header("content-type").starts_with("text/event-stream") {
+            return self.json()["usage"].clone();
+        }
+        self.text()
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .find(|chunk| chunk["usage"].is_object())
+            .map(|chunk| chunk["usage"].clone())
+            .expect("a usage chunk")
+    }
 }
 
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {

@@ -90,7 +90,7 @@ impl ControlPlane {
     }
 
     async fn start_with(crds: bool) -> Self {
-        let bin = build_binaries();
+        let bin = built_by("build-testbin.sh");
         let dir = tempfile::Builder::new()
             .prefix("modelgate-k8s-")
             .tempdir()
@@ -407,22 +407,21 @@ where
     }
 }
 
-fn build_binaries() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("build-testbin.sh");
+/// Runs one of this crate's build scripts (which build what is missing, cached outside the
+/// clone) and returns the path it prints last.
+pub(crate) fn built_by(script: &str) -> PathBuf {
     let output = Command::new("bash")
-        .arg(&script)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(script))
         .stderr(std::process::Stdio::inherit())
         .output()
-        .expect("run build-testbin.sh");
-    assert!(output.status.success(), "build-testbin.sh failed");
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(output.status.success(), "{script} failed");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    PathBuf::from(
-        stdout
-            .lines()
-            .last()
-            .expect("build-testbin.sh prints the bin dir")
-            .trim(),
-    )
+    let path = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("{script} prints a path"));
+    PathBuf::from(path.trim())
 }
 
 /// A loopback port free a moment ago, for a process the test starts (which retries a lost race).

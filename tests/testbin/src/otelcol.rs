@@ -4,7 +4,6 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     sync::OnceLock,
     time::Duration,
 };
@@ -14,23 +13,7 @@ use crate::{process::Supervised, wait_until};
 static OTELCOL: OnceLock<PathBuf> = OnceLock::new();
 
 fn otelcol() -> &'static Path {
-    OTELCOL.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("build-otelcol.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run build-otelcol.sh");
-        assert!(output.status.success(), "build-otelcol.sh failed");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        PathBuf::from(
-            stdout
-                .lines()
-                .last()
-                .expect("build-otelcol.sh prints the binary's path")
-                .trim(),
-        )
-    })
+    OTELCOL.get_or_init(|| crate::built_by("build-otelcol.sh"))
 }
 
 /// A running collector, stopped when dropped.

@@ -12,23 +12,7 @@ use std::{
 static PROMTOOL: OnceLock<PathBuf> = OnceLock::new();
 
 fn promtool() -> &'static Path {
-    PROMTOOL.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("build-promtool.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run build-promtool.sh");
-        assert!(output.status.success(), "build-promtool.sh failed");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        PathBuf::from(
-            stdout
-                .lines()
-                .last()
-                .expect("build-promtool.sh prints the binary's path")
-                .trim(),
-        )
-    })
+    PROMTOOL.get_or_init(|| crate::built_by("build-promtool.sh"))
 }
 
 /// `promtool check metrics` on `exposition`: `Err` with what promtool said when it found a
