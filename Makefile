@@ -7,6 +7,8 @@ ADMIN_LISTEN ?= 127.0.0.1:9464
 CONFIG ?= examples/quickstart.yaml
 IMAGE ?= ghcr.io/modelgate/modelgate:0.1.0
 CONTAINER_ENGINE ?= docker
+# The chart's Grafana dashboard and alert rules, copied to docs/ for users without the chart.
+MONITORING_DOCS := grafana/modelgate.json prometheus/alerts.yaml
 
 .PHONY: help run build test test-fast test-rust test-sdk check fmt lint generate golden image bench fuzz soak
 
@@ -44,6 +46,7 @@ test-sdk: ## The OpenAI Python SDK conformance suite against the built binaries
 
 check: ## Generated files fresh, formatting, clippy -D warnings, dependency policy (cargo deny)
 	$(CARGO) run --locked -q -p modelgate-crds --bin crdgen -- --check charts/modelgate-crds/templates
+	$(foreach f,$(MONITORING_DOCS),cmp charts/modelgate/files/$(f) docs/$(f) || { echo "docs/$(f) is stale: run make generate"; exit 1; };)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	tests/deny.sh
@@ -54,8 +57,9 @@ fmt: ## Format the code
 lint: ## clippy with warnings as errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-generate: ## Regenerate the CRD templates of the modelgate-crds chart
+generate: ## Regenerate the CRD templates of the modelgate-crds chart, and docs/' copies of the chart's dashboard and alerts
 	$(CARGO) run -q -p modelgate-crds --bin crdgen -- charts/modelgate-crds/templates
+	$(foreach f,$(MONITORING_DOCS),mkdir -p $(dir docs/$(f)) && cp charts/modelgate/files/$(f) docs/$(f);)
 
 golden: ## Rewrite the golden files (provider and inbound translations, the chart's default render, the RBAC can-i lists) from what the code produces now
 	UPDATE_GOLDEN=1 $(CARGO) test -p modelgate-dataplane --lib -- goldens conformance

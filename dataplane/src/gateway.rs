@@ -2,7 +2,7 @@
 //! provider clients, hands them to the pipeline, and serves the front doors and the admin
 //! endpoints on their own listeners.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::{
     sync::{Semaphore, watch},
@@ -13,7 +13,7 @@ use crate::{
     api::{self, Api, Intake},
     cache::{Cache, MemoryCache, RedisCache},
     config::{
-        ConfigHandle,
+        ConfigHandle, Snapshot,
         reload::Reloader,
         source::{self, ConfigSource, SourceError},
     },
@@ -26,7 +26,7 @@ use crate::{
     resilience::{Breakers, RetryBudget},
     server::{self, BindError, ConnectionLimits, Lifecycle, admin},
     signals::SignalRegistry,
-    telemetry::{LiveSource, Metrics, Otel, OtelOptions},
+    telemetry::{DeploymentRef, LiveSource, Metrics, Otel, OtelOptions},
 };
 
 /// How long a call to Redis may take before it counts as unavailable.
@@ -458,33 +458,55 @@ fn share_with_fleet(
 struct LiveState(std::sync::Weak<Api>);
 
 impl LiveSource for LiveState {
-    fn in_flight(&self) -> Vec<(Arc<str>, i64)> {
-        let Some(snapshot) = self
-            .0
-            .upgrade()
-            .and_then(|api| api.services.config.current())
-        else {
+    fn in_flight(&self) -> Vec<(DeploymentRef, i64)> {
+        let Some(snapshot) = self.snapshot() else {
             return Vec::new();
         };
         snapshot
             .groups()
             .iter()
-            .flat_map(|g| &g.deployments)
-            .map(|d| {
+            .flat_map(|g| g.deployments.iter().map(move |d| (g, d)))
+            .map(|(g, d)| {
                 let count = d.signals.values().in_flight;
-                (d.id.clone(), i64::try_from(count).unwrap_or(i64::MAX))
+                (
+                    DeploymentRef {
+                        group: g.id.clone(),
+                        deployment: d.id.clone(),
+                    },
+                    i64::try_from(count).unwrap_or(i64::MAX),
+                )
             })
             .collect()
     }
 
-    fn breaker_states(&self) -> Vec<(String, Arc<str>, i64)> {
-        self.0.upgrade().map_or_else(Vec::new, |api| {
-            api.services.breakers.states(tokio::time::Instant::now())
-        })
+    fn breaker_states(&self) -> Vec<(String, DeploymentRef, i64)> {
+        let (Some(api), Some(snapshot)) = (self.0.upgrade(), self.snapshot()) else {
+            return Vec::new();
+        };
+        let group_of: HashMap<&str, &Arc<str>> = snapshot
+            .groups()
+            .iter()
+            .flat_map(|g| g.deployments.iter().map(move |d| (&*d.id, &g.id)))
+            .collect();
+        api.services
+            .breakers
+            .states(tokio::time::Instant::now())
+            .into_iter()
+            .filter_map(|(org, deployment, state)| {
+                // A breaker of a deployment no longer served says nothing about routing.
+                let group = Arc::clone(group_of.get(&*deployment)?);
+                Some((org, DeploymentRef { group, deployment }, state))
+            })
+            .collect()
     }
 
     fn config_checksum(&self) -> Option<String> {
-        let snapshot = self.0.upgrade()?.services.config.current()?;
-        Some(snapshot.checksum().to_owned())
+        Some(self.snapshot()?.checksum().to_owned())
+    }
+}
+
+impl LiveState {
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.0.upgrade()?.services.config.current()
     }
 }

@@ -1,8 +1,14 @@
 //! Operator metrics. Label values come from fixed sets (results, error reasons, kinds) or from
 //! the namespaces the operator manages, never from object content.
 
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, atomic::AtomicU64},
+};
+
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
@@ -33,8 +39,79 @@ struct InjectionLabels {
     reason: &'static str,
 }
 
+/// What one key, team or org spent this period, as the state store has it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScopeSpendRow {
+    /// `key`, `team` or `org`.
+    pub scope: &'static str,
+    pub name: String,
+    pub spend_usd: f64,
+    /// Its budget's limit for the period, if it has one.
+    pub budget_usd: Option<f64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    namespace: String,
+    scope: &'static str,
+    name: String,
+}
+
+/// Spend and budgets per namespace, replaced at each reconcile of it: a deleted key's series
+/// go with it.
+#[derive(Clone, Debug, Default)]
+struct SpendSeries(Arc<Mutex<BTreeMap<String, Vec<ScopeSpendRow>>>>);
+
+impl SpendSeries {
+    fn family(
+        &self,
+        value: impl Fn(&ScopeSpendRow) -> Option<f64>,
+    ) -> Family<ScopeLabels, Gauge<f64, AtomicU64>> {
+        let family = Family::<ScopeLabels, Gauge<f64, AtomicU64>>::default();
+        let rows = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (namespace, rows) in rows.iter() {
+            for row in rows {
+                if let Some(value) = value(row) {
+                    let labels = ScopeLabels {
+                        namespace: namespace.clone(),
+                        scope: row.scope,
+                        name: row.name.clone(),
+                    };
+                    family.get_or_create(&labels).set(value);
+                }
+            }
+        }
+        family
+    }
+}
+
+impl Collector for SpendSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        for (name, help, family) in [
+            (
+                "spend_usd",
+                "What each key, team and org spent in its current budget period (the calendar month without a budget), from the state store",
+                self.family(|row| Some(row.spend_usd)),
+            ),
+            (
+                "budget_usd",
+                "The budget limit of each key, team and org that has one, for its current period",
+                self.family(|row| row.budget_usd),
+            ),
+        ] {
+            let metric = encoder.encode_descriptor(name, help, None, family.metric_type())?;
+            family.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    spend: SpendSeries,
     reconciles: Family<ResultLabels, Counter>,
     reconcile_duration: Histogram,
     failures: Family<ReasonLabels, Counter>,
@@ -60,6 +137,8 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("modelgate_operator");
+        let spend = SpendSeries::default();
+        registry.register_collector(Box::new(spend.clone()));
         let reconciles = Family::<ResultLabels, Counter>::default();
         registry.register(
             "reconciles",
@@ -147,6 +226,7 @@ impl Metrics {
             pods_stale_sidecar.clone(),
         );
         Self {
+            spend,
             registry,
             injections,
             webhook_cert_not_after,
@@ -230,6 +310,20 @@ impl Metrics {
             .set(i64::try_from(not_injected).unwrap_or(i64::MAX));
         self.pods_stale_sidecar
             .set(i64::try_from(stale).unwrap_or(i64::MAX));
+    }
+
+    /// The spend rows of `namespace`'s keys and policies, replacing the previous ones.
+    pub fn set_spend(&self, namespace: &str, rows: Vec<ScopeSpendRow>) {
+        let mut spend = self
+            .spend
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if rows.is_empty() {
+            spend.remove(namespace);
+        } else {
+            spend.insert(namespace.to_owned(), rows);
+        }
     }
 
     pub fn encode(&self) -> String {

@@ -12,7 +12,12 @@ use serde_json::{Map, json};
 
 pub use crate::error::ReconcileError;
 use crate::{
-    keys, metrics::Metrics, publish, scope::Scopes, served::ServedSummary, spend::SpendReader,
+    keys,
+    metrics::{Metrics, ScopeSpendRow},
+    publish,
+    scope::Scopes,
+    served::ServedSummary,
+    spend::SpendReader,
     status,
 };
 
@@ -115,8 +120,10 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, Reconc
     ctx.metrics.rejected(namespace, rejected);
     let mut status_writes = 0;
     let mut first_error = None;
+    let mut spend = Vec::new();
     for report in &reports {
-        match write_status(ctx, &resources, &config, (&checksum, Some(&served)), report).await {
+        let published = (checksum.as_str(), Some(&served));
+        match write_status(ctx, &resources, &config, published, report, &mut spend).await {
             Ok(true) => status_writes += 1,
             Ok(false) => {}
             // One object's failed write does not stop the others; the namespace is retried.
@@ -125,6 +132,9 @@ pub async fn reconcile(ctx: &Context, namespace: &str) -> Result<Outcome, Reconc
                 first_error.get_or_insert(error);
             }
         }
+    }
+    if ctx.spend.is_some() {
+        ctx.metrics.set_spend(namespace, spend);
     }
     if let Some(error) = first_error {
         return Err(error);
@@ -236,7 +246,9 @@ async fn no_secret_access(ctx: &Context, namespace: &str) -> Result<Outcome, Rec
         .collect();
     let config = CompiledConfig::empty();
     for report in &reports {
-        if let Err(error) = write_status(ctx, &resources, &config, ("", None), report).await {
+        let mut spend = Vec::new();
+        let written = write_status(ctx, &resources, &config, ("", None), report, &mut spend);
+        if let Err(error) = written.await {
             tracing::warn!(namespace, name = %report.name, %error, "status write failed");
         }
     }
@@ -249,6 +261,7 @@ async fn write_status(
     config: &CompiledConfig,
     published: (&str, Option<&ServedSummary>),
     report: &ObjectReport,
+    spend: &mut Vec<ScopeSpendRow>,
 ) -> Result<bool, ReconcileError> {
     let written = match report.kind {
         ObjectKind::ModelGroup => {
@@ -275,14 +288,14 @@ async fn write_status(
                 return Ok(false);
             };
             let org = resources.org_of(&report.namespace);
-            let extra = policy_spend_fields(ctx, object, org).await;
+            let extra = policy_spend_fields(ctx, object, org, spend).await;
             status::apply(&ctx.client, &ctx.recorder, object, report, published, extra).await?
         }
         ObjectKind::VirtualKey => {
             let Some(object) = find(&resources.virtual_keys, report) else {
                 return Ok(false);
             };
-            let mut extra = spend_fields(ctx, object).await;
+            let mut extra = spend_fields(ctx, object, spend).await;
             extra.insert("org".to_owned(), json!(resources.org_of(&report.namespace)));
             status::apply(&ctx.client, &ctx.recorder, object, report, published, extra).await?
         }
@@ -294,12 +307,18 @@ async fn write_status(
 }
 
 /// A key's spend (and what is left of its budget), when a state store is configured. If the
-/// store cannot be read, the last reported values are kept rather than cleared.
-async fn spend_fields(ctx: &Context, key: &VirtualKey) -> Map<String, serde_json::Value> {
+/// store cannot be read, the last reported values are kept rather than cleared. The spend is
+/// also added to `rows` for the metrics.
+async fn spend_fields(
+    ctx: &Context,
+    key: &VirtualKey,
+    rows: &mut Vec<ScopeSpendRow>,
+) -> Map<String, serde_json::Value> {
     let Some(reader) = &ctx.spend else {
         return Map::new();
     };
-    match reader.read(key).await {
+    let budget_usd = key.spec.budget.as_ref().map(|b| b.limit);
+    let fields = match reader.read(key).await {
         Ok(spend) => spend.status_fields(),
         Err(error) => {
             tracing::warn!(%error, name = %key.name_any(), "cannot read spend from the state store");
@@ -317,15 +336,25 @@ async fn spend_fields(ctx: &Context, key: &VirtualKey) -> Map<String, serde_json
             }
             kept
         }
+    };
+    if let Some(spend_usd) = fields.get("spend").and_then(serde_json::Value::as_f64) {
+        rows.push(ScopeSpendRow {
+            scope: "key",
+            name: key.name_any(),
+            spend_usd,
+            budget_usd,
+        });
     }
+    fields
 }
 
 /// The spend of each org and team a policy selects, when a state store is configured; the last
-/// reported values are kept when it cannot be read.
+/// reported values are kept when it cannot be read. Each is also added to `rows`.
 async fn policy_spend_fields(
     ctx: &Context,
     policy: &RoutingPolicy,
     org: &str,
+    rows: &mut Vec<ScopeSpendRow>,
 ) -> Map<String, serde_json::Value> {
     let Some(reader) = &ctx.spend else {
         return Map::new();
@@ -341,6 +370,19 @@ async fn policy_spend_fields(
                 .unwrap_or_default()
         }
     };
+    // The policy's budget applies to each org and team it selects, separately.
+    let budget_usd = policy
+        .spec
+        .limits
+        .as_ref()
+        .and_then(|limits| limits.budget.as_ref())
+        .map(|budget| budget.limit);
+    rows.extend(spend.iter().map(|scope| ScopeSpendRow {
+        scope: if scope.scope == "org" { "org" } else { "team" },
+        name: scope.name.clone(),
+        spend_usd: scope.spend,
+        budget_usd,
+    }));
     let mut fields = Map::new();
     if !spend.is_empty() {
         fields.insert("spend".to_owned(), json!(spend));

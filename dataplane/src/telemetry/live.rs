@@ -10,26 +10,45 @@ use prometheus_client::{
     metrics::{family::Family, gauge::Gauge},
 };
 
+/// A deployment of the served config: its group's id and its own.
+#[derive(Clone, Debug)]
+pub struct DeploymentRef {
+    pub group: Arc<str>,
+    pub deployment: Arc<str>,
+}
+
 /// Where the live series come from.
 pub trait LiveSource: Send + Sync + 'static {
-    /// (deployment id, requests in flight) for the deployments of the current config.
-    fn in_flight(&self) -> Vec<(Arc<str>, i64)>;
-    /// (org, deployment id, state) of every breaker that has seen traffic: 0 closed, 1
-    /// half-open, 2 open.
-    fn breaker_states(&self) -> Vec<(String, Arc<str>, i64)>;
+    /// Requests in flight for each deployment of the current config.
+    fn in_flight(&self) -> Vec<(DeploymentRef, i64)>;
+    /// (org, deployment, state) of every breaker of a served deployment that has seen traffic:
+    /// 0 closed, 1 half-open, 2 open.
+    fn breaker_states(&self) -> Vec<(String, DeploymentRef, i64)>;
     /// The checksum of the config being served.
     fn config_checksum(&self) -> Option<String>;
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeploymentLabels {
+    group: String,
     deployment: String,
 }
 
+impl From<DeploymentRef> for DeploymentLabels {
+    fn from(at: DeploymentRef) -> Self {
+        Self {
+            group: at.group.to_string(),
+            deployment: at.deployment.to_string(),
+        }
+    }
+}
+
+/// The group label lets an alert ask whether every link of a group is open.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BreakerLabels {
     org: String,
-    deployment: String,
+    #[prometheus(flatten)]
+    at: DeploymentLabels,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,32 +116,20 @@ impl Collector for Live {
         gauges(
             &mut encoder,
             "deployment_in_flight",
-            "Requests in flight per deployment (streams until they end), on this replica",
-            source.in_flight().into_iter().map(|(deployment, count)| {
-                (
-                    DeploymentLabels {
-                        deployment: deployment.to_string(),
-                    },
-                    count,
-                )
-            }),
+            "Requests in flight per group and deployment (streams until they end), on this replica",
+            source
+                .in_flight()
+                .into_iter()
+                .map(|(at, count)| (DeploymentLabels::from(at), count)),
         )?;
         gauges(
             &mut encoder,
             "breaker_state",
-            "Circuit breaker state per org and deployment: 0 closed, 1 half-open, 2 open",
+            "Circuit breaker state per org, group and deployment: 0 closed, 1 half-open, 2 open",
             source
                 .breaker_states()
                 .into_iter()
-                .map(|(org, deployment, state)| {
-                    (
-                        BreakerLabels {
-                            org,
-                            deployment: deployment.to_string(),
-                        },
-                        state,
-                    )
-                }),
+                .map(|(org, at, state)| (BreakerLabels { org, at: at.into() }, state)),
         )
     }
 }

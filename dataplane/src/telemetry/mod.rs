@@ -7,6 +7,6 @@ mod metrics;
 mod otel;
 
 pub use finished::{Attempt, Finished};
-pub use live::LiveSource;
+pub use live::{DeploymentRef, LiveSource};
 pub use metrics::Metrics;
 pub use otel::{Otel, OtelOptions};

@@ -1,12 +1,14 @@
 //! `/metrics` after a scripted mix of traffic: every documented series is there with the value
-//! the traffic implies, with exactly the documented labels, and Prometheus' own `promtool check
-//! metrics` accepts the exposition.
+//! the traffic implies, with exactly the documented labels, Prometheus' own `promtool check
+//! metrics` accepts the exposition, and every PromQL expression of the shipped Grafana dashboard
+//! and alert rules names series, labels and values the scrape has.
 
 use std::collections::BTreeMap;
 
 use fake_provider::{FakeProvider, Script};
 use http::StatusCode;
 use serde_json::{Value, json};
+use testbin::exposition::Sample;
 
 use crate::support::*;
 
@@ -14,9 +16,6 @@ use crate::support::*;
 const PRICE: f64 = 2.0;
 const TEAM_KEY: &str = "sk-mg-e2e-team-key-0001";
 const POOR_KEY: &str = "sk-mg-e2e-poor-key-0001";
-
-/// One parsed sample: name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
 
 struct Scrape {
     text: String,
@@ -28,7 +27,7 @@ impl Scrape {
         let answer = gw.get(gw.admin_url("/metrics"), None).await;
         assert_eq!(answer.status, StatusCode::OK);
         let text = answer.text();
-        let samples = text.lines().filter_map(parse_sample).collect();
+        let samples = testbin::exposition::samples(&text);
         Self { text, samples }
     }
 
@@ -40,8 +39,8 @@ impl Scrape {
             .collect();
         self.samples
             .iter()
-            .find(|(n, l, _)| n == name && *l == want)
-            .map(|(_, _, v)| *v)
+            .find(|s| s.name == name && s.labels == want)
+            .map(|s| s.value)
     }
 
     fn expect(&self, name: &str, labels: &[(&str, &str)], want: f64) {
@@ -54,35 +53,13 @@ impl Scrape {
     }
 
     fn named(&self, name: &str) -> Vec<&Sample> {
-        self.samples.iter().filter(|(n, _, _)| n == name).collect()
+        self.samples.iter().filter(|s| s.name == name).collect()
     }
 
     /// The sum of every sample of `name`.
     fn total(&self, name: &str) -> f64 {
-        self.named(name).iter().map(|(_, _, v)| v).sum()
+        self.named(name).iter().map(|s| s.value).sum()
     }
-}
-
-/// `name{k="v",...} value` (no escaped quotes: no label value here has one).
-fn parse_sample(line: &str) -> Option<Sample> {
-    if line.starts_with('#') || line.is_empty() {
-        return None;
-    }
-    let (series, value) = line.rsplit_once(' ')?;
-    let value = value.parse().ok()?;
-    let (name, labels) = match series.split_once('{') {
-        Some((name, rest)) => (name, rest.strip_suffix('}')?),
-        None => (series, ""),
-    };
-    let labels = labels
-        .split("\",")
-        .filter(|pair| !pair.is_empty())
-        .filter_map(|pair| {
-            let (key, value) = pair.split_once("=\"")?;
-            Some((key.to_owned(), value.trim_end_matches('"').to_owned()))
-        })
-        .collect();
-    Some((name.to_owned(), labels, value))
 }
 
 fn ask(model: &str, content: &str) -> Value {
@@ -205,21 +182,11 @@ async fn every_documented_series_has_the_value_the_traffic_implies_and_promtool_
     let endpoint = ("endpoint", "chat_completions");
     let e2e = [("org", "acme"), ("team", ""), ("key", "default/e2e")];
     let ml = [("org", "acme"), ("team", "ml"), ("key", "default/ml")];
-    in_flight.expect(
-        "modelgate_deployment_in_flight",
-        &[("deployment", chat_fake)],
-        1.0,
-    );
-    scrape.expect(
-        "modelgate_deployment_in_flight",
-        &[("deployment", chat_fake)],
-        0.0,
-    );
-    scrape.expect(
-        "modelgate_deployment_in_flight",
-        &[("deployment", broken)],
-        0.0,
-    );
+    let at_chat_fake = [("group", "default/chat"), ("deployment", chat_fake)];
+    let at_broken = [("group", "default/primary"), ("deployment", broken)];
+    in_flight.expect("modelgate_deployment_in_flight", &at_chat_fake, 1.0);
+    scrape.expect("modelgate_deployment_in_flight", &at_chat_fake, 0.0);
+    scrape.expect("modelgate_deployment_in_flight", &at_broken, 0.0);
 
     scrape.expect("modelgate_requests_total", &[endpoint, ("code", "ok")], 8.0);
     scrape.expect(
@@ -353,7 +320,7 @@ async fn every_documented_series_has_the_value_the_traffic_implies_and_promtool_
         scrape
             .named("modelgate_spend_usd_total")
             .iter()
-            .all(|(_, labels, _)| labels["key"] != "default/poor"),
+            .all(|s| s.labels["key"] != "default/poor"),
         "{:#?}",
         scrape.named("modelgate_spend_usd_total")
     );
@@ -391,14 +358,15 @@ async fn every_documented_series_has_the_value_the_traffic_implies_and_promtool_
     );
 
     // Breakers: the dead link's is open for acme, the fake's closed.
+    let acme = ("org", "acme");
     scrape.expect(
         "modelgate_breaker_state",
-        &[("org", "acme"), ("deployment", broken)],
+        &[acme, at_broken[0], at_broken[1]],
         2.0,
     );
     scrape.expect(
         "modelgate_breaker_state",
-        &[("org", "acme"), ("deployment", chat_fake)],
+        &[acme, at_chat_fake[0], at_chat_fake[1]],
         0.0,
     );
     scrape.expect(
@@ -474,6 +442,43 @@ async fn every_documented_series_has_the_value_the_traffic_implies_and_promtool_
             "promtool check metrics:\n{problems}\n\nexposition:\n{}",
             scrape.text
         );
+    }
+
+    // What the dashboard and alerts also ask about: a call that fails after every attempt (a
+    // 5xx), and a config that is rejected (the last good one keeps serving).
+    let failing = group(
+        "gone",
+        &["gone"],
+        &[upstream_with(
+            "gone",
+            &dead.url,
+            "      credentials: {secretKeyRef: {name: keys, key: upstream}}\n",
+        )],
+        &[],
+    );
+    let last_config = config(&fake, &dead.url, &failing);
+    gw.write_config(&last_config);
+    gw.wait_for_config(&last_config).await;
+    let failed = gw.post("/v1/chat/completions", ask("gone", "ten")).await;
+    assert!(failed.status.is_server_error(), "{}", failed.text());
+    gw.write_config("apiVersion: modelgate.io/v1alpha1\nkind: ModelGroup\nspec: [");
+    eventually("the malformed config to be rejected", || async {
+        Scrape::of(&gw)
+            .await
+            .value("modelgate_config_reloads_total", &[("result", "failure")])
+            .is_some()
+    })
+    .await;
+    let scrape = Scrape::of(&gw).await;
+    match testbin::monitoring::check(&scrape.text, |series| {
+        !series.starts_with("modelgate_operator_")
+    }) {
+        Ok(checked) => assert!(checked > 30, "only {checked} selectors checked"),
+        Err(problems) => panic!(
+            "the dashboard and alerts ask for what the gateway does not export:\n{}\n\nexposition:\n{}",
+            problems.join("\n"),
+            scrape.text
+        ),
     }
 }
 

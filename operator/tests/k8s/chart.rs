@@ -84,6 +84,7 @@ async fn every_rendering_of_the_values_matrix_is_accepted_by_the_api_server() {
     }
     for (group, kind) in [
         ("monitoring.coreos.com", "ServiceMonitor"),
+        ("monitoring.coreos.com", "PrometheusRule"),
         ("cert-manager.io", "Issuer"),
         ("cert-manager.io", "Certificate"),
     ] {
@@ -115,6 +116,13 @@ async fn every_rendering_of_the_values_matrix_is_accepted_by_the_api_server() {
             "service monitor",
             vec!["metrics.serviceMonitor.enabled=true"],
         ),
+        (
+            "dashboard and alerts",
+            vec![
+                "metrics.grafanaDashboard.enabled=true",
+                "metrics.prometheusRule.enabled=true",
+            ],
+        ),
         ("network policy", vec!["networkPolicy.enabled=true"]),
         ("cert-manager", vec!["injector.certManager.enabled=true"]),
         ("no injector", vec!["injector.enabled=false"]),
@@ -142,6 +150,58 @@ async fn every_rendering_of_the_values_matrix_is_accepted_by_the_api_server() {
             "{case}: the API server refused the rendered objects: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+}
+
+/// The dashboard ConfigMap carries the sidecar's discovery label and the dashboard file as it
+/// is; the PrometheusRule the rule file's groups. Prometheus' own promtool accepts the rules and
+/// its rule engine fires each alert on the situation it describes (`alerts_test.yaml`). Whether
+/// their PromQL names what the gateway and operator export is checked against real scrapes (the
+/// data plane's metrics test, the operator's spend test).
+#[test]
+fn the_dashboard_and_alerts_ship_as_their_files_and_the_alerts_fire_when_they_should() {
+    let plane = control_plane();
+    let rendered = objects(&render(
+        plane,
+        "monitoring",
+        &[
+            "metrics.grafanaDashboard.enabled=true",
+            "metrics.grafanaDashboard.annotations.grafana_folder=LLM",
+            "metrics.prometheusRule.enabled=true",
+            "metrics.prometheusRule.labels.release=prometheus",
+        ],
+    ));
+    let root = testbin::monitoring::root();
+    let dashboard = object(&rendered, "ConfigMap", "modelgate-dashboard");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(
+        dashboard["metadata"]["annotations"]["grafana_folder"],
+        "LLM"
+    );
+    let shipped: Value = serde_json::from_str(
+        dashboard["data"]["modelgate.json"]
+            .as_str()
+            .expect("the dashboard in the ConfigMap"),
+    )
+    .unwrap();
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join(testbin::monitoring::DASHBOARD)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shipped, file);
+
+    let rule = object(&rendered, "PrometheusRule", "modelgate");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let alerts = root.join(testbin::monitoring::ALERTS);
+    let file: Value = serde_saphyr::from_str(&std::fs::read_to_string(&alerts).unwrap()).unwrap();
+    assert_eq!(rule["spec"]["groups"], file["groups"]);
+
+    if let Err(problems) = testbin::promtool::check_rules(&alerts) {
+        panic!("promtool check rules:\n{problems}");
+    }
+    let unit_tests = root.join("tests/fixtures/prometheus/alerts_test.yaml");
+    if let Err(problems) = testbin::promtool::test_rules(&unit_tests) {
+        panic!("promtool test rules:\n{problems}");
     }
 }
 

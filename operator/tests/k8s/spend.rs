@@ -1,6 +1,7 @@
 //! Spend in status: with the data planes' Redis, the operator reports each key's spend (and what
 //! is left of its budget) this period, and each RoutingPolicy's orgs' and teams' spend;
-//! `kubectl get vk` and `kubectl get rp` show them. Redis may come up after the operator.
+//! `kubectl get vk` and `kubectl get rp` show them, and its `/metrics` has them as series (the
+//! dashboard's budget burn). Redis may come up after the operator.
 
 use modelgate_crds::{
     RoutingPolicy, VirtualKey,
@@ -22,7 +23,7 @@ async fn virtual_key_status_shows_spend_and_remaining_budget_from_the_state_stor
     // The operator starts before Redis does, and reports spend once Redis is up.
     let port = testbin::free_port();
     let state = format!("redis://127.0.0.1:{port}/");
-    let _operator = Operator::start(OperatorOptions {
+    let operator = Operator::start(OperatorOptions {
         extra: &["--state", &state, "--spend-refresh-interval", "200ms"],
         ..OperatorOptions::new(plane, &namespace)
     })
@@ -81,6 +82,60 @@ async fn virtual_key_status_shows_spend_and_remaining_budget_from_the_state_stor
     );
     let row = table.lines().find(|l| l.starts_with("team")).unwrap();
     assert!(row.contains("2.5") && row.contains("7.5"), "{row}");
+
+    // The same spend and budget as series, for the dashboard's budget burn and the alert on a
+    // budget near its limit; the dashboard's and alerts' operator series are all in the scrape.
+    let key = [
+        ("namespace", namespace.as_str()),
+        ("scope", "key"),
+        ("name", "team"),
+    ];
+    let exposition = operator.exposition().await;
+    assert_eq!(
+        sample(&exposition, "modelgate_operator_spend_usd", &key),
+        Some(2.5)
+    );
+    assert_eq!(
+        sample(&exposition, "modelgate_operator_budget_usd", &key),
+        Some(10.0)
+    );
+    match testbin::monitoring::check(&exposition, |series| {
+        series.starts_with("modelgate_operator_")
+    }) {
+        Ok(checked) => assert!(checked >= 4, "only {checked} selectors checked"),
+        Err(problems) => panic!(
+            "the dashboard and alerts ask for what the operator does not export:\n{}\n\n{exposition}",
+            problems.join("\n")
+        ),
+    }
+    if let Err(problems) = testbin::promtool::check_metrics(&exposition) {
+        panic!("promtool check metrics:\n{problems}\n\nexposition:\n{exposition}");
+    }
+
+    // A deleted key's series go with it.
+    let (ok, _, stderr) = kubectl(plane, &["delete", "vk", "team", "-n", &namespace]);
+    assert!(ok, "{stderr}");
+    assert!(
+        wait_until(SETTLE, || async {
+            let exposition = operator.exposition().await;
+            sample(&exposition, "modelgate_operator_spend_usd", &key).is_none()
+        })
+        .await
+    );
+}
+
+/// The value of the sample `name` with exactly `labels` in an exposition.
+fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    testbin::exposition::samples(exposition)
+        .into_iter()
+        .find(|s| {
+            s.name == name
+                && s.labels.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,7 +145,7 @@ async fn keys_without_a_budget_and_policies_show_their_spend_this_month() {
     let client = plane.client().await;
     let redis = RedisServer::start().await;
     let state = redis.url();
-    let _operator = Operator::start(OperatorOptions {
+    let operator = Operator::start(OperatorOptions {
         extra: &["--state", &state, "--spend-refresh-interval", "200ms"],
         ..OperatorOptions::new(plane, &namespace)
     })
@@ -156,4 +211,20 @@ async fn keys_without_a_budget_and_policies_show_their_spend_this_month() {
     assert!(ok, "{stderr}");
     let row = table.lines().find(|l| l.starts_with("free")).unwrap();
     assert!(row.contains("1.25"), "{table}");
+
+    // Spend without a budget is a series too, with no budget beside it.
+    let exposition = operator.exposition().await;
+    let team = [
+        ("namespace", namespace.as_str()),
+        ("scope", "team"),
+        ("name", "ml"),
+    ];
+    assert_eq!(
+        sample(&exposition, "modelgate_operator_spend_usd", &team),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample(&exposition, "modelgate_operator_budget_usd", &team),
+        None
+    );
 }

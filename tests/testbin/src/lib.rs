@@ -1,5 +1,6 @@
 //! Real parts for tests. [`redis::RedisServer`] is a real Redis, [`promtool`] Prometheus' own
-//! checker of an exposition, [`otelcol::Collector`] an OpenTelemetry Collector. The rest of this
+//! checker of an exposition and of rule files, [`monitoring`] the shipped dashboard's and alerts'
+//! PromQL compared with a scrape, [`otelcol::Collector`] an OpenTelemetry Collector. The rest of this
 //! crate is a real control plane: kube-apiserver backed by etcd, built from their Go modules by
 //! `build-testbin.sh` (cached outside the clone), started once per test binary on loopback with
 //! the modelgate CRDs installed. Each test takes its own namespace. See
@@ -9,6 +10,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod certs;
+pub mod exposition;
+pub mod monitoring;
 pub mod otelcol;
 mod process;
 pub mod promtool;
