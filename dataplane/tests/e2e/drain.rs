@@ -195,3 +195,37 @@ async fn a_stream_that_outlives_the_grace_ends_with_an_error_event() {
     let mut binary = binary;
     assert!(binary.child.wait().unwrap().success());
 }
+
+/// Threads of a process, by their names.
+fn threads(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_worker_thread_starts_no_workers_and_serves_concurrent_streams() {
+    let fake = FakeProvider::start().await.unwrap();
+    let config = chat_and_mock(&fake, "cheap");
+    let single = Binary::start(&config, &["--worker-threads", "1"]).await;
+    let three = Binary::start(&config, &["--worker-threads", "3"]).await;
+    let (single_threads, three_threads) = (threads(single.child.id()), threads(three.child.id()));
+    // The same start either way; three workers are two threads more than none beside main.
+    assert!(
+        three_threads.len() >= single_threads.len() + 2,
+        "--worker-threads 1: {single_threads:?}; 3: {three_threads:?}"
+    );
+
+    for _ in 0..20 {
+        fake.push(Script::Paced { gap_ms: 20 });
+    }
+    let streams: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(read_stream(single.api)))
+        .collect();
+    for stream in streams {
+        let text = stream.await.unwrap().expect("a stream failed");
+        assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    }
+}

@@ -284,6 +284,11 @@ mod tests {
                 .unwrap()
                 .contains(&"--listen=127.0.0.1:4000".to_owned())
         );
+        assert_eq!(
+            env(sidecar, sidecar::WORKER_THREADS).and_then(|e| e.value.as_deref()),
+            Some("1"),
+            "a sidecar serves one app on one thread"
+        );
         let app = &spec.containers[0];
         assert_eq!(
             env(app, sidecar::OPENAI_BASE_URL).unwrap().value.as_deref(),
