@@ -2,16 +2,17 @@
 //! on as it is), a failure after the stream began as the API's own error event, and whatever the
 //! framing owes at the end.
 
-use std::convert::Infallible;
-
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
 
 use serde::de::DeserializeOwned;
 
-use crate::{error::ApiError, finish::Relay, server::ResponseBody, sse::DataLines};
+use crate::{
+    error::ApiError,
+    finish::Relay,
+    server::{self, ResponseBody},
+    sse::DataLines,
+};
 
 pub trait Reframe: Send + 'static {
     /// The client's bytes for one relayed chunk.
@@ -62,18 +63,17 @@ pub fn stream_body(relay: Relay, reframe: impl Reframe) -> ResponseBody {
             let out = match relay.next().await {
                 Some(Ok(bytes)) => reframe.chunk(&bytes),
                 Some(Err(error)) => {
-                    let out = reframe.error(&error);
-                    return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(out))), None));
+                    return Some((Bytes::from(reframe.error(&error)), None));
                 }
                 None => {
                     let out = reframe.end();
-                    return (!out.is_empty()).then(|| (Ok(Frame::data(Bytes::from(out))), None));
+                    return (!out.is_empty()).then(|| (Bytes::from(out), None));
                 }
             };
             if !out.is_empty() {
-                return Some((Ok(Frame::data(Bytes::from(out))), Some((relay, reframe))));
+                return Some((Bytes::from(out), Some((relay, reframe))));
             }
         }
     });
-    StreamBody::new(frames).boxed_unsync()
+    server::streamed(frames)
 }

@@ -4,7 +4,7 @@
 //! upstream failure (passed on as an `Err` the front door turns into its own error event), or the
 //! client going away (the stream is dropped).
 
-use std::sync::LazyLock;
+use std::{future::Future, pin::Pin, sync::LazyLock};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, stream::BoxStream};
@@ -76,20 +76,24 @@ pub(super) fn relay(
         .finish
         .as_ref()
         .map(|finish| finish.sinks.ended.clone());
-    futures_util::stream::unfold(Some((upstream, observer, ended)), |state| async move {
-        let (mut upstream, mut observer, mut ended) = state?;
+    // One wait for the whole stream: a new one per chunk would register and unregister a
+    // waiter on the shutdown signal for every event.
+    let grace: GraceOver = Box::pin(grace_over(ended));
+    futures_util::stream::unfold(Some((upstream, observer, grace)), |state| async move {
+        let (mut upstream, mut observer, mut grace) = state?;
         let next = tokio::select! {
-            next = upstream.next() => next,
-            () = grace_over(&mut ended) => {
+            biased;
+            () = &mut grace => {
                 let shutting_down = ApiError::shutting_down();
                 observer.outcome = Some(shutting_down.code);
                 return Some((Err(shutting_down), None));
             }
+            next = upstream.next() => next,
         };
         match next {
             Some(Ok(bytes)) => {
                 observer.chunk(&bytes);
-                Some((Ok(bytes), Some((upstream, observer, ended))))
+                Some((Ok(bytes), Some((upstream, observer, grace))))
             }
             Some(Err(error)) => {
                 let interrupted = ApiError::stream_interrupted();
@@ -114,10 +118,12 @@ pub(super) fn relay(
     .boxed()
 }
 
+type GraceOver = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Resolves when a shutdown's grace is over (never, for a relay without a shutdown signal).
-async fn grace_over(ended: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+async fn grace_over(ended: Option<tokio::sync::watch::Receiver<bool>>) {
     match ended {
-        Some(ended) => {
+        Some(mut ended) => {
             if ended.wait_for(|over| *over).await.is_err() {
                 std::future::pending::<()>().await;
             }

@@ -1,13 +1,20 @@
 //! The HTTP exchange every adapter shares: send with the first-byte timeout, read a bounded body,
 //! or hand the body on as a stream that fails when it stalls.
 
-use std::time::Duration;
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{StreamExt, stream, stream::BoxStream};
+use futures_util::{Stream, StreamExt, stream::BoxStream};
 use http::{HeaderValue, Request, Response, header};
+use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 use super::{AttemptTimeouts, CallError, CallErrorKind, HttpClient};
 
@@ -168,33 +175,137 @@ pub async fn read_body(
 
 /// The body as a stream of chunks; a stall longer than `idle` ends it with a timeout error.
 pub fn body_stream(body: Incoming, idle: Duration) -> BoxStream<'static, Result<Bytes, CallError>> {
-    stream::unfold(Some(body), move |state| async move {
-        let mut body = state?;
+    IdleCut {
+        body: Some(body),
+        idle,
+        last_chunk: Instant::now(),
+        deadline: Box::pin(tokio::time::sleep(idle)),
+    }
+    .boxed()
+}
+
+/// A body cut when no chunk comes for `idle`. The timer is not moved for each chunk (a timer
+/// wheel update per SSE event); when it fires early it is set again from the last chunk.
+struct IdleCut<B> {
+    body: Option<B>,
+    idle: Duration,
+    last_chunk: Instant,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<B> Stream for IdleCut<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    type Item = Result<Bytes, CallError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(None);
+        };
         loop {
-            match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => {
-                    return Some((
-                        Err(CallError::new(CallErrorKind::Timeout, "the stream stalled")),
-                        None,
-                    ));
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    this.body = None;
+                    return Poll::Ready(None);
                 }
-                Ok(None) => return None,
-                Ok(Some(Err(e))) => {
-                    return Some((
-                        Err(CallError::new(
-                            CallErrorKind::Protocol,
-                            format!("the stream broke: {e}"),
-                        )),
-                        None,
-                    ));
+                Poll::Ready(Some(Err(e))) => {
+                    this.body = None;
+                    return Poll::Ready(Some(Err(CallError::new(
+                        CallErrorKind::Protocol,
+                        format!("the stream broke: {e}"),
+                    ))));
                 }
-                Ok(Some(Ok(frame))) => {
+                Poll::Ready(Some(Ok(frame))) => {
+                    this.last_chunk = Instant::now();
                     if let Ok(data) = frame.into_data() {
-                        return Some((Ok(data), Some(body)));
+                        return Poll::Ready(Some(Ok(data)));
                     }
                 }
+                Poll::Pending => break,
             }
         }
-    })
-    .boxed()
+        while this.deadline.as_mut().poll(cx).is_ready() {
+            let due = this.last_chunk + this.idle;
+            if due <= Instant::now() {
+                this.body = None;
+                return Poll::Ready(Some(Err(CallError::new(
+                    CallErrorKind::Timeout,
+                    "the stream stalled",
+                ))));
+            }
+            this.deadline.as_mut().reset(due);
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    type Frames = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
+
+    fn cut_body(idle: Duration) -> (Frames, BoxStream<'static, Result<Bytes, CallError>>) {
+        let (tx, mut rx) = mpsc::channel(4);
+        let stream = IdleCut {
+            body: Some(StreamBody::new(futures_util::stream::poll_fn(move |cx| {
+                rx.poll_recv(cx)
+            }))),
+            idle,
+            last_chunk: Instant::now(),
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+        .boxed();
+        (tx, stream)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn chunks_closer_than_idle_keep_the_stream_however_long_it_runs() {
+        let idle = Duration::from_secs(1);
+        let (tx, mut stream) = cut_body(idle);
+        tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(900)).await;
+                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"x")))).await;
+            }
+        });
+        let started = Instant::now();
+        for _ in 0..5 {
+            assert!(matches!(stream.next().await, Some(Ok(_))));
+        }
+        assert!(stream.next().await.is_none(), "the sender ended it");
+        assert!(started.elapsed() >= Duration::from_millis(4500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_of_idle_after_the_last_chunk_cuts_it_then() {
+        let idle = Duration::from_secs(1);
+        let (tx, mut stream) = cut_body(idle);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        tx.send(Ok(Frame::data(Bytes::from_static(b"x"))))
+            .await
+            .ok();
+        assert!(matches!(stream.next().await, Some(Ok(_))));
+        let chunk_at = Instant::now();
+        let Some(Err(error)) = stream.next().await else {
+            panic!("the stall was not cut");
+        };
+        assert_eq!(error.kind, CallErrorKind::Timeout);
+        assert_eq!(
+            chunk_at.elapsed(),
+            idle,
+            "cut one idle after the chunk, not after the start"
+        );
+        assert!(stream.next().await.is_none());
+        drop(tx);
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 mod body;
+mod coalesce;
 mod lifecycle;
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -20,6 +21,7 @@ use tokio::{
 };
 
 pub use body::{ResponseBody, full};
+pub use coalesce::streamed;
 pub use lifecycle::Lifecycle;
 
 /// What one listener allows its clients, so slow or greedy ones cannot hold it.

@@ -3,12 +3,8 @@
 //! did; and a failure after content as a final chunk whose choice finishes with `error` and
 //! carries OpenAI's error object (the SDKs raise on it).
 
-use std::convert::Infallible;
-
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
 use serde::Deserialize;
 
 use crate::{
@@ -16,7 +12,7 @@ use crate::{
     error::ApiError,
     finish::{Pricer, Relay, mentions_usage},
     provider::Usage,
-    server::ResponseBody,
+    server::{self, ResponseBody},
 };
 
 /// A partial SSE line longer than this cannot be a usage chunk: it passes as it comes.
@@ -36,20 +32,17 @@ pub fn sse(relay: Relay, client_wants_usage: bool, pricer: Pricer) -> ResponseBo
                     if bytes.is_empty() {
                         continue;
                     }
-                    Some((
-                        Ok::<_, Infallible>(Frame::data(bytes)),
-                        Some((relay, usage_chunks)),
-                    ))
+                    Some((bytes, Some((relay, usage_chunks))))
                 }
-                Some(Err(error)) => Some((Ok(Frame::data(error_chunk(&error))), None)),
+                Some(Err(error)) => Some((error_chunk(&error), None)),
                 None => match usage_chunks.finish() {
-                    rest if !rest.is_empty() => Some((Ok(Frame::data(rest)), None)),
+                    rest if !rest.is_empty() => Some((rest, None)),
                     _ => None,
                 },
             };
         }
     });
-    StreamBody::new(frames).boxed_unsync()
+    server::streamed(frames)
 }
 
 /// Finds usage-only chunks (`"choices": []` with a `usage`) in an SSE byte stream, line by line,
