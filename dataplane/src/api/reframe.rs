@@ -59,20 +59,11 @@ pub fn chat_chunks<T: DeserializeOwned>(lines: &mut DataLines, bytes: &[u8]) -> 
 pub fn stream_body(relay: Relay, reframe: impl Reframe) -> ResponseBody {
     let frames = futures_util::stream::unfold(Some((relay, reframe)), |state| async move {
         let (mut relay, mut reframe) = state?;
-        loop {
-            let out = match relay.next().await {
-                Some(Ok(bytes)) => reframe.chunk(&bytes),
-                Some(Err(error)) => {
-                    return Some((Bytes::from(reframe.error(&error)), None));
-                }
-                None => {
-                    let out = reframe.end();
-                    return (!out.is_empty()).then(|| (Bytes::from(out), None));
-                }
-            };
-            if !out.is_empty() {
-                return Some((Bytes::from(out), Some((relay, reframe))));
-            }
+        // Empty outputs (nothing to say for a chunk, or at the end) are dropped by the body.
+        match relay.next().await {
+            Some(Ok(bytes)) => Some((Bytes::from(reframe.chunk(&bytes)), Some((relay, reframe)))),
+            Some(Err(error)) => Some((Bytes::from(reframe.error(&error)), None)),
+            None => Some((Bytes::from(reframe.end()), None)),
         }
     });
     server::streamed(frames)

@@ -175,13 +175,7 @@ pub async fn read_body(
 
 /// The body as a stream of chunks; a stall longer than `idle` ends it with a timeout error.
 pub fn body_stream(body: Incoming, idle: Duration) -> BoxStream<'static, Result<Bytes, CallError>> {
-    IdleCut {
-        body: Some(body),
-        idle,
-        last_chunk: Instant::now(),
-        deadline: Box::pin(tokio::time::sleep(idle)),
-    }
-    .boxed()
+    IdleCut::new(body, idle).boxed()
 }
 
 /// A body cut when no chunk comes for `idle`. The timer is not moved for each chunk (a timer
@@ -191,6 +185,17 @@ struct IdleCut<B> {
     idle: Duration,
     last_chunk: Instant,
     deadline: Pin<Box<Sleep>>,
+}
+
+impl<B> IdleCut<B> {
+    fn new(body: B, idle: Duration) -> Self {
+        Self {
+            body: Some(body),
+            idle,
+            last_chunk: Instant::now(),
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
 }
 
 impl<B> Stream for IdleCut<B>
@@ -256,15 +261,8 @@ mod tests {
 
     fn cut_body(idle: Duration) -> (Frames, BoxStream<'static, Result<Bytes, CallError>>) {
         let (tx, mut rx) = mpsc::channel(4);
-        let stream = IdleCut {
-            body: Some(StreamBody::new(futures_util::stream::poll_fn(move |cx| {
-                rx.poll_recv(cx)
-            }))),
-            idle,
-            last_chunk: Instant::now(),
-            deadline: Box::pin(tokio::time::sleep(idle)),
-        }
-        .boxed();
+        let frames = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let stream = IdleCut::new(StreamBody::new(frames), idle).boxed();
         (tx, stream)
     }
 

@@ -28,11 +28,12 @@ const MAX_HELD: usize = 64 * 1024;
 /// Scheduler passes to wait for more before writing what is held.
 const PASSES: u8 = 2;
 
-/// The body of a streamed answer: `chunks` as they come, coalesced as above.
+/// The body of a streamed answer: `chunks` as they come, coalesced as above; empty chunks are
+/// dropped, so a stream may yield them instead of skipping them itself.
 pub fn streamed(chunks: impl Stream<Item = Bytes> + Send + 'static) -> ResponseBody {
     Coalesce {
         chunks: Box::pin(chunks),
-        held: Held::Nothing,
+        held: Batch::Nothing,
         wrote: false,
         passed: 0,
         ended: false,
@@ -42,7 +43,7 @@ pub fn streamed(chunks: impl Stream<Item = Bytes> + Send + 'static) -> ResponseB
 
 struct Coalesce {
     chunks: BoxStream<'static, Bytes>,
-    held: Held,
+    held: Batch,
     /// Something went out already (with it, the head).
     wrote: bool,
     /// Passes yielded since the last chunk.
@@ -51,42 +52,42 @@ struct Coalesce {
 }
 
 /// One chunk is passed on as it came; only a second one costs a copy.
-enum Held {
+enum Batch {
     Nothing,
     One(Bytes),
     Many(BytesMut),
 }
 
-impl Held {
+impl Batch {
     fn len(&self) -> usize {
         match self {
-            Held::Nothing => 0,
-            Held::One(bytes) => bytes.len(),
-            Held::Many(bytes) => bytes.len(),
+            Batch::Nothing => 0,
+            Batch::One(bytes) => bytes.len(),
+            Batch::Many(bytes) => bytes.len(),
         }
     }
 
     fn push(&mut self, chunk: Bytes) {
-        *self = match std::mem::replace(self, Held::Nothing) {
-            Held::Nothing => Held::One(chunk),
-            Held::One(first) => {
+        *self = match std::mem::replace(self, Batch::Nothing) {
+            Batch::Nothing => Batch::One(chunk),
+            Batch::One(first) => {
                 let mut many = BytesMut::with_capacity((first.len() + chunk.len()) * 2);
                 many.extend_from_slice(&first);
                 many.extend_from_slice(&chunk);
-                Held::Many(many)
+                Batch::Many(many)
             }
-            Held::Many(mut many) => {
+            Batch::Many(mut many) => {
                 many.extend_from_slice(&chunk);
-                Held::Many(many)
+                Batch::Many(many)
             }
         }
     }
 
     fn take(&mut self) -> Option<Bytes> {
-        match std::mem::replace(self, Held::Nothing) {
-            Held::Nothing => None,
-            Held::One(bytes) => Some(bytes),
-            Held::Many(bytes) => Some(bytes.freeze()),
+        match std::mem::replace(self, Batch::Nothing) {
+            Batch::Nothing => None,
+            Batch::One(bytes) => Some(bytes),
+            Batch::Many(bytes) => Some(bytes.freeze()),
         }
     }
 }
@@ -114,7 +115,7 @@ impl Body for Coalesce {
                 Poll::Ready(None) => this.ended = true,
                 Poll::Pending if this.held.len() == 0 => return Poll::Pending,
                 Poll::Pending if this.wrote && this.passed < PASSES => {
-                    // Let the tasks that feed the stream run once before writing.
+                    // Let the tasks that feed the stream run before writing what is held.
                     this.passed += 1;
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
@@ -209,11 +210,13 @@ mod tests {
             None,
             chunk("data: b\n\n"),
             None,
+            chunk(""),
             chunk("data: c\n\n"),
             None,
             None,
             None,
             chunk("data: [DONE]\n\n"),
+            chunk(""),
         ]));
         let frames = frames(&mut body);
         assert_eq!(frames.len(), 3, "{frames:?}");

@@ -25,21 +25,11 @@ pub fn sse(relay: Relay, client_wants_usage: bool, pricer: Pricer) -> ResponseBo
     };
     let frames = futures_util::stream::unfold(Some((relay, usage_chunks)), |state| async move {
         let (mut relay, mut usage_chunks) = state?;
-        loop {
-            return match relay.next().await {
-                Some(Ok(bytes)) => {
-                    let bytes = usage_chunks.push(bytes);
-                    if bytes.is_empty() {
-                        continue;
-                    }
-                    Some((bytes, Some((relay, usage_chunks))))
-                }
-                Some(Err(error)) => Some((error_chunk(&error), None)),
-                None => match usage_chunks.finish() {
-                    rest if !rest.is_empty() => Some((rest, None)),
-                    _ => None,
-                },
-            };
+        // Empty chunks (a held partial line, a removed usage chunk) are dropped by the body.
+        match relay.next().await {
+            Some(Ok(bytes)) => Some((usage_chunks.push(bytes), Some((relay, usage_chunks)))),
+            Some(Err(error)) => Some((error_chunk(&error), None)),
+            None => Some((usage_chunks.finish(), None)),
         }
     });
     server::streamed(frames)
