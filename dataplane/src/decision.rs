@@ -23,8 +23,8 @@ const QUEUE: usize = 8192;
 #[derive(Debug, Default, Serialize)]
 pub struct DecisionRecord {
     pub request_id: String,
-    /// RFC 3339 time the request arrived.
-    pub timestamp: String,
+    /// When the request arrived; written as RFC 3339 by the log writer, off the request path.
+    pub timestamp: jiff::Timestamp,
     pub endpoint: &'static str,
     /// The inbound API, when the request came in one other than OpenAI's (`messages`,
     /// `responses`); it then runs as the chat completion it translates to.
@@ -32,17 +32,17 @@ pub struct DecisionRecord {
     pub api: Option<&'static str>,
     /// `namespace/name` of the virtual key (never the key).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_id: Option<String>,
+    pub key_id: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub org: Option<String>,
+    pub org: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub team: Option<String>,
+    pub team: Option<Arc<str>>,
     /// The model name the client asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// The ModelGroup that served it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
+    pub group: Option<Arc<str>>,
     /// The strategy that ordered the first group of the plan.
     pub strategy: &'static str,
     /// Deployment ids in the order they would be tried.

@@ -7,6 +7,7 @@ use std::{
     sync::Arc,
 };
 
+use http::HeaderValue;
 use subtle::ConstantTimeEq;
 
 use modelgate_crds::{
@@ -38,6 +39,8 @@ pub struct Deployment {
     pub capabilities: Vec<String>,
     /// The same tags as bits of the snapshot's tag index: the check routing does per candidate.
     pub capability_bits: u64,
+    /// The name as the answer's `x-modelgate-deployment` (none if not a valid header value).
+    pub name_header: Option<HeaderValue>,
 }
 
 impl Deployment {
@@ -79,6 +82,10 @@ pub enum TagRequirement<'a> {
 /// A model group with its fallbacks resolved to indexes.
 pub struct Group {
     pub id: Arc<str>,
+    /// The group's name, shared with every decision record and metric label of the group.
+    pub name: Arc<str>,
+    /// The name as the answer's `x-modelgate-routed-model` (none if not a valid header value).
+    pub name_header: Option<HeaderValue>,
     /// The deployments' ids in order, shared with every decision record of this group.
     pub deployment_ids: Arc<[Arc<str>]>,
     pub spec: CompiledModelGroup,
@@ -97,11 +104,31 @@ pub struct KeyEntry {
     allows_all: bool,
     /// The whole compiled key; boxed to keep the key table small and cache-friendly.
     pub spec: Box<CompiledKey>,
+    pub caller: Caller,
     pub policy: Option<Arc<Policy>>,
     /// Budgets and rate limits of the key, its team and its org.
     pub limits: KeyLimits,
     /// The model table of the key's namespace (a key only reaches its own namespace).
     models: Arc<ModelTable>,
+}
+
+/// Who a key's requests are recorded and billed under, built once per config so that a request
+/// shares these strings instead of copying them.
+pub struct Caller {
+    /// `namespace/name` of the key.
+    pub id: Arc<str>,
+    pub org: Arc<str>,
+    pub team: Option<Arc<str>>,
+}
+
+impl Caller {
+    fn of(key: &CompiledKey) -> Self {
+        Self {
+            id: Arc::from(format!("{}/{}", key.namespace, key.name)),
+            org: Arc::from(key.org.as_str()),
+            team: key.team.as_deref().map(Arc::from),
+        }
+    }
 }
 
 /// Model name -> group, for one namespace.
@@ -198,6 +225,7 @@ impl Snapshot {
                         signals: signals.get(&d.id),
                         capabilities,
                         capability_bits,
+                        name_header: HeaderValue::from_str(&d.name).ok(),
                     }
                 })
                 .collect();
@@ -214,6 +242,8 @@ impl Snapshot {
             let deployments: Vec<Deployment> = deployments;
             groups.push(Group {
                 id: Arc::from(id.as_str()),
+                name: Arc::from(spec.name.as_str()),
+                name_header: HeaderValue::from_str(&spec.name).ok(),
                 deployment_ids: deployments.iter().map(|d| d.id.clone()).collect(),
                 spec: spec.clone(),
                 deployments,
@@ -268,6 +298,7 @@ impl Snapshot {
                 allows_all: spec.allowed_models.is_empty(),
                 limits: selected.limits(spec),
                 spec: Box::new(spec.clone()),
+                caller: Caller::of(spec),
                 policy: selected.routing(),
                 models: models.get(&spec.namespace).unwrap_or(&empty).clone(),
             };

@@ -11,12 +11,8 @@ use crate::{
 /// An admitted call's ticket and what is needed to cost it once it is served.
 pub struct Bill {
     pub ticket: Ticket,
-    pub org: String,
-    pub team: Option<String>,
     /// The serving deployment's price.
     pub price: Option<Price>,
-    /// The serving group's name (the spend metric's `model`).
-    pub group: String,
     /// The prompt's estimated tokens, billed when a stream ends without the provider's usage.
     pub prompt_tokens: u64,
 }

@@ -35,12 +35,15 @@ use crate::{
     telemetry::{Attempt, Finished, Metrics, Otel},
 };
 
-pub const REQUEST_ID: &str = "x-modelgate-request-id";
-const ROUTED_MODEL: &str = "x-modelgate-routed-model";
-const PROVIDER: &str = "x-modelgate-provider";
-const DEPLOYMENT: &str = "x-modelgate-deployment";
-const ATTEMPTS: &str = "x-modelgate-attempts";
-const COST: &str = "x-modelgate-cost";
+// Names built at compile time: a `&'static str` name is copied into a new allocation on every
+// insert.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-modelgate-request-id");
+const ROUTED_MODEL: HeaderName = HeaderName::from_static("x-modelgate-routed-model");
+const PROVIDER: HeaderName = HeaderName::from_static("x-modelgate-provider");
+const DEPLOYMENT: HeaderName = HeaderName::from_static("x-modelgate-deployment");
+const ATTEMPTS: HeaderName = HeaderName::from_static("x-modelgate-attempts");
+const COST: HeaderName = HeaderName::from_static("x-modelgate-cost");
+const CACHE: HeaderName = HeaderName::from_static(CACHE_HEADER);
 
 /// Where finished requests go: shared by every request, cheap to clone.
 #[derive(Clone)]
@@ -69,8 +72,9 @@ pub struct Finish {
 pub struct ServedCall {
     pub bill: Bill,
     pub provider: &'static str,
-    /// The serving deployment's name.
-    pub deployment: String,
+    /// The serving group's and deployment's names, as header values made with the config.
+    pub routed_model: Option<HeaderValue>,
+    pub deployment: Option<HeaderValue>,
     /// Counts the call as in flight until dropped.
     pub in_flight: InFlight,
     /// When the serving attempt started, for its time to first token.
@@ -81,8 +85,8 @@ pub struct ServedCall {
 
 /// A stored answer served from the cache.
 pub struct Hit {
-    /// The ModelGroup the request resolved to.
-    pub group: String,
+    /// The ModelGroup the request resolved to, as a header value made with the config.
+    pub routed_model: Option<HeaderValue>,
     pub body: Bytes,
     /// Whether the client asked for a stream (and then for the usage chunk).
     pub stream: bool,
@@ -157,8 +161,8 @@ impl Finish {
     pub fn start(sinks: &Sinks, endpoint: Endpoint) -> Self {
         Self {
             record: DecisionRecord {
-                request_id: format!("req_{:032x}", fastrand::u128(..)),
-                timestamp: jiff::Timestamp::now().to_string(),
+                request_id: request_id(),
+                timestamp: jiff::Timestamp::now(),
                 endpoint: endpoint.as_str(),
                 strategy: "none",
                 ..DecisionRecord::default()
@@ -344,8 +348,8 @@ impl Finish {
     fn hit(mut self, hit: Hit) -> Answer {
         let mut headers = HeaderMap::new();
         insert(&mut headers, REQUEST_ID, &self.record.request_id);
-        insert(&mut headers, ROUTED_MODEL, &hit.group);
-        headers.insert(CACHE_HEADER, HeaderValue::from_static("hit"));
+        insert_shared(&mut headers, ROUTED_MODEL, hit.routed_model);
+        headers.insert(CACHE, HeaderValue::from_static("hit"));
         headers.insert(COST, HeaderValue::from_static("0.000000000"));
         headers.insert(ATTEMPTS, HeaderValue::from_static("0"));
         self.record.cost_usd = Some(0.0);
@@ -378,19 +382,21 @@ impl Finish {
     fn served_headers(&self, call: &ServedCall) -> HeaderMap {
         let mut headers = HeaderMap::new();
         insert(&mut headers, REQUEST_ID, &self.record.request_id);
-        insert(&mut headers, ROUTED_MODEL, &call.bill.group);
-        insert(&mut headers, PROVIDER, call.provider);
-        insert(&mut headers, DEPLOYMENT, &call.deployment);
-        headers.insert(
-            ATTEMPTS,
-            HeaderValue::from(calls_made(&self.record.attempts)),
-        );
+        insert_shared(&mut headers, ROUTED_MODEL, call.routed_model.clone());
+        // A provider's name is a constant of the code: shared, not copied.
+        if let Ok(provider) =
+            HeaderValue::from_maybe_shared(Bytes::from_static(call.provider.as_bytes()))
+        {
+            headers.insert(PROVIDER, provider);
+        }
+        insert_shared(&mut headers, DEPLOYMENT, call.deployment.clone());
+        headers.insert(ATTEMPTS, count_value(calls_made(&self.record.attempts)));
         headers
     }
 
     fn cache_header(&self, headers: &mut HeaderMap) {
         if let Some(result) = self.record.cache {
-            headers.insert(CACHE_HEADER, HeaderValue::from_static(result));
+            headers.insert(CACHE, HeaderValue::from_static(result));
         }
     }
 
@@ -425,7 +431,7 @@ impl Finish {
         let finished = Finished {
             endpoint: record.endpoint,
             request_model: record.model.as_deref().unwrap_or_default(),
-            group: record.group.as_deref().unwrap_or_default(),
+            group: record.group.as_ref(),
             provider: served.map_or(
                 if record.cache == Some("hit") {
                     "cache"
@@ -434,15 +440,15 @@ impl Finish {
                 },
                 |a| a.provider,
             ),
-            deployment: served.map_or("", |a| &*a.deployment),
+            deployment: served.map(|a| &a.deployment),
             status: record.status,
             error_code: record.error_code,
             started_at: self.started_at,
             seconds: elapsed.as_secs_f64(),
             ttft_seconds: record.ttft_ms.map(|ms| ms / 1000.0),
-            key: record.key_id.as_deref().unwrap_or_default(),
-            org: record.org.as_deref().unwrap_or_default(),
-            team: record.team.as_deref().unwrap_or_default(),
+            key: record.key_id.as_ref(),
+            org: record.org.as_ref(),
+            team: record.team.as_ref(),
             input_tokens: usage.prompt_tokens,
             output_tokens: usage.completion_tokens,
             cost_usd: record.cost_usd,
@@ -462,9 +468,33 @@ impl Finish {
     }
 }
 
+/// `req_` and 32 random hex digits, written into one allocation of the final size.
+fn request_id() -> String {
+    use std::fmt::Write;
+    let mut id = String::with_capacity(36);
+    // Writing into a String cannot fail.
+    let _ = write!(id, "req_{:032x}", fastrand::u128(..));
+    id
+}
+
+/// Sets a header whose value the config made, when it made one.
+fn insert_shared(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
+    if let Some(value) = value {
+        headers.insert(name, value);
+    }
+}
+
+/// A count as a header value; the usual small ones are static.
+fn count_value(count: usize) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    SMALL
+        .get(count)
+        .map_or_else(|| HeaderValue::from(count), |n| HeaderValue::from_static(n))
+}
+
 /// Sets a header whose value came from config or the gateway (never fails in practice; a value
 /// that is not a valid header is left out rather than failing the answer).
-fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
     }

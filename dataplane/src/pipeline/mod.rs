@@ -92,14 +92,12 @@ where
     let call = ServedCall {
         bill: Bill {
             ticket,
-            org: key.spec.org.clone(),
-            team: key.spec.team.clone(),
             price: deployment.hot.price,
-            group: group.spec.name.clone(),
             prompt_tokens: request.prompt_tokens,
         },
         provider: deployment.spec.provider.as_str(),
-        deployment: deployment.spec.name.clone(),
+        routed_model: group.name_header.clone(),
+        deployment: deployment.name_header.clone(),
         in_flight: served.in_flight,
         attempt_started: served.started,
         cache: match cache {
@@ -115,9 +113,9 @@ where
 }
 
 fn note_caller(key: &KeyEntry, record: &mut DecisionRecord) {
-    record.key_id = Some(format!("{}/{}", key.spec.namespace, key.spec.name));
-    record.org = Some(key.spec.org.clone());
-    record.team = key.spec.team.clone();
+    record.key_id = Some(key.caller.id.clone());
+    record.org = Some(key.caller.org.clone());
+    record.team = key.caller.team.clone();
 }
 
 fn note_request(request: &Parsed, record: &mut DecisionRecord) {
@@ -168,7 +166,7 @@ async fn lookup(
             admit::admit_hit(services, key, record).await?;
         }
         return Ok(Some(Hit {
-            group: snapshot.group(routed.group).spec.name.clone(),
+            routed_model: snapshot.group(routed.group).name_header.clone(),
             body,
             stream: request.stream,
             client_wants_usage: request.client_wants_usage,

@@ -42,7 +42,7 @@ pub(super) fn route(
     };
     let seed = input.seed;
     let mut routed = route::route(snapshot, key, &input)?;
-    record.group = Some(snapshot.group(routed.group).spec.name.clone());
+    record.group = Some(snapshot.group(routed.group).name.clone());
     record.strategy = routed
         .record
         .groups

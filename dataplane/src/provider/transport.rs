@@ -83,9 +83,9 @@ pub fn api_key_header(
 /// signing: it is not part of what a provider authenticates.
 pub fn traceparent(request: &mut Request<Bytes>, span: &crate::trace::SpanIds) {
     if let Ok(value) = HeaderValue::from_str(&span.header()) {
-        request
-            .headers_mut()
-            .insert(crate::trace::TRACEPARENT, value);
+        const TRACEPARENT: http::HeaderName =
+            http::HeaderName::from_static(crate::trace::TRACEPARENT);
+        request.headers_mut().insert(TRACEPARENT, value);
     }
 }
 

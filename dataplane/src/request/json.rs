@@ -25,8 +25,15 @@ pub struct JsonRequest {
 }
 
 struct Member {
-    key: Box<str>,
+    key: Key,
     value: Range<usize>,
+}
+
+/// A member's name: where it lies in the body when written without escapes (the common case,
+/// which costs no allocation), else unescaped into its own string.
+enum Key {
+    InBody(Range<usize>),
+    Unescaped(Box<str>),
 }
 
 impl JsonRequest {
@@ -42,14 +49,29 @@ impl JsonRequest {
             de.end().map_err(ApiError::invalid_json)?;
             spans
         };
+        let request = Self { body, members };
         // A member given twice could be read one way here (routing, limits, the cache key) and
         // the other way upstream: the call that ran would not be the one authorized.
-        for (index, member) in members.iter().enumerate() {
-            if members[..index].iter().any(|m| m.key == member.key) {
-                return Err(ApiError::duplicate_field(&member.key));
+        for (index, member) in request.members.iter().enumerate() {
+            let key = request.key(member);
+            if request.members[..index]
+                .iter()
+                .any(|m| request.key(m) == key)
+            {
+                return Err(ApiError::duplicate_field(key));
             }
         }
-        Ok(Self { body, members })
+        Ok(request)
+    }
+
+    fn key<'a>(&'a self, member: &'a Member) -> &'a str {
+        match &member.key {
+            // The parser read these bytes as a string, so they are UTF-8.
+            Key::InBody(range) => {
+                std::str::from_utf8(&self.body[range.clone()]).unwrap_or_default()
+            }
+            Key::Unescaped(key) => key,
+        }
     }
 
     /// The raw JSON text of a top-level member.
@@ -57,7 +79,7 @@ impl JsonRequest {
         self.members
             .iter()
             .rev()
-            .find(|m| &*m.key == key)
+            .find(|m| self.key(m) == key)
             .map(|m| &self.body[m.value.clone()])
     }
 
@@ -78,7 +100,7 @@ impl JsonRequest {
         let mut out = Vec::with_capacity(self.body.len() + model.len() + 48);
         out.push(b'{');
         for member in &self.members {
-            let key = &*member.key;
+            let key = self.key(member);
             if key == "model" || key == EXTENSION_FIELD || (stream && key == STREAM_OPTIONS) {
                 continue;
             }
@@ -114,7 +136,7 @@ impl JsonRequest {
         out.push(b'{');
         let mut first = true;
         for member in &self.members {
-            let key = &*member.key;
+            let key = self.key(member);
             if key == EXTENSION_FIELD {
                 continue;
             }
@@ -138,7 +160,7 @@ impl JsonRequest {
     pub fn members(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.members
             .iter()
-            .map(|m| (&*m.key, &self.body[m.value.clone()]))
+            .map(|m| (self.key(m), &self.body[m.value.clone()]))
     }
 
     /// The whole body as received.
@@ -165,35 +187,48 @@ impl<'de> Visitor<'de> for SpanVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members = Vec::with_capacity(16);
-        while let Some(key) = map.next_key::<KeyString>()? {
+        while let Some(key) = map.next_key::<KeyString<'de>>()? {
+            let key = match key {
+                KeyString::Borrowed(text) => Key::InBody(self.span(text)?),
+                KeyString::Owned(text) => Key::Unescaped(text),
+            };
             let raw: &'de RawValue = map.next_value()?;
-            let text = raw.get();
-            // The raw value borrows from the body, so its position is its offset in the body.
-            let start = (text.as_ptr() as usize)
-                .checked_sub(self.base)
-                .ok_or_else(|| de::Error::custom("value outside the body"))?;
-            members.push(Member {
-                key: key.0,
-                value: start..start + text.len(),
-            });
+            let value = self.span(raw.get())?;
+            members.push(Member { key, value });
         }
         Ok(members)
     }
 }
 
-/// An object key, borrowed when unescaped (the common case) and owned otherwise.
-struct KeyString(Box<str>);
+impl SpanVisitor {
+    /// Where `text`, borrowed from the body, lies in it.
+    fn span<E: de::Error>(&self, text: &str) -> Result<Range<usize>, E> {
+        let start = (text.as_ptr() as usize)
+            .checked_sub(self.base)
+            .ok_or_else(|| E::custom("value outside the body"))?;
+        Ok(start..start + text.len())
+    }
+}
 
-impl<'de> Deserialize<'de> for KeyString {
+/// An object key, borrowed when unescaped (the common case) and owned otherwise.
+enum KeyString<'de> {
+    Borrowed(&'de str),
+    Owned(Box<str>),
+}
+
+impl<'de> Deserialize<'de> for KeyString<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = KeyString;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = KeyString<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string key")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyString, E> {
-                Ok(KeyString(v.into()))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<KeyString<'de>, E> {
+                Ok(KeyString::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyString<'de>, E> {
+                Ok(KeyString::Owned(v.into()))
             }
         }
         deserializer.deserialize_str(KeyVisitor)

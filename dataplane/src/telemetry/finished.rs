@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::{Mutex, atomic::AtomicU64},
+    sync::{Arc, Mutex, atomic::AtomicU64},
     time::SystemTime,
 };
 
@@ -22,22 +22,22 @@ pub struct Finished<'a> {
     pub endpoint: &'static str,
     /// The model name the client asked for (empty before intake).
     pub request_model: &'a str,
-    /// The ModelGroup it resolved to (empty before routing).
-    pub group: &'a str,
+    /// The ModelGroup it resolved to (none before routing).
+    pub group: Option<&'a Arc<str>>,
     /// The serving (else last tried) attempt's provider and deployment id; `cache` for an
     /// answer from the response cache, `none` when no provider was called.
     pub provider: &'static str,
-    pub deployment: &'a str,
+    pub deployment: Option<&'a Arc<str>>,
     pub status: u16,
     /// The error code the client got, if any.
     pub error_code: Option<&'static str>,
     pub started_at: SystemTime,
     pub seconds: f64,
     pub ttft_seconds: Option<f64>,
-    /// `namespace/name` of the key, its org and team (empty when unauthenticated).
-    pub key: &'a str,
-    pub org: &'a str,
-    pub team: &'a str,
+    /// `namespace/name` of the key, its org and team (none when unauthenticated).
+    pub key: Option<&'a Arc<str>>,
+    pub org: Option<&'a Arc<str>>,
+    pub team: Option<&'a Arc<str>>,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cost_usd: Option<f64>,
@@ -65,29 +65,34 @@ pub struct Attempt<'a> {
     pub span: Option<&'a AttemptSpan>,
 }
 
+// Label values from the config are the snapshot's shared strings (a label set costs reference
+// counts, not copies); an absent one reads as the empty value, and none is ever present but
+// empty, so each series has one label set.
+type Shared = Option<Arc<str>>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     endpoint: &'static str,
-    group: String,
+    group: Shared,
     provider: &'static str,
-    deployment: String,
+    deployment: Shared,
     status_class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FirstTokenLabels {
     endpoint: &'static str,
-    group: String,
+    group: Shared,
     provider: &'static str,
-    deployment: String,
+    deployment: Shared,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PayerLabels {
-    org: String,
-    team: String,
-    key: String,
-    group: String,
+    org: Shared,
+    team: Shared,
+    key: Shared,
+    group: Shared,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -99,9 +104,9 @@ struct TokenLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TagLabels {
-    org: String,
-    team: String,
-    group: String,
+    org: Shared,
+    team: Shared,
+    group: Shared,
     tag: String,
     value: String,
 }
@@ -207,9 +212,9 @@ impl FinishedMetrics {
         self.duration
             .get_or_create(&RouteLabels {
                 endpoint: request.endpoint,
-                group: request.group.to_owned(),
+                group: request.group.cloned(),
                 provider: request.provider,
-                deployment: request.deployment.to_owned(),
+                deployment: request.deployment.cloned(),
                 status_class: status_class(request.status),
             })
             .observe(request.seconds);
@@ -217,13 +222,13 @@ impl FinishedMetrics {
             self.first_token
                 .get_or_create(&FirstTokenLabels {
                     endpoint: request.endpoint,
-                    group: request.group.to_owned(),
+                    group: request.group.cloned(),
                     provider: request.provider,
-                    deployment: request.deployment.to_owned(),
+                    deployment: request.deployment.cloned(),
                 })
                 .observe(ttft);
         }
-        if !request.key.is_empty() {
+        if request.key.is_some() {
             self.bill(request);
         }
         for pair in request.attempts.windows(2) {
@@ -240,10 +245,10 @@ impl FinishedMetrics {
 
     fn bill(&self, request: &Finished<'_>) {
         let payer = PayerLabels {
-            org: request.org.to_owned(),
-            team: request.team.to_owned(),
-            key: request.key.to_owned(),
-            group: request.group.to_owned(),
+            org: request.org.cloned(),
+            team: request.team.cloned(),
+            key: request.key.cloned(),
+            group: request.group.cloned(),
         };
         for (direction, count) in directions(request) {
             let labels = TokenLabels {

@@ -3,7 +3,7 @@
 //! {upstream model}`, each with the ids the request path chose (the attempts' went to the
 //! provider in `traceparent`).
 
-use std::{borrow::Cow, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use opentelemetry::{
     InstrumentationScope, KeyValue,
@@ -196,8 +196,8 @@ fn push_caller(attributes: &mut Vec<KeyValue>, request: &Finished<'_>) {
         ("modelgate.team", request.team),
         ("modelgate.group", request.group),
     ] {
-        if !value.is_empty() {
-            attributes.push(KeyValue::new(name, value.to_owned()));
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            attributes.push(KeyValue::new(name, Arc::clone(value)));
         }
     }
     for (tag, value) in request.spend_tags {
