@@ -77,6 +77,7 @@ soak: ## Mixed load on the real gateway for SOAK_SECONDS (default 600): config s
 	tests/testbin/install-redis.sh
 	python3 tests/soak/soak.py --seconds $${SOAK_SECONDS:-600}
 
-bench: ## Load benchmark: the gateway against nginx proxy_pass over a fast upstream, ratios (not a test)
+bench: ## Load benchmark: the gateway against nginx proxy_pass over a fast upstream, ratios; allocations per request (not a test)
 	$(CARGO) build --release -p modelgate-dataplane
 	python3 bench/bench.py
+	$(CARGO) bench -p modelgate-dataplane --bench request
