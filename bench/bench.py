@@ -110,13 +110,10 @@ server {{
 }}"""
 
 
-def gateway_config(upstream: int) -> str:
-    groups = []
-    for name, path in [("bench", "complete"), ("bench-sse", "sse"), ("bench-gap", "gap"),
-                       ("bench-slow", "slow")]:
-        groups.append(f"""apiVersion: modelgate.io/v1alpha1
+def model_group(upstream: int, name: str, path: str, namespace: str = "default") -> str:
+    return f"""apiVersion: modelgate.io/v1alpha1
 kind: ModelGroup
-metadata: {{name: {name}}}
+metadata: {{name: {name}, namespace: {namespace}}}
 spec:
   models: [{name}]
   deployments:
@@ -125,50 +122,42 @@ spec:
       model: bench
       baseUrl: http://127.0.0.1:{upstream}/{path}/v1
       pricing: {{input: 1.0, output: 2.0}}
-""")
-    return "---\n".join([f"""apiVersion: v1
+"""
+
+
+def virtual_key(key: str, namespace: str = "default") -> str:
+    return f"""apiVersion: v1
 kind: Secret
-metadata: {{name: bench-keys, labels: {{modelgate.io/virtual-key: "true"}}}}
-stringData: {{bench: {KEY}}}
-""", *groups, """apiVersion: modelgate.io/v1alpha1
+metadata: {{name: bench-keys, namespace: {namespace}, labels: {{modelgate.io/virtual-key: "true"}}}}
+stringData: {{bench: {key}}}
+---
+apiVersion: modelgate.io/v1alpha1
 kind: VirtualKey
-metadata: {name: bench}
+metadata: {{name: bench, namespace: {namespace}}}
 spec:
-  keySecretRef: {name: bench-keys, key: bench}
-""", f"""apiVersion: v1
+  keySecretRef: {{name: bench-keys, key: bench}}
+"""
+
+
+def gateway_config(upstream: int) -> str:
+    groups = [model_group(upstream, name, path) for name, path in [
+        ("bench", "complete"), ("bench-sse", "sse"), ("bench-gap", "gap"), ("bench-slow", "slow")]]
+    # A second namespace whose policy commits streams at the provider's head, with its own key
+    # and the gapped group.
+    latency = """apiVersion: v1
 kind: Namespace
-metadata: {{name: latency}}
+metadata: {name: latency}
 ---
 apiVersion: modelgate.io/v1alpha1
 kind: RoutingPolicy
-metadata: {{name: default, namespace: latency}}
+metadata: {name: default, namespace: latency}
 spec:
-  streaming: {{commit: headers}}
+  streaming: {commit: headers}
   allowLoopbackUpstreams: true
----
-apiVersion: modelgate.io/v1alpha1
-kind: ModelGroup
-metadata: {{name: bench-gap, namespace: latency}}
-spec:
-  models: [bench-gap]
-  deployments:
-    - name: up
-      provider: openai-compatible
-      model: bench
-      baseUrl: http://127.0.0.1:{upstream}/gap/v1
-      pricing: {{input: 1.0, output: 2.0}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: bench-keys, namespace: latency, labels: {{modelgate.io/virtual-key: "true"}}}}
-stringData: {{bench: {HEADERS_KEY}}}
----
-apiVersion: modelgate.io/v1alpha1
-kind: VirtualKey
-metadata: {{name: bench, namespace: latency}}
-spec:
-  keySecretRef: {{name: bench-keys, key: bench}}
-"""])
+"""
+    return "---\n".join([virtual_key(KEY), *groups, latency,
+                          model_group(upstream, "bench-gap", "gap", "latency"),
+                          virtual_key(HEADERS_KEY, "latency")])
 
 
 def family(pid: int) -> list[int]:
