@@ -169,11 +169,7 @@ pub fn build(
             field_env("POD_NAME", "metadata.name"),
             // One thread serves one app: no cross-thread wake-ups, the least CPU per request.
             // An env var, so that `--worker-threads` in the extra args still overrides it.
-            EnvVar {
-                name: WORKER_THREADS.to_owned(),
-                value: Some("1".to_owned()),
-                ..EnvVar::default()
-            },
+            value_env(WORKER_THREADS, "1"),
         ]),
         ports: Some(vec![ContainerPort {
             name: Some("mg-admin".to_owned()),
