@@ -53,25 +53,29 @@ impl JsonRequest {
         // A member given twice could be read one way here (routing, limits, the cache key) and
         // the other way upstream: the call that ran would not be the one authorized.
         for (index, member) in request.members.iter().enumerate() {
-            let key = request.key(member);
+            let key = request.key_bytes(member);
             if request.members[..index]
                 .iter()
-                .any(|m| request.key(m) == key)
+                .any(|m| request.key_bytes(m) == key)
             {
-                return Err(ApiError::duplicate_field(key));
+                return Err(ApiError::duplicate_field(request.key(member)));
             }
         }
         Ok(request)
     }
 
-    fn key<'a>(&'a self, member: &'a Member) -> &'a str {
+    /// A member's name as bytes, for comparisons: an unescaped name in the body is its text.
+    fn key_bytes<'a>(&'a self, member: &'a Member) -> &'a [u8] {
         match &member.key {
-            // The parser read these bytes as a string, so they are UTF-8.
-            Key::InBody(range) => {
-                std::str::from_utf8(&self.body[range.clone()]).unwrap_or_default()
-            }
-            Key::Unescaped(key) => key,
+            Key::InBody(range) => &self.body[range.clone()],
+            Key::Unescaped(key) => key.as_bytes(),
         }
+    }
+
+    /// A member's name as text, where it is written out.
+    fn key<'a>(&'a self, member: &'a Member) -> &'a str {
+        // The parser read these bytes as a string, so they are UTF-8.
+        std::str::from_utf8(self.key_bytes(member)).unwrap_or_default()
     }
 
     /// The raw JSON text of a top-level member.
@@ -79,7 +83,7 @@ impl JsonRequest {
         self.members
             .iter()
             .rev()
-            .find(|m| self.key(m) == key)
+            .find(|m| self.key_bytes(m) == key.as_bytes())
             .map(|m| &self.body[m.value.clone()])
     }
 
