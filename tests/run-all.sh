@@ -44,3 +44,6 @@ stage "sdk build" cargo build --locked -p modelgate-dataplane -p fake-provider
 stage "sdk tests" tests/sdk/run.sh
 stage "soak (60 s)" python3 tests/soak/soak.py --seconds 60
 stage "fuzz smoke (10 s each)" tests/fuzz.sh 10
+# Last: a real single-node cluster (kubelet, containerd) with the charts installed; it builds
+# the release binaries its images are made of.
+stage "cluster (real node)" tests/cluster/run.sh
