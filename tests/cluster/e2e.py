@@ -307,14 +307,19 @@ spec:
             "logs", "-n", TENANT, name, "-c", "app") or None, READY_TIMEOUT)
         assert output.startswith("served: "), output
         assert statuses["app"]["restartCount"] == 0, "the app failed before it was served"
-        records = [json.loads(line) for line in self.kubectl(
-            "logs", "-n", TENANT, name, "-c", "modelgate-proxy").splitlines() if line.startswith("{")]
-        served = [r for r in records if r.get("endpoint") and r.get("status") == 200
-                  and str(r.get("key_id", "")).endswith("assistant") and r.get("group") == "fake-chat"]
-        assert served, f"no decision record of the app's call under its key:\n{records[-5:]}"
+        # The decision log is written off the request path, so the record may trail the answer.
+        served = self.node.wait_for("the app's call in the sidecar's decision log",
+                                    lambda: self.decision_records(name), READY_TIMEOUT)
         log(f"pod {name}: sidecar started {sidecar_started}, app {app_started}; app says {output.strip()!r}")
         log(f"sidecar decision record: key {served[0]['key_id']}, group {served[0]['group']}, "
             f"deployment {served[0]['attempts'][-1]['deployment']}, status {served[0]['status']}")
+
+    def decision_records(self, pod):
+        """The sidecar's decision records of a served call under the pod's VirtualKey."""
+        records = [json.loads(line) for line in self.kubectl(
+            "logs", "-n", TENANT, pod, "-c", "modelgate-proxy").splitlines() if line.startswith("{")]
+        return [r for r in records if r.get("endpoint") and r.get("status") == 200
+                and str(r.get("key_id", "")).endswith("assistant") and r.get("group") == "fake-chat"]
 
     # -- a changed ModelGroup reaching every data plane ---------------------------------------------
 
