@@ -254,7 +254,11 @@ spec:
             f"helm upgrade {RELEASE} charts/modelgate -n {RELEASE} --reuse-values "
             f"--set 'tenants={{{TENANT}}}' --set 'sidecar.extraArgs={{--decision-log=-}}' --wait=false"
         )
-        self.wait_ready(RELEASE, "app.kubernetes.io/component=operator", 2)
+        # The new tenant and sidecar args roll the operators: until the old ones are gone, one of
+        # them may answer the webhook with the former sidecar (no decision log on stdout).
+        self.kubectl("rollout", "status", "-n", RELEASE, "deployment/modelgate-operator", "--timeout=180s")
+        self.node.wait_for("the former operator pods to be gone", lambda: len(
+            self.pods(RELEASE, "app.kubernetes.io/component=operator")) == 2, READY_TIMEOUT)
         self.apply(TENANT, fake_group(self.fake_url, ["fake-chat"]) + """
 ---
 apiVersion: modelgate.io/v1alpha1
@@ -265,14 +269,15 @@ spec: {}
         self.kubectl("wait", "-n", TENANT, "--for=condition=Ready", "mg/fake-chat", "vk/assistant",
                      "--timeout=60s")
         # Until the webhook answers, a pod would be admitted without its sidecar (the chart's
-        # failurePolicy is Ignore): wait until a server-side dry run comes back injected.
+        # failurePolicy is Ignore): wait until a server-side dry run comes back with the sidecar
+        # the upgrade asked for.
         probe = f"""
 apiVersion: v1
 kind: Pod
 metadata: {{name: probe, annotations: {{modelgate.io/inject: enabled}}}}
 spec: {{containers: [{{name: app, image: {APP_IMAGE}}}]}}
 """
-        self.node.wait_for("the injection webhook", lambda: "modelgate.io/injected" in self.kubectl(
+        self.node.wait_for("the injection webhook", lambda: "--decision-log=-" in self.kubectl(
             "create", "--dry-run=server", "-n", TENANT, "-o", "json", "-f", "-", input=probe
         ), READY_TIMEOUT)
         self.apply(TENANT, f"""
