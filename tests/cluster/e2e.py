@@ -78,8 +78,8 @@ class Timings:
     def report(self):
         print("\n== cluster test timings ==")
         for name, seconds in self.rows:
-            print(f"{name:<58} {seconds:7.1f} s")
-        print(f"{'total':<58} {sum(s for _, s in self.rows):7.1f} s", flush=True)
+            print(f"{name:<66} {seconds:7.1f} s")
+        print(f"{'total':<66} {sum(s for _, s in self.rows):7.1f} s", flush=True)
 
 
 def readme_block(marker, language="sh"):
