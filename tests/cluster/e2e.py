@@ -34,6 +34,8 @@ APP_IMAGE = "local.invalid/python-openai:1"
 CLIENT_KEY = "sk-mg-cluster-client-2c6f0d4e9a71"
 READY_TIMEOUT = 180
 CHANGES = 5
+GATEWAY_PODS = "app.kubernetes.io/component=gateway"
+OPERATOR_PODS = "app.kubernetes.io/component=operator"
 
 # The app of the injected Deployment: no base URL and no key in its code. It makes its call
 # once, with retries off, so a sidecar that was not serving yet when the app started fails it.
@@ -89,11 +91,22 @@ def readme_block(marker, language="sh"):
     return after.split(f"```{language}\n", 1)[1].split("\n```", 1)[0]
 
 
-def fake_group(base_url, models):
+def get_json(url, headers=None):
+    """The JSON `url` answers, or None while it does not answer."""
+    try:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+
+
+def fake_group(base_url, models, namespace=None):
+    metadata = f"{{name: fake-chat, namespace: {namespace}}}" if namespace else "{name: fake-chat}"
     return f"""
 apiVersion: modelgate.io/v1alpha1
 kind: ModelGroup
-metadata: {{name: fake-chat}}
+metadata: {metadata}
 spec:
   models: {json.dumps(models)}
   deployments:
@@ -131,9 +144,16 @@ class ClusterTest:
     def pods(self, namespace, selector):
         return self.node.json("get", "pods", "-n", namespace, "-l", selector)["items"]
 
+    def pod_names(self, namespace, selector):
+        return {p["metadata"]["name"] for p in self.pods(namespace, selector)}
+
+    def live_pods(self, namespace, selector):
+        """The pods not being deleted."""
+        return [p for p in self.pods(namespace, selector) if not p["metadata"].get("deletionTimestamp")]
+
     def wait_ready(self, namespace, selector, count):
         def ready():
-            pods = [p for p in self.pods(namespace, selector) if not p["metadata"].get("deletionTimestamp")]
+            pods = self.live_pods(namespace, selector)
             ready = [p for p in pods if any(
                 c["type"] == "Ready" and c["status"] == "True"
                 for c in p.get("status", {}).get("conditions", [])
@@ -146,17 +166,17 @@ class ClusterTest:
 
     def install(self):
         self.bash(readme_block("install"))
-        operators = self.wait_ready(RELEASE, "app.kubernetes.io/component=operator", 2)
+        operators = self.wait_ready(RELEASE, OPERATOR_PODS, 2)
         log(f"ready: {[p['metadata']['name'] for p in operators]}")
         # A gateway is ready once it serves a config, and the operator publishes one only where
         # there is something to serve: the next step's objects.
         self.node.wait_for("the gateway pods to run", lambda: [
-            p["status"].get("phase") for p in self.pods(RELEASE, "app.kubernetes.io/component=gateway")
+            p["status"].get("phase") for p in self.pods(RELEASE, GATEWAY_PODS)
         ] == ["Running", "Running"], READY_TIMEOUT)
 
     def apply_examples(self):
         print(self.bash(readme_block("apply")), flush=True)
-        gateways = self.wait_ready(RELEASE, "app.kubernetes.io/component=gateway", 2)
+        gateways = self.wait_ready(RELEASE, GATEWAY_PODS, 2)
         log(f"ready: {[p['metadata']['name'] for p in gateways]}")
 
     def call_through_port_forward(self):
@@ -239,6 +259,12 @@ spec:
         phase = self.kubectl("get", "pod", "-n", namespace, pod, "-o", "jsonpath={.status.phase}")
         return phase if phase in ("Succeeded", "Failed") else None
 
+    def wait_rolled_out(self, deployment, selector, former_pods):
+        """Until the rollout is complete and `former_pods` are gone, not just terminating."""
+        self.kubectl("rollout", "status", "-n", RELEASE, f"deployment/{deployment}", "--timeout=180s")
+        self.node.wait_for(f"the former {deployment} pods to be gone",
+                           lambda: not former_pods & self.pod_names(RELEASE, selector), READY_TIMEOUT)
+
     def wait_served(self, namespace, resource):
         self.node.wait_for(f"{resource} served by every data plane", lambda: self.kubectl(
             "get", "-n", namespace, resource, "-o",
@@ -250,15 +276,14 @@ spec:
     def injected_app(self):
         self.kubectl("create", "namespace", TENANT)
         self.kubectl("label", "namespace", TENANT, "modelgate.io/org=acme")
+        operators = self.pod_names(RELEASE, OPERATOR_PODS)
         self.bash(
             f"helm upgrade {RELEASE} charts/modelgate -n {RELEASE} --reuse-values "
             f"--set 'tenants={{{TENANT}}}' --set 'sidecar.extraArgs={{--decision-log=-}}' --wait=false"
         )
         # The new tenant and sidecar args roll the operators: until the old ones are gone, one of
         # them may answer the webhook with the former sidecar (no decision log on stdout).
-        self.kubectl("rollout", "status", "-n", RELEASE, "deployment/modelgate-operator", "--timeout=180s")
-        self.node.wait_for("the former operator pods to be gone", lambda: len(
-            self.pods(RELEASE, "app.kubernetes.io/component=operator")) == 2, READY_TIMEOUT)
+        self.wait_rolled_out("modelgate-operator", OPERATOR_PODS, operators)
         self.apply(TENANT, fake_group(self.fake_url, ["fake-chat"]) + """
 ---
 apiVersion: modelgate.io/v1alpha1
@@ -330,17 +355,12 @@ spec:
 
     def data_planes(self):
         """The admin address of every running data plane: the gateway pods and the sidecar."""
-        pods = self.pods(RELEASE, "app.kubernetes.io/component=gateway") + self.pods(TENANT, "app=assistant")
-        return {p["metadata"]["name"]: p["status"]["podIP"] for p in pods
-                if not p["metadata"].get("deletionTimestamp")}
+        pods = self.live_pods(RELEASE, GATEWAY_PODS) + self.live_pods(TENANT, "app=assistant")
+        return {p["metadata"]["name"]: p["status"]["podIP"] for p in pods}
 
     @staticmethod
     def checksum(ip):
-        try:
-            with urllib.request.urlopen(f"http://{ip}:9464/readyz", timeout=2) as response:
-                return json.loads(response.read()).get("checksum")
-        except (OSError, ValueError):
-            return None
+        return (get_json(f"http://{ip}:9464/readyz") or {}).get("checksum")
 
     def propagation(self):
         planes = self.data_planes()
@@ -350,9 +370,7 @@ spec:
             before = {name: self.checksum(ip) for name, ip in planes.items()}
             models = ["fake-chat", f"fake-chat-{change}"]
             manifest = "".join(
-                f"---\n{fake_group(self.fake_url, models).strip()}\n".replace(
-                    "metadata: {name: fake-chat}", f"metadata: {{name: fake-chat, namespace: {ns}}}")
-                for ns in (RELEASE, TENANT)
+                f"---\n{fake_group(self.fake_url, models, namespace).strip()}\n" for namespace in (RELEASE, TENANT)
             )
             started = time.monotonic()
             self.kubectl("apply", "-f", "-", input=manifest)
@@ -376,17 +394,14 @@ spec:
     # -- disruptions under a trickle of requests ------------------------------------------------------
 
     def rollout_restart(self):
-        old = {p["metadata"]["name"] for p in self.pods(RELEASE, "app.kubernetes.io/component=gateway")}
+        old = self.pod_names(RELEASE, GATEWAY_PODS)
         with Trickle(self.gateway_ip) as trickle:
             trickle.wait_for_requests(20)
             self.kubectl("rollout", "restart", "-n", RELEASE, "deployment/modelgate-gateway")
-            self.kubectl("rollout", "status", "-n", RELEASE, "deployment/modelgate-gateway", "--timeout=180s")
             # The old pods drain after the rollout counts them gone: keep calling until they are.
-            self.node.wait_for("the old gateway pods to be gone", lambda: not old & {
-                p["metadata"]["name"] for p in self.pods(RELEASE, "app.kubernetes.io/component=gateway")
-            }, READY_TIMEOUT)
+            self.wait_rolled_out("modelgate-gateway", GATEWAY_PODS, old)
             trickle.wait_for_requests(trickle.count() + 20)
-        new = {p["metadata"]["name"] for p in self.pods(RELEASE, "app.kubernetes.io/component=gateway")}
+        new = self.pod_names(RELEASE, GATEWAY_PODS)
         assert not old & new, (old, new)
         log(f"rollout restart {sorted(old)} -> {sorted(new)}: {trickle.summary()}")
         trickle.assert_no_failures()
@@ -401,7 +416,7 @@ spec:
 
     def operator_loss(self):
         leader = self.lease_holder()
-        operators = {p["metadata"]["name"] for p in self.pods(RELEASE, "app.kubernetes.io/component=operator")}
+        operators = self.pod_names(RELEASE, OPERATOR_PODS)
         assert any(leader.startswith(pod) for pod in operators), (leader, operators)
         [leader_pod] = [pod for pod in operators if leader.startswith(pod)]
         with Trickle(self.gateway_ip) as trickle:
@@ -411,7 +426,7 @@ spec:
             successor = self.node.wait_for("a new operator to take the lease",
                                            lambda: self.holder_other_than(leader_pod), READY_TIMEOUT)
             took_over = time.monotonic() - started
-            self.wait_ready(RELEASE, "app.kubernetes.io/component=operator", 2)
+            self.wait_ready(RELEASE, OPERATOR_PODS, 2)
             # The new leader publishes: a change reaches the gateways.
             self.apply(RELEASE, fake_group(self.fake_url, ["fake-chat", "fake-chat-after-failover"]))
             self.node.wait_for("the new leader's config on every gateway pod", lambda: all(
@@ -422,17 +437,12 @@ spec:
         trickle.assert_no_failures()
 
     def gateway_ips(self):
-        return {p["status"]["podIP"] for p in self.pods(RELEASE, "app.kubernetes.io/component=gateway")}
+        return {p["status"]["podIP"] for p in self.live_pods(RELEASE, GATEWAY_PODS)}
 
     @staticmethod
     def models(ip):
-        request = urllib.request.Request(
-            f"http://{ip}:4000/v1/models", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                return {m["id"] for m in json.loads(response.read())["data"]}
-        except (OSError, ValueError):
-            return set()
+        answer = get_json(f"http://{ip}:4000/v1/models", {"Authorization": f"Bearer {CLIENT_KEY}"})
+        return {m["id"] for m in (answer or {}).get("data", [])}
 
 
 class Trickle:
